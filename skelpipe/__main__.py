@@ -1,0 +1,3 @@
+from skelpipe.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""The ``skelpipe`` command: one click group; each command lives in the module of its concept.
+
+Commands are imported only when used (click's documented lazy-group pattern), so that
+``skelpipe doctor`` works when torch is broken and ``--help`` stays fast. A command module
+exposes a ``click.Command`` under the attribute named below.
+"""
+
+import importlib
+import sys
+
+import click
+
+from skelpipe.errors import SkelpipeError
+
+COMMANDS = {
+    "install-openpifpaf": "skelpipe.install:install_openpifpaf_command",
+    "doctor": "skelpipe.install:doctor_command",
+    "cache": "skelpipe.cache:cache_command",
+    "extract": "skelpipe.extract:extract_command",
+    "align": "skelpipe.align:align_command",
+    "pack": "skelpipe.pack:pack_command",
+    "train": "skelpipe.train:train_command",
+    "partmatrix": "skelpipe.partmatrix:partmatrix_command",
+    "evaluate": "skelpipe.evaluate:evaluate_command",
+    "report": "skelpipe.report:report_command",
+    "run-all": "skelpipe.pipeline:run_all_command",
+    "predict": "skelpipe.predict:predict_command",
+    "bench": "skelpipe.bench:bench_command",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+
+            @click.command(name, help=f"(unavailable: {e})")
+            def unavailable():
+                raise SkelpipeError(f"command {name!r} is not available: {e}")
+
+            return unavailable
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="skelpipe")
+@click.pass_context
+def cli(ctx, debug):
+    """skelpipe: RGB videos -> 2D skeletons -> action labels, with part-level knowledge
+    distillation from high-quality skeletons.
+
+    \b
+    Example:
+      skelpipe run-all demo            # the whole pipeline on a small synthetic dataset
+      skelpipe extract --videos a.mp4 --backbone shufflenetv2k16 --out poses.h5
+      skelpipe train --stage student --kd pmsc
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def main(argv=None):
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="skelpipe", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:  # usage errors: exit 2
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except SkelpipeError as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
