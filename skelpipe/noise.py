@@ -1,0 +1,144 @@
+"""Occlusion noise (OP): zero joints of LQ skeletons with probability p, reproducibly.
+
+A mask is a pure function of (instance seed, person, joint[, frame]): every random number is
+a counter-based hash (splitmix64) of those integers, computed in int64 on the tensor's device.
+So a batch of masks is made in a few vectorised operations, with no Python loop over
+instances, and an instance's mask is the same on CPU and GPU, in any batch, at any T.
+
+Modes (METHOD.md; each keeps the expected occluded fraction of joint-frames equal to p):
+
+- ``track`` (default): each (joint, person) is zeroed over the whole sequence with probability p.
+- ``joint``: each (frame, joint, person) independently with probability p.
+- ``block``: per (joint, person) time is cut into blocks of ``block_len`` frames (with a random
+  phase per joint and person, so blocks do not line up across joints), and each block is zeroed
+  with probability p. Every frame lies in exactly one block, hence an expected fraction of p.
+
+An occluded joint loses all its channels (confidence included); padding stays zero because the
+mask is applied by multiplication.
+"""
+
+import numpy as np
+import torch
+
+MODES = ("track", "joint", "block")
+
+_BITS = 24  # uniform numbers are 24-bit integers; p is compared as an integer threshold
+_GOLDEN = 0x9E3779B97F4A7C15
+_M1 = 0xBF58476D1CE4E5B9
+_M2 = 0x94D049BB133111EB
+_SALT = {"track": 0x7472616B, "joint": 0x6A6F696E, "block": 0x626C6F63, "phase": 0x70686173,
+         "instance": 0x696E7374, "epoch": 0x65706F63}
+
+
+def _i64(c: int) -> int:
+    """An unsigned 64-bit constant as the int64 with the same bits."""
+    return c - (1 << 64) if c >= (1 << 63) else c
+
+
+def _srl(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64 finaliser on int64 tensors (wrapping arithmetic, identical on every device)."""
+    x = x + _i64(_GOLDEN)
+    x = (x ^ _srl(x, 30)) * _i64(_M1)
+    x = (x ^ _srl(x, 27)) * _i64(_M2)
+    return x ^ _srl(x, 31)
+
+
+def _bits(x: torch.Tensor) -> torch.Tensor:
+    """The top 24 bits of a hash, as uniform integers in [0, 2**24)."""
+    return _srl(x, 64 - _BITS)
+
+
+def _as_seeds(seeds, device) -> torch.Tensor:
+    if isinstance(seeds, torch.Tensor):
+        return seeds.to(device=device, dtype=torch.int64).reshape(-1)
+    arr = np.asarray(seeds)
+    if arr.dtype == np.uint64:
+        arr = arr.view(np.int64)
+    return torch.as_tensor(arr.astype(np.int64, copy=False), device=device).reshape(-1)
+
+
+def instance_seeds(base_seed: int, index, epoch: int | None = None, device=None) -> torch.Tensor:
+    """One seed per instance: a hash of (base seed, instance index[, epoch]) → int64 (N,).
+
+    Test data use ``epoch=None``: one fixed draw per instance. Training uses the same
+    (``fixed``, default) or mixes in the epoch (``fresh``: a new draw every epoch).
+    """
+    index = _as_seeds(index, device)
+    base = torch.full_like(index, _i64(int(base_seed) % (1 << 64)))
+    h = _mix(_mix(base ^ _SALT["instance"]) + index)
+    if epoch is not None:
+        h = _mix(h ^ _mix(torch.full_like(h, int(epoch)) ^ _SALT["epoch"]))
+    return h
+
+
+def occlusion_mask(seeds, p: float, shape=(300, 25, 2), mode: str = "track", device=None,
+                   lengths=None, block_len: int = 15) -> torch.Tensor:
+    """Keep-masks for a batch: torch.bool (N, 1, T, V, M), True = keep, one per seed.
+
+    ``seeds`` (N,) int64 (tensor or array); ``shape`` = (T, V, M). With ``lengths`` (N,),
+    frames at or beyond an instance's length are False (padding: nothing to keep). Apply as
+    ``x * mask``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown occlusion mode {mode!r}; known: {', '.join(MODES)}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"occlusion probability must lie in [0, 1], got {p}")
+    if device is None and isinstance(seeds, torch.Tensor):
+        device = seeds.device
+    s = _as_seeds(seeds, device)
+    n = s.numel()
+    T, V, M = (int(d) for d in shape)
+    threshold = int(round(p * (1 << _BITS)))  # occlude where bits < threshold: P = p
+    dev = s.device
+    # (person, joint) counter, independent of V, M and T so a mask does not change with padding.
+    pv = (torch.arange(M, device=dev).view(1, 1, M) * 4096 + torch.arange(V, device=dev).view(1, V, 1))
+    key = _mix(_mix(s.view(n, 1, 1) ^ _SALT[mode]) + pv)  # (N, V, M)
+    if mode == "track":
+        keep = (_bits(key) >= threshold).view(n, 1, 1, V, M).expand(n, 1, T, V, M)
+    else:
+        t = torch.arange(T, device=dev).view(1, T, 1, 1)
+        if mode == "joint":
+            counter = t
+        else:
+            if block_len < 1:
+                raise ValueError(f"block_len must be >= 1, got {block_len}")
+            phase = _srl(_mix(key ^ _SALT["phase"]), 33) % block_len  # (N, V, M)
+            counter = torch.div(t + phase.view(n, 1, V, M), block_len, rounding_mode="floor")
+        keep = (_bits(_mix(key.view(n, 1, V, M) + counter)) >= threshold).view(n, 1, T, V, M)
+    if lengths is not None:
+        lengths = torch.as_tensor(np.asarray(lengths) if not isinstance(lengths, torch.Tensor)
+                                  else lengths, device=dev).view(n, 1, 1, 1, 1)
+        keep = keep & (torch.arange(T, device=dev).view(1, 1, T, 1, 1) < lengths)
+    return keep.contiguous()
+
+
+def occlude(x, p: float, seed, mode: str = "track", block_len: int = 15):
+    """``x`` (..., C, T, V, M) tensor or array with joints zeroed; the same type comes back.
+
+    ``seed``: an int, or one seed per instance of the leading dimensions. An int seed on a
+    batch gives instance i the seed ``instance_seeds(seed, i)``; for a single instance
+    (x of 4 dims) the int is the instance's seed itself.
+    """
+    is_numpy = not isinstance(x, torch.Tensor)
+    t = torch.as_tensor(x) if is_numpy else x
+    if t.dim() < 4:
+        raise ValueError(f"occlude expects (..., C, T, V, M), got shape {tuple(t.shape)}")
+    lead = t.shape[:-4]
+    n = int(np.prod(lead)) if lead else 1
+    if np.ndim(seed) == 0 and not (isinstance(seed, torch.Tensor) and seed.numel() > 1):
+        seed = int(seed)
+        seeds = (torch.tensor([seed], dtype=torch.int64, device=t.device) if not lead
+                 else instance_seeds(seed, torch.arange(n, device=t.device)))
+    else:
+        seeds = _as_seeds(seed, t.device)
+        if seeds.numel() != n:
+            raise ValueError(f"occlude got {seeds.numel()} seeds for {n} instances")
+    C, T, V, M = t.shape[-4:]
+    mask = occlusion_mask(seeds, p, (T, V, M), mode, device=t.device, block_len=block_len)
+    out = t * mask.view(*lead, 1, T, V, M).to(t.dtype)
+    return out.numpy() if is_numpy else out
