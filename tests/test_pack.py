@@ -1,0 +1,156 @@
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from skelpipe.cache import Cache
+from skelpipe.errors import SkelpipeError
+from skelpipe.pack import (PackConfig, degrade, frame_indices, load_split, normalise_2d,
+                           normalise_3d, pack, run_pack)
+from skelpipe import layouts
+from skelpipe.noise import instance_seeds, occlusion_mask
+from skelpipe.store import PoseWriter
+
+
+def _aligned_pair(d, n=12, classes=3, T=40, no_hq=()):
+    """A hand-made aligned pair: ntu25 3D HQ and coco17 2D LQ (1920x1080), 2 people."""
+    rng = np.random.default_rng(0)
+    d.mkdir(parents=True, exist_ok=True)
+    with PoseWriter(d / "hq.h5", "ntu25", {"source": "kinect_v2"}) as hw, \
+            PoseWriter(d / "lq.h5", "coco17", {"source": "simulated:shufflenetv2k16",
+                                              "extractor": "simulated"}) as lw:
+        for i in range(n):
+            sid = f"s{i:03d}"
+            t = T - i % 12  # different lengths
+            label = i % classes
+            split = "train" if i < n * 2 // 3 else "test"
+            hq = rng.normal(0, 0.3, (2, t, 25, 3)).astype(np.float32) + [0.0, 0.0, 3.0]
+            hq[1] = 0  # one person
+            lq = np.zeros((2, t, 17, 3), np.float32)
+            lq[0, ..., 0] = rng.uniform(100, 1800, (t, 17))
+            lq[0, ..., 1] = rng.uniform(100, 1000, (t, 17))
+            lq[0, ..., 2] = rng.uniform(0.1, 1, (t, 17))
+            lq[0, 3, 5] = 0  # a missed joint
+            attrs = dict(label=label, label_name=f"class{label}", split=split, image_size=[1920, 1080])
+            lw.add(sid, lq, channels="x,y,conf", has_hq=i not in no_hq, **attrs)
+            if i not in no_hq:
+                hw.add(sid, hq, channels="x,y,z", **attrs)
+    return d
+
+
+def test_normalise_2d_exact():
+    kp = np.zeros((1, 2, 17, 3), np.float32)
+    kp[0, 0, 0] = [960, 540, 0.9]
+    kp[0, 0, 1] = [1920, 0, 0.5]
+    out = normalise_2d(kp, (1920, 1080))
+    np.testing.assert_allclose(out[0, 0, 0], [0, 0, 0.9])
+    np.testing.assert_allclose(out[0, 0, 1], [0.5, -540 / 1920, 0.5])
+    assert not out[0, 1].any() and not out[0, 0, 2:].any()  # missing joints stay zero
+
+
+def test_normalise_3d_centres_spine_mid_of_first_frame():
+    kp = np.zeros((2, 3, 25, 3), np.float32)
+    kp[0, 1:] = np.arange(25 * 3).reshape(25, 3) + 1.0  # person 0 appears at frame 1
+    kp[1, :] = 5.0
+    out = normalise_3d(kp, layouts.get("ntu25"))
+    np.testing.assert_allclose(out[0, 1, 1], 0)  # spine_mid (index 1) is the origin
+    np.testing.assert_allclose(out[1, 0, 0], 5.0 - kp[0, 1, 1])
+    assert not out[0, 0].any()  # absent frame stays zero
+
+
+def test_frame_indices():
+    assert list(frame_indices(5, PackConfig(T=10))) == [0, 1, 2, 3, 4]
+    assert list(frame_indices(20, PackConfig(T=10))) == list(range(10))
+    idx = frame_indices(100, PackConfig(frames=5))
+    assert list(idx) == [0, 25, 50, 74, 99]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_pack_and_load_split(tmp_path, dtype):
+    d = _aligned_pair(tmp_path / "aligned", no_hq=(1,))
+    counts = pack(d, tmp_path / "data.h5", PackConfig(T=32, dtype=dtype))
+    assert counts["train"]["n"] == 8 and counts["test"]["n"] == 4
+    sp = load_split(tmp_path / "data.h5", "train")
+    assert sp.lq.dtype == np.float32 and sp.hq.dtype == np.float32
+    assert sp.lq.shape == (8, 3, 32, 17, 2) and sp.hq.shape == (8, 3, 32, 25, 2)
+    assert sp.label.dtype == np.int64 and list(sp.label) == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert sp.ids[:2] == ["s000", "s001"]
+    assert sp.has_hq.tolist() == [True, False] + [True] * 6
+    assert not sp.hq[1].any()  # no HQ: zeros
+    assert sp.attrs["hq_layout"] == "ntu25" and sp.attrs["lq_layout"] == "coco17"
+    assert sp.attrs["class_names"] == ["class0", "class1", "class2"] and sp.attrs["num_classes"] == 3
+    assert sp.attrs["T"] == 32 and sp.attrs["extractor"] == "simulated"
+    assert "max(W,H)" in sp.attrs["lq_normalisation"] and "spine_mid" in sp.attrs["hq_normalisation"]
+    # lengths, truncation and padding: s000 has 40 frames (truncated to 32), s009 31 (padded)
+    assert sp.length[0] == 32
+    assert np.abs(sp.lq[:, :2]).max() <= 0.5 + 1e-3
+    assert not sp.lq[:, :, :, :, 1].any()  # second person absent
+    assert sp.lq[0, :, 3, 5, 0].tolist() == [0, 0, 0]  # the missed joint stays zero
+    te = load_split(tmp_path / "data.h5", "test")
+    assert te.length.tolist() == [32, 31, 30, 29] and not te.lq[1, :, 31:].any() and te.lq[1, :, 30].any()
+    assert te.has_hq.all()
+
+
+def test_hq_fraction_draw_stored(tmp_path):
+    d = _aligned_pair(tmp_path / "aligned", n=60)
+    pack(d, tmp_path / "data.h5", PackConfig(T=16, hq_fraction=0.7, pair_seed=4))
+    sp = load_split(tmp_path / "data.h5", "train")
+    for c in range(3):
+        n_c = (sp.label == c).sum()
+        assert sp.has_hq[sp.label == c].sum() == int(np.floor(0.7 * n_c + 0.5))
+    assert sp.hq_available.all() and sp.attrs["hq_fraction"] == 0.7
+    # the test split keeps every available HQ (no draw) for the teacher's evaluation
+    assert load_split(tmp_path / "data.h5", "test").has_hq.all()
+
+
+def test_temporal_sampling(tmp_path):
+    d = _aligned_pair(tmp_path / "aligned")
+    pack(d, tmp_path / "data.h5", PackConfig(frames=8))
+    sp = load_split(tmp_path / "data.h5", "train")
+    assert sp.lq.shape[2] == 8 and sp.attrs["T"] == 8 and (sp.length == 8).all()
+
+
+def test_test_occlusion_is_a_fixed_function_of_instance(tmp_path):
+    d = _aligned_pair(tmp_path / "aligned")
+    pack(d, tmp_path / "data.h5", PackConfig(T=32))
+    te = load_split(tmp_path / "data.h5", "test")
+    a = degrade(tmp_path / "data.h5", "test", 0.5, "track", seed=3)
+    mask = occlusion_mask(instance_seeds(3, np.arange(len(te))), 0.5, te.lq.shape[2:]).numpy()
+    np.testing.assert_array_equal(a, te.lq * mask)
+    np.testing.assert_array_equal(a, degrade(tmp_path / "data.h5", "test", 0.5, "track", seed=3))
+
+
+def test_stage_cached_and_bad_instance_reported(tmp_path):
+    d = _aligned_pair(tmp_path / "aligned")
+    import shutil
+    from skelpipe.store import open_store
+    # rebuild lq.h5 with one sample lacking image_size
+    with open_store(d / "lq.h5") as src, PoseWriter(d / "lq2.h5", "coco17", src.attrs) as w:
+        for s in src.iterate():
+            attrs = dict(s.attrs)
+            if s.id == "s002":
+                attrs.pop("image_size")
+            w.add(s.id, s.keypoints, **attrs)
+    shutil.move(d / "lq2.h5", d / "lq.h5")
+    cache = Cache(tmp_path / "cache")
+    path = run_pack(cache, d, PackConfig(T=16))
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert [b["item"] for b in manifest["bad_items"]] == ["s002"]
+    assert manifest["counts"]["train"]["n"] == 7
+    assert "s002" not in load_split(path, "train").ids
+    mtime = (path / "data.h5").stat().st_mtime_ns
+    assert run_pack(cache, d, PackConfig(T=16)) == path  # served from the cache
+    assert (path / "data.h5").stat().st_mtime_ns == mtime
+    assert run_pack(cache, d, PackConfig(T=8)) != path  # another setting, another key
+
+
+def test_load_split_errors(tmp_path):
+    with pytest.raises(SkelpipeError, match="no packed data"):
+        load_split(tmp_path, "train")
+    with h5py.File(tmp_path / "data.h5", "w"):
+        pass
+    with pytest.raises(SkelpipeError, match="no 'train' group"):
+        load_split(tmp_path, "train")
+    with pytest.raises(SkelpipeError, match="unknown split"):
+        load_split(tmp_path, "val")
