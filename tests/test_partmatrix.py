@@ -1,0 +1,150 @@
+"""The part matrix: hand-made predictions, part occlusion, the heat map and the stage."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from skelpipe import layouts
+from skelpipe.layouts import PARTS
+from skelpipe.partmatrix import (compute_part_matrix, occluded_predictions, part_error_rates,
+                                 part_keep_masks, part_matrix_from_predictions, partmatrix_command,
+                                 plot_part_matrix)
+
+
+def test_part_matrix_on_hand_made_predictions():
+    labels = torch.tensor([0, 0, 1, 1, 1, 1])
+    predictions = torch.tensor([
+        [0, 1, 0, 0, 0],   # class 0: wrong when the left arm is hidden
+        [0, 1, 1, 0, 0],   # class 0: wrong for left and right arm
+        [1, 1, 1, 1, 0],   # class 1: wrong for the right leg
+        [1, 1, 1, 1, 0],
+        [1, 1, 1, 1, 1],
+        [0, 1, 1, 1, 1],   # class 1: wrong for the head
+    ])
+    rates, counts = part_error_rates(labels, predictions, num_classes=3)
+    assert counts.tolist() == [2, 4, 0]
+    np.testing.assert_allclose(rates.numpy(), [[0, 1, 0.5, 0, 0], [0.25, 0, 0, 0, 0.5], [0, 0, 0, 0, 0]])
+    e = part_matrix_from_predictions(labels, predictions, num_classes=3)
+    assert e.shape == (3, 5) and e.dtype == torch.float32
+    z0 = 3 + math.e + math.exp(0.5)
+    np.testing.assert_allclose(e[0].numpy(), [1 / z0, math.e / z0, math.exp(0.5) / z0, 1 / z0, 1 / z0], rtol=1e-6)
+    z1 = 3 + math.exp(0.25) + math.exp(0.5)
+    np.testing.assert_allclose(e[1].numpy(), [math.exp(0.25) / z1, 1 / z1, 1 / z1, 1 / z1, math.exp(0.5) / z1],
+                               rtol=1e-6)
+    np.testing.assert_allclose(e[2].numpy(), [0.2] * 5)          # no instance: uniform
+    np.testing.assert_allclose(e.sum(1).numpy(), 1.0, rtol=1e-6)
+
+
+def test_part_matrix_rejects_wrong_shapes():
+    with pytest.raises(ValueError):
+        part_matrix_from_predictions(torch.tensor([0, 1]), torch.zeros(2, 4, dtype=torch.long), 2)
+
+
+@pytest.mark.parametrize("name", sorted(layouts.LAYOUTS))
+def test_each_joint_is_hidden_by_exactly_one_part(name):
+    keep = part_keep_masks(layouts.get(name))
+    assert keep.shape == (5, layouts.get(name).num_joints)
+    assert torch.all((1 - keep).sum(0) == 1)
+
+
+class WhichPartIsGone(nn.Module):
+    """Predicts the index of the part whose joints are all zero (class 5 if none)."""
+
+    def __init__(self, layout):
+        super().__init__()
+        self.layout = layout
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append((x.shape[0], self.training))
+        energy = x.abs().sum(dim=(1, 2, 4))                              # (N, V)
+        gone = torch.stack([energy[:, list(self.layout.parts[p])].sum(1) == 0 for p in PARTS], 1)
+        logits = torch.cat([gone.float(), 0.5 * torch.ones(len(x), 1)], 1)
+        return logits, None, None
+
+
+def test_occluded_predictions_zero_exactly_one_part_each():
+    layout = layouts.get("coco17")
+    model = WhichPartIsGone(layout).train()
+    x = torch.rand(7, 3, 4, layout.num_joints, 2) + 0.1
+    preds = occluded_predictions(model, x.numpy(), None, layout, batch_size=10)
+    assert preds.dtype == torch.long and preds.shape == (7, 5)
+    assert torch.all(preds == torch.arange(5))
+    assert all(n <= 10 and not training for n, training in model.calls)   # eval mode, batched
+    assert model.training                                                  # mode restored
+    assert torch.equal(occluded_predictions(model, x, None, layout, 5, index=[6, 2]), preds[[6, 2]])
+
+
+def test_occluded_predictions_of_a_real_model_do_not_depend_on_batch_size():
+    from skelpipe.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("stgcn", "penn13", num_classes=4, channels=(8, 8, 16))
+    x = torch.randn(6, 3, 8, 13, 2)
+    a = occluded_predictions(model, x, None, None, batch_size=5)
+    b = occluded_predictions(model, x, None, None, batch_size=30)
+    assert torch.equal(a, b)
+    full = model.eval()(x)[0]
+    assert full.shape == (6, 4)
+
+
+def test_plot_writes_png(tmp_path):
+    path = plot_part_matrix(np.full((3, 5), 0.2), ["a", "b", "c"], PARTS, tmp_path / "e.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["e.png"]
+
+
+@pytest.fixture
+def teacher_and_pack(tmp_path, monkeypatch):
+    """A saved tiny teacher (train.save_model) and a stand-in for pack.load_split."""
+    from skelpipe import pack, train
+    from skelpipe.models import build_model
+
+    torch.manual_seed(0)
+    channels = (8, 8)
+    model = build_model("stgcn", "penn13", in_channels=3, num_classes=3, channels=channels)
+    meta = {"backbone": "stgcn", "layout": "penn13", "in_channels": 3, "num_classes": 3,
+            "class_names": ["run", "jump", "sit"], "channels": list(channels), "temporal_kernel": 9,
+            "num_persons": 2, "dropout": 0.0}
+    teacher_dir = tmp_path / "teacher"
+    teacher_dir.mkdir()
+    train.save_model(teacher_dir, model, meta)
+    n = 8
+    rng = np.random.default_rng(0)
+    split = pack.Split(lq=np.zeros((n, 3, 8, 17, 2), np.float32),
+                       hq=rng.standard_normal((n, 3, 8, 13, 2)).astype(np.float32),
+                       has_hq=np.array([1, 1, 0, 1, 1, 1, 0, 1], bool),
+                       label=np.array([0, 1, 2, 0, 1, 0, 2, 1]), ids=[str(i) for i in range(n)],
+                       attrs={"hq_layout": "penn13", "num_classes": 3, "class_names": ["run", "jump", "sit"]})
+    monkeypatch.setattr(pack, "load_split", lambda pack_dir, name: split)
+    return teacher_dir, split, model
+
+
+def test_compute_part_matrix_stage(tmp_path, teacher_and_pack):
+    teacher_dir, split, model = teacher_and_pack
+    out = tmp_path / "out"
+    e = compute_part_matrix(teacher_dir, tmp_path / "pack", out, batch_size=10, device="cpu")
+    idx = np.flatnonzero(split.has_hq)
+    preds = occluded_predictions(model, split.hq[idx], None, model.layout, 10)
+    want = part_matrix_from_predictions(split.label[idx], preds, 3).numpy()
+    np.testing.assert_allclose(e, want)
+    np.testing.assert_allclose(np.load(out / "part_matrix.npy"), want)
+    np.testing.assert_allclose(e[2], 0.2)                       # class 2 has no HQ instance
+    info = json.loads((out / "part_matrix.json").read_text())
+    assert info["class_names"] == ["run", "jump", "sit"] and info["parts"] == list(PARTS)
+    assert info["counts"] == [3, 3, 0]
+    assert (out / "part_matrix.png").stat().st_size > 0
+
+
+def test_partmatrix_command(tmp_path, teacher_and_pack):
+    teacher_dir, _, _ = teacher_and_pack
+    result = CliRunner().invoke(partmatrix_command, ["--teacher", str(teacher_dir), "--pack", str(tmp_path),
+                                                     "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert np.load(teacher_dir / "part_matrix.npy").shape == (3, 5)
+    assert "Example:" in CliRunner().invoke(partmatrix_command, ["--help"]).output
