@@ -23,7 +23,7 @@ Normalisation (recorded in the attrs ``lq_normalisation`` / ``hq_normalisation``
   for every person and frame. Absent persons and padding stay zero.
 
 Time: sequences longer than T are truncated, shorter ones zero-padded at the end; with
-``frames = K`` a sequence longer than K is sampled uniformly to K frames (T becomes K).
+``sample_frames = K`` a sequence longer than K is sampled uniformly to K frames (T becomes K).
 
 Occlusion is not baked in: the LQ test tensors are clean, and evaluation applies
 ``skelpipe.noise.occlusion_mask`` with seeds ``instance_seeds(test_seed, i)`` for instance i of
@@ -50,18 +50,20 @@ from skelpipe.store import open_store
 
 FILE = "data.h5"
 SPLITS = ("train", "test")
-BENCHMARKS = ("attr", "penn", "demo", "xsub", "xview", "xsub120", "xset120", "sysu1", "sysu2")
+NTU_BENCHMARKS = ("xsub", "xview", "xsub120", "xset120")
+SYSU_BENCHMARKS = ("setting1", "setting2")
+BENCHMARKS = ("default",) + NTU_BENCHMARKS + SYSU_BENCHMARKS
 # Centre joint for 3D normalisation, per layout.
 CENTRE_3D = {"ntu25": "spine_mid", "kinect20": "spine"}
 
 
 @dataclass
 class PackConfig:
-    """Settings of the pack stage (all part of its cache key)."""
-    benchmark: str = "attr"     # how instances are split; "attr"/"penn"/"demo": the sample's split attr
-    split_index: int = 0        # SYSU: which of the 30 random splits
-    T: int = 300                # frames after pad / truncate
-    frames: int | None = None   # uniform temporal sampling to this many frames (None: off)
+    """Settings of the pack stage (all part of its cache key; names as in pipelines/*.toml [pack])."""
+    benchmark: str = "default"  # split rule, see split_of
+    split: int = 0              # SYSU: which of the 30 random splits
+    frames: int = 300           # T: pad / truncate to this many frames
+    sample_frames: int = 0      # > 0: uniform temporal sampling to this many frames instead
     max_people: int = 2
     dtype: str = "float32"      # storage: "float32" or "float16"
     hq_fraction: float = 1.0    # D_pair fraction of training instances (class-stratified)
@@ -73,10 +75,20 @@ class PackConfig:
             raise SkelpipeError(f"pack: unknown benchmark {self.benchmark!r}; known: {', '.join(BENCHMARKS)}")
         if self.dtype not in ("float32", "float16"):
             raise SkelpipeError(f"pack: dtype must be float32 or float16, not {self.dtype!r}")
+        if int(self.frames) < 1:
+            raise SkelpipeError(f"pack: frames must be >= 1, not {self.frames}")
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "PackConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise SkelpipeError(f"pack: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**config)
 
     @property
     def length(self) -> int:
-        return int(self.frames) if self.frames else int(self.T)
+        return int(self.sample_frames) if self.sample_frames else int(self.frames)
 
 
 @dataclass
@@ -141,8 +153,8 @@ def normalisation_text(layout: layouts.Layout, three_d: bool) -> str:
 
 def frame_indices(n: int, cfg: PackConfig) -> np.ndarray:
     """Which of a sequence's n frames go into the packed tensor, in order."""
-    if cfg.frames and n > cfg.frames:
-        return np.linspace(0, n - 1, int(cfg.frames)).round().astype(np.int64)
+    if cfg.sample_frames and n > cfg.sample_frames:
+        return np.linspace(0, n - 1, int(cfg.sample_frames)).round().astype(np.int64)
     return np.arange(min(n, cfg.length))
 
 
@@ -159,29 +171,42 @@ def to_tensor(kp: np.ndarray, idx: np.ndarray, T: int, M: int) -> np.ndarray:
 
 
 def split_of(sample_id: str, attrs: dict, cfg: PackConfig) -> str | None:
-    """"train", "test", or None (not in this benchmark) for one instance."""
-    if cfg.benchmark in ("attr", "penn", "demo"):
-        split = attrs.get("split")
-        return split if split in SPLITS else None
-    if cfg.benchmark in ("xsub", "xview", "xsub120", "xset120"):
+    """"train", "test", or None (not in this benchmark) for one instance.
+
+    ``default``: the sample's ``split`` attribute (Penn Action's train flag, the demo's
+    cross-subject split). NTU benchmarks: the dataset's protocol from the sample name; a sample
+    whose id is not an NTU name (the demo) falls back to its ``split`` attribute. SYSU
+    ``setting1``/``setting2``: split number ``cfg.split`` of the reader's 30 seeded splits.
+    """
+    if cfg.benchmark in NTU_BENCHMARKS:
         from skelpipe.datasets import ntu
 
-        return ntu.split_of(sample_id, cfg.benchmark)
-    from skelpipe.datasets import sysu
+        if ntu._NAME.fullmatch(sample_id):
+            return ntu.split_of(sample_id, cfg.benchmark)
+    elif cfg.benchmark in SYSU_BENCHMARKS:
+        from skelpipe.datasets import sysu
 
-    return sysu.split_of(sample_id, int(cfg.benchmark[-1]), cfg.split_index)
+        return sysu.split_of(sample_id, int(cfg.benchmark[-1]), int(cfg.split))
+    split = attrs.get("split")
+    return split if split in SPLITS else None
 
 
 # ---------------------------------------------------------------- packing
 
 
-def pack(aligned_dir, out_path, cfg: PackConfig, work=None) -> dict:
-    """Pack the aligned pair ``aligned_dir/{hq,lq}.h5`` into ``out_path`` (written atomically).
+def pack(aligned_dir, work, **config) -> dict:
+    """Pack the aligned pair ``aligned_dir/{hq,lq}.h5`` into ``data.h5``; returns counts per split.
 
-    ``work`` (a ``skelpipe.cache.Work``) receives bad items; returns counts per split.
+    ``work``: a ``skelpipe.cache.Work`` (the file goes to ``work.dir``, bad instances are
+    reported there, counts noted in the manifest) or a plain directory. ``config``: the
+    ``PackConfig`` fields.
     """
-    aligned_dir, out_path = Path(aligned_dir), Path(out_path)
-    report_bad = work.report_bad if work is not None else (lambda item, reason: None)
+    cfg = PackConfig.from_dict(config)
+    aligned_dir = Path(aligned_dir)
+    out_dir = Path(getattr(work, "dir", work))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / FILE
+    report_bad = work.report_bad if hasattr(work, "report_bad") else (lambda item, reason: None)
     with open_store(aligned_dir / "lq.h5") as lq, open_store(aligned_dir / "hq.h5") as hq:
         if not len(lq):
             raise SkelpipeError(f"{aligned_dir / 'lq.h5'}: no instance")
@@ -221,11 +246,11 @@ def pack(aligned_dir, out_path, cfg: PackConfig, work=None) -> dict:
             "max_people": cfg.max_people,
             "extractor": lq.attrs.get("extractor", lq.attrs.get("source", "")),
             "lq_source": lq.attrs.get("source", ""), "hq_source": hq.attrs.get("source", ""),
-            "benchmark": cfg.benchmark, "split_index": cfg.split_index,
+            "benchmark": cfg.benchmark, "split": cfg.split,
             "lq_normalisation": normalisation_text(lq.layout, lq_3d),
             "hq_normalisation": normalisation_text(hq.layout, hq_3d),
-            "temporal": (f"uniform sampling to {cfg.frames} frames" if cfg.frames
-                         else f"first {cfg.T} frames, zero-padded"),
+            "temporal": (f"uniform sampling to {cfg.sample_frames} frames" if cfg.sample_frames
+                         else f"first {cfg.frames} frames, zero-padded"),
             "hq_fraction": cfg.hq_fraction, "pair_seed": cfg.pair_seed, "test_seed": cfg.test_seed,
             "dtype": cfg.dtype, "config": json.dumps(dataclasses.asdict(cfg)),
         }
@@ -238,6 +263,9 @@ def pack(aligned_dir, out_path, cfg: PackConfig, work=None) -> dict:
                 counts[split] = _pack_split(f.create_group(split), split, members[split], lq, hq,
                                             hq_ids, cfg, lq_3d, hq_3d, (C_L, C_H))
         os.replace(tmp, out_path)
+    if hasattr(work, "note"):
+        work.mark_done("pack", counts)
+        work.note(counts=counts)
     return counts
 
 
@@ -407,7 +435,7 @@ def input_key(path) -> str:
 
 
 def pack_stage(cache, aligned_dir, cfg: PackConfig):
-    """The cache stage that packs ``aligned_dir``; run it with ``run_pack``."""
+    """The cache stage that packs ``aligned_dir`` with ``cfg``."""
     return cache.stage("pack", version=1, config=dataclasses.asdict(cfg),
                        inputs={"align": input_key(aligned_dir)})
 
@@ -415,30 +443,25 @@ def pack_stage(cache, aligned_dir, cfg: PackConfig):
 def run_pack(cache, aligned_dir, cfg: PackConfig) -> Path:
     """Pack through the cache (reused when done); returns the stage directory."""
     st = pack_stage(cache, aligned_dir, cfg)
-
-    def build(work):
-        counts = pack(aligned_dir, work.dir / FILE, cfg, work)
-        work.mark_done("pack", counts)
-        work.note(counts=counts)
-
-    return st.ensure(build)
+    return st.ensure(lambda work: pack(aligned_dir, work, **dataclasses.asdict(cfg)))
 
 
 @click.command("pack")
 @click.option("--aligned", "aligned_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Output directory of the align stage (hq.h5 + lq.h5).")
-@click.option("--benchmark", default="attr", show_default=True, type=click.Choice(BENCHMARKS),
-              help="Split rule: the samples' split attribute, NTU xsub/xview/xsub120/xset120, SYSU sysu1/sysu2.")
-@click.option("--split-index", default=0, show_default=True, help="SYSU: which of the 30 random splits.")
-@click.option("-T", "--frames-total", "T", default=300, show_default=True, help="Frames after pad/truncate.")
-@click.option("--frames", default=None, type=int, help="Uniformly sample sequences to this many frames.")
+@click.option("--benchmark", default="default", show_default=True, type=click.Choice(BENCHMARKS),
+              help="Split rule: default = the samples' split attribute; NTU protocols; SYSU settings.")
+@click.option("--split", default=0, show_default=True, help="SYSU: which of the 30 random splits.")
+@click.option("--frames", default=300, show_default=True, help="T: pad / truncate to this many frames.")
+@click.option("--sample-frames", default=0, show_default=True,
+              help="> 0: uniformly sample sequences to this many frames instead.")
 @click.option("--float16", is_flag=True, help="Store float16 (halves the file; load_split returns float32).")
 @click.option("--hq-fraction", default=1.0, show_default=True, help="Fraction of training instances keeping HQ.")
 @click.option("--pair-seed", default=0, show_default=True)
 @click.option("--test-seed", default=0, show_default=True, help="Base seed of the fixed test occlusion.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Cache root.")
-def pack_command(aligned_dir, benchmark, split_index, T, frames, float16, hq_fraction, pair_seed,
-                 test_seed, cache_dir):
+def pack_command(aligned_dir, benchmark, split, frames, sample_frames, float16, hq_fraction,
+                 pair_seed, test_seed, cache_dir):
     """Pack an aligned HQ/LQ pair into normalised (N, C, T, V, M) tensors per split.
 
     \b
@@ -448,7 +471,7 @@ def pack_command(aligned_dir, benchmark, split_index, T, frames, float16, hq_fra
     from skelpipe.cache import Cache
     from skelpipe.console import console
 
-    cfg = PackConfig(benchmark=benchmark, split_index=split_index, T=T, frames=frames,
+    cfg = PackConfig(benchmark=benchmark, split=split, frames=frames, sample_frames=sample_frames,
                      dtype="float16" if float16 else "float32", hq_fraction=hq_fraction,
                      pair_seed=pair_seed, test_seed=test_seed)
     path = run_pack(Cache(cache_dir), aligned_dir, cfg)

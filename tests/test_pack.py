@@ -60,16 +60,16 @@ def test_normalise_3d_centres_spine_mid_of_first_frame():
 
 
 def test_frame_indices():
-    assert list(frame_indices(5, PackConfig(T=10))) == [0, 1, 2, 3, 4]
-    assert list(frame_indices(20, PackConfig(T=10))) == list(range(10))
-    idx = frame_indices(100, PackConfig(frames=5))
+    assert list(frame_indices(5, PackConfig(frames=10))) == [0, 1, 2, 3, 4]
+    assert list(frame_indices(20, PackConfig(frames=10))) == list(range(10))
+    idx = frame_indices(100, PackConfig(sample_frames=5))
     assert list(idx) == [0, 25, 50, 74, 99]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_pack_and_load_split(tmp_path, dtype):
     d = _aligned_pair(tmp_path / "aligned", no_hq=(1,))
-    counts = pack(d, tmp_path / "data.h5", PackConfig(T=32, dtype=dtype))
+    counts = pack(d, tmp_path, frames=32, dtype=dtype)
     assert counts["train"]["n"] == 8 and counts["test"]["n"] == 4
     sp = load_split(tmp_path / "data.h5", "train")
     assert sp.lq.dtype == np.float32 and sp.hq.dtype == np.float32
@@ -94,7 +94,7 @@ def test_pack_and_load_split(tmp_path, dtype):
 
 def test_hq_fraction_draw_stored(tmp_path):
     d = _aligned_pair(tmp_path / "aligned", n=60)
-    pack(d, tmp_path / "data.h5", PackConfig(T=16, hq_fraction=0.7, pair_seed=4))
+    pack(d, tmp_path, frames=16, hq_fraction=0.7, pair_seed=4)
     sp = load_split(tmp_path / "data.h5", "train")
     for c in range(3):
         n_c = (sp.label == c).sum()
@@ -106,14 +106,14 @@ def test_hq_fraction_draw_stored(tmp_path):
 
 def test_temporal_sampling(tmp_path):
     d = _aligned_pair(tmp_path / "aligned")
-    pack(d, tmp_path / "data.h5", PackConfig(frames=8))
+    pack(d, tmp_path, sample_frames=8)
     sp = load_split(tmp_path / "data.h5", "train")
     assert sp.lq.shape[2] == 8 and sp.attrs["T"] == 8 and (sp.length == 8).all()
 
 
 def test_test_occlusion_is_a_fixed_function_of_instance(tmp_path):
     d = _aligned_pair(tmp_path / "aligned")
-    pack(d, tmp_path / "data.h5", PackConfig(T=32))
+    pack(d, tmp_path, frames=32)
     te = load_split(tmp_path / "data.h5", "test")
     a = degrade(tmp_path / "data.h5", "test", 0.5, "track", seed=3)
     mask = occlusion_mask(instance_seeds(3, np.arange(len(te))), 0.5, te.lq.shape[2:]).numpy()
@@ -134,15 +134,31 @@ def test_stage_cached_and_bad_instance_reported(tmp_path):
             w.add(s.id, s.keypoints, **attrs)
     shutil.move(d / "lq2.h5", d / "lq.h5")
     cache = Cache(tmp_path / "cache")
-    path = run_pack(cache, d, PackConfig(T=16))
+    path = run_pack(cache, d, PackConfig(frames=16))
     manifest = json.loads((path / "manifest.json").read_text())
     assert [b["item"] for b in manifest["bad_items"]] == ["s002"]
     assert manifest["counts"]["train"]["n"] == 7
     assert "s002" not in load_split(path, "train").ids
     mtime = (path / "data.h5").stat().st_mtime_ns
-    assert run_pack(cache, d, PackConfig(T=16)) == path  # served from the cache
+    assert run_pack(cache, d, PackConfig(frames=16)) == path  # served from the cache
     assert (path / "data.h5").stat().st_mtime_ns == mtime
-    assert run_pack(cache, d, PackConfig(T=8)) != path  # another setting, another key
+    assert run_pack(cache, d, PackConfig(frames=8)) != path  # another setting, another key
+
+
+def test_unknown_setting_and_benchmark(tmp_path):
+    with pytest.raises(SkelpipeError, match="unknown setting"):
+        pack(tmp_path, tmp_path, T=3)
+    with pytest.raises(SkelpipeError, match="unknown benchmark"):
+        PackConfig(benchmark="nope")
+
+
+def test_ntu_benchmark_uses_sample_names_and_falls_back_to_split_attr():
+    from skelpipe.pack import split_of
+    cfg = PackConfig(benchmark="xsub")
+    assert split_of("S001C001P001R001A001", {}, cfg) == "train"   # subject 1: training
+    assert split_of("S001C001P003R001A001", {}, cfg) == "test"    # subject 3: test
+    assert split_of("demo_s02_r0_a00", {"split": "test"}, cfg) == "test"
+    assert split_of("x", {}, PackConfig()) is None
 
 
 def test_load_split_errors(tmp_path):
