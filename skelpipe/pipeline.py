@@ -184,7 +184,7 @@ class Plan:
         for benchmark in exp.get("benchmarks", ["default"]):
             for split in range(int(exp.get("splits", 1))):
                 for fraction in exp.get("hq_fraction", [1.0]):
-                    pack_cfg = {**cfg.get("pack", {}), "benchmark": benchmark, "split_index": split,
+                    pack_cfg = {**cfg.get("pack", {}), "benchmark": benchmark, "split": split,
                                 "hq_fraction": fraction}
                     pack = self.add("pack", f"pack {setting['name']} {benchmark}"
                                     f"{f' split {split}' if exp.get('splits') else ''} HQ {fraction:.0%}",
@@ -292,10 +292,7 @@ def build_align(plan: Plan, step: Step, work: Work):
 def build_pack(plan: Plan, step: Step, work: Work):
     from skelpipe import pack
 
-    cfg = dict(step.entry.config)
-    cfg["frames"] = cfg.get("frames") or None
-    counts = pack.pack(step.deps["align"].entry.path, work.dir / pack.FILE, pack.PackConfig(**cfg), work)
-    work.note(counts=counts)
+    pack.pack(step.deps["align"].entry.path, work, **step.entry.config)
 
 
 def build_train(plan: Plan, step: Step, work: Work):

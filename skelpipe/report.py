@@ -22,9 +22,9 @@ from skelpipe.console import console
 # Columns of each dataset's tables: (benchmark, metric, header).
 COLUMNS = {
     "ntu": [("xsub", "top1", "CS"), ("xview", "top1", "CV")],
-    "penn": [("penn", "top1", "Top1"), ("penn", "top5", "Top5")],
-    "sysu": [("sysu1", "top1", "Setting1"), ("sysu2", "top1", "Setting2")],
-    "demo": [("demo", "top1", "Top1"), ("demo", "top5", "Top5")],
+    "penn": [("default", "top1", "Top1"), ("default", "top5", "Top5")],
+    "sysu": [("setting1", "top1", "Setting1"), ("setting2", "top1", "Setting2")],
+    "demo": [("xsub", "top1", "Top1"), ("xsub", "top5", "Top5")],
 }
 
 # The paper's figures (Tables 1, 2, 4, 5), for comparison only: (dataset, table, model, kd, op,
