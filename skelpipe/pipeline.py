@@ -216,8 +216,7 @@ class Plan:
 
     def _evaluate(self, model: Step, pack: Step, op: float, meta: dict):
         scfg = self.cfg["student"]
-        config = {"op": op, "occlusion_mode": scfg.get("occlusion_mode", "track"),
-                  "seed": scfg.get("seed", 0)}
+        config = {"op": op, "occlusion_mode": scfg.get("occlusion_mode", "track")}
         step = self.add("evaluate", f"evaluate {model.label}", config, {"model": model, "pack": pack},
                         build_evaluate, meta)
         if step not in self.records:
@@ -321,7 +320,7 @@ def build_evaluate(plan: Plan, step: Step, work: Work):
     model = step.deps["model"]
     evaluate.evaluate(model.entry.path, step.deps["pack"].entry.path, split="test",
                       which="hq" if model.stage == "teacher" else "lq", op=cfg["op"],
-                      mode=cfg["occlusion_mode"], seed=cfg["seed"], out_dir=work.dir,
+                      mode=cfg["occlusion_mode"], seed=None, out_dir=work.dir,
                       device=plan.device)
 
 
