@@ -1,0 +1,240 @@
+"""Training: teacher and students overfit a tiny synthetic set, cached teacher features equal
+on-the-fly ones, exact resume after SIGKILL, checkpoints load with weights_only=True."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from skelpipe import layouts
+from skelpipe.errors import SkelpipeError
+from skelpipe.models import build_model
+from skelpipe.train import TrainConfig, load_model, save_model, train
+
+TINY = dict(channels=(8, 8, 16, 16), temporal_kernel=3, device="cpu")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_split(n=18, num_classes=3, frames=16, seed=0, paired_fraction=1.0):
+    """A learnable synthetic split: each class is a fixed random pose (HQ ntu25 3D, LQ coco17),
+    plus per-frame noise; the first instances of each class lose their HQ."""
+    rng = np.random.default_rng(seed)
+    label = np.arange(n) % num_classes
+
+    def skeletons(layout):
+        v = layouts.get(layout).num_joints
+        prototypes = rng.normal(size=(num_classes, 3, 1, v, 1))
+        x = prototypes[label] + 0.3 * rng.normal(size=(n, 3, frames, v, 2))
+        return x.astype(np.float32)
+
+    has_hq = np.ones(n, bool)
+    has_hq[: int(round(n * (1 - paired_fraction)))] = False
+    hq = skeletons("ntu25")
+    hq[~has_hq] = 0
+    return SimpleNamespace(
+        lq=skeletons("coco17"), hq=hq, has_hq=has_hq, label=label.astype(np.int64),
+        ids=[f"i{k:03d}" for k in range(n)],
+        attrs={"hq_layout": "ntu25", "lq_layout": "coco17", "num_classes": num_classes,
+               "class_names": [f"class{c}" for c in range(num_classes)], "key": f"synthetic-{seed}"})
+
+
+def metrics(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def random_teacher(out_dir, num_classes=3, seed=0):
+    """An untrained (random) ntu25 teacher saved as a finished run: enough for the mechanics."""
+    torch.manual_seed(seed)
+    model = build_model("stgcn", "ntu25", 3, num_classes, TINY["channels"], TINY["temporal_kernel"])
+    out_dir.mkdir(parents=True)
+    save_model(out_dir, model, {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3,
+                                "num_classes": num_classes, "channels": list(TINY["channels"]),
+                                "temporal_kernel": TINY["temporal_kernel"], "num_persons": 2,
+                                "stage": "teacher", "config_key": f"random-{seed}"})
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def trained_teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    cfg = TrainConfig(stage="teacher", epochs=12, batch_size=6, lr=0.05, milestones=(10,), **TINY)
+    train(cfg, make_split(paired_fraction=2 / 3), out)
+    return out
+
+
+def test_teacher_overfits_and_writes_a_loadable_model(trained_teacher):
+    m = metrics(trained_teacher)
+    assert [r["epoch"] for r in m] == list(range(1, 13))
+    assert m[-1]["train_acc"] == 1.0 and m[-1]["loss"] < 0.2 < m[0]["loss"]
+    assert m[0]["lr"] == pytest.approx(0.05) and m[-1]["lr"] == pytest.approx(0.005)
+    # a teacher trains on D_pair only: 12 of the 18 instances per epoch
+    meta = json.loads((trained_teacher / "model.json").read_text())
+    assert meta["layout"] == "ntu25" and meta["num_classes"] == 3 and meta["stage"] == "teacher"
+    assert meta["class_names"] == ["class0", "class1", "class2"] and meta["channels"] == [8, 8, 16, 16]
+    model, meta2 = load_model(trained_teacher, "cpu")
+    assert meta2 == meta and not model.training
+    split = make_split(paired_fraction=2 / 3)
+    with torch.no_grad():
+        pred = model(torch.from_numpy(split.hq[split.has_hq]))[0].argmax(1).numpy()
+    assert (pred == split.label[split.has_hq]).all()
+
+
+@pytest.mark.parametrize("kd", ["none", "kl", "global-msc", "pmsc"])
+def test_student_overfits_with_each_distillation(kd, trained_teacher, tmp_path):
+    split = make_split(paired_fraction=2 / 3)
+    cfg = TrainConfig(stage="student", kd=kd, epochs=12, batch_size=6, lr=0.05, milestones=(10,),
+                      op=0.1, hq_topup=2, **TINY)
+    part = torch.softmax(torch.rand(3, 5), dim=1)
+    train(cfg, split, tmp_path / "s", teacher_dir=trained_teacher, part_matrix=part)
+    m = metrics(tmp_path / "s")
+    assert m[-1]["train_acc"] == 1.0 and m[-1]["ce"] < 0.3 < m[0]["ce"]
+    for r in m:
+        assert r["loss"] == pytest.approx(r["ce"] + cfg.alpha * r["kd"], rel=1e-5)
+        assert (r["kd"] == 0.0) == (kd == "none") and np.isfinite(r["kd"])
+    if kd in ("global-msc", "pmsc"):  # the contrastive term falls as the student aligns with the teacher
+        assert m[-1]["kd"] < m[0]["kd"]
+    assert json.loads((tmp_path / "s" / "model.json").read_text())["layout"] == "coco17"
+
+
+@pytest.mark.parametrize("kd", ["kl", "global-msc", "pmsc"])
+def test_cached_and_online_teacher_features_give_equal_losses(kd, tmp_path):
+    teacher = random_teacher(tmp_path / "teacher")
+    split = make_split(paired_fraction=0.5)
+    part = torch.softmax(torch.rand(3, 5), dim=1)
+    weights = {}
+    for mode in ("cached", "online"):
+        cfg = TrainConfig(stage="student", kd=kd, epochs=2, batch_size=6, lr=0.05, op=0.2, hq_topup=2,
+                          teacher_features=mode, **TINY)
+        train(cfg, split, tmp_path / mode, teacher_dir=teacher, part_matrix=part)
+        weights[mode] = torch.load(tmp_path / mode / "model.pt", weights_only=True)
+    cached, online = metrics(tmp_path / "cached"), metrics(tmp_path / "online")
+    for a, b in zip(cached, online):
+        assert a["kd"] > 0
+        assert a["kd"] == pytest.approx(b["kd"], rel=1e-5, abs=1e-6)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    for name, w in weights["cached"].items():
+        torch.testing.assert_close(w, weights["online"][name], rtol=1e-4, atol=1e-5)
+    # the same config key: teacher_features is a runtime setting
+    keys = {json.loads((tmp_path / m / "model.json").read_text())["config_key"] for m in ("cached", "online")}
+    assert len(keys) == 1
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, torch
+    from skelpipe.train import TrainConfig, train, random_split
+    out, teacher, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    torch.set_num_threads(1)
+    if kill_at:                       # die by SIGKILL inside optimizer step number kill_at
+        step = torch.optim.SGD.step
+        calls = [0]
+        def killing_step(self, *a, **k):
+            calls[0] += 1
+            if calls[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return step(self, *a, **k)
+        torch.optim.SGD.step = killing_step
+    split = random_split(20, "ntu25", frames=12, num_classes=3, seed=1)
+    split.has_hq[::3] = False
+    cfg = TrainConfig(stage="student", kd="pmsc", epochs=4, batch_size=6, lr=0.05, milestones=(2,),
+                      op=0.3, occlusion_draws="fresh", hq_topup=2, dropout=0.2,
+                      channels=(8, 8, 16, 16), temporal_kernel=3, device="cpu")
+    train(cfg, split, out, teacher_dir=teacher, part_matrix=torch.full((3, 5), 0.2))
+""")
+
+
+def _run_resume_script(tmp_path, out, teacher, kill_at):
+    script = tmp_path / "resume_run.py"
+    script.write_text(RESUME_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(script), str(out), str(teacher), str(kill_at)],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_exact_resume_after_sigkill_in_the_middle_of_an_epoch(tmp_path):
+    teacher = random_teacher(tmp_path / "teacher")
+    # 20 instances, batch 6: 4 steps an epoch; step 11 is the 3rd step of epoch 3
+    killed = _run_resume_script(tmp_path, tmp_path / "killed", teacher, kill_at=11)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    ckpt = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and not (tmp_path / "killed" / "model.pt").exists()
+    resumed = _run_resume_script(tmp_path, tmp_path / "killed", teacher, kill_at=0)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    straight = _run_resume_script(tmp_path, tmp_path / "straight", teacher, kill_at=0)
+    assert straight.returncode == 0, straight.stderr
+    a = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    ma, mb = metrics(tmp_path / "killed"), metrics(tmp_path / "straight")
+    assert [(r["loss"], r["train_acc"]) for r in ma] == [(r["loss"], r["train_acc"]) for r in mb]
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
+    split = make_split()
+    cfg = TrainConfig(stage="teacher", epochs=1, batch_size=6, **TINY)
+    train(cfg, split, tmp_path / "run")
+    (tmp_path / "run" / "model.json").unlink()   # unfinished again, with last.pt of 1 epoch
+    other = TrainConfig(stage="teacher", epochs=1, batch_size=6, lr=0.01, **TINY)
+    with pytest.raises(SkelpipeError, match="another configuration"):
+        train(other, split, tmp_path / "run")
+
+
+def test_config_errors_are_one_line_skelpipe_errors(tmp_path):
+    with pytest.raises(SkelpipeError, match="without --kd"):
+        TrainConfig(stage="teacher", kd="pmsc")
+    with pytest.raises(SkelpipeError, match="unknown setting"):
+        TrainConfig.from_dict({"stage": "student", "learning_rate": 0.1})
+    cfg = TrainConfig(stage="student", kd="pmsc", epochs=1, batch_size=6, **TINY)
+    with pytest.raises(SkelpipeError, match="needs --teacher"):
+        train(cfg, make_split(), tmp_path / "s")
+    teacher = random_teacher(tmp_path / "teacher")
+    with pytest.raises(SkelpipeError, match="needs --part-matrix"):
+        train(cfg, make_split(), tmp_path / "s", teacher_dir=teacher)
+    with pytest.raises(SkelpipeError, match="model.json: missing"):
+        load_model(tmp_path / "nothing")
+
+
+def write_pack(pack_dir, train_split, test_split):
+    """A pack directory in pack.py's format (data.h5 with /train and /test)."""
+    pack_dir.mkdir(parents=True)
+    with h5py.File(pack_dir / "data.h5", "w") as f:
+        for k, v in train_split.attrs.items():
+            if k != "key":
+                f.attrs[k] = json.dumps(v) if isinstance(v, list) else v
+        f.attrs["test_seed"] = 0
+        for name, sp in (("train", train_split), ("test", test_split)):
+            g = f.create_group(name)
+            g["lq"], g["hq"], g["has_hq"], g["label"] = sp.lq, sp.hq, sp.has_hq, sp.label
+            g["hq_available"] = sp.has_hq
+            g["length"] = np.full(len(sp.label), sp.lq.shape[2], np.int32)
+            g["ids"] = np.array(sp.ids, dtype="S")
+
+
+def test_train_command_on_a_pack_directory(tmp_path):
+    from skelpipe.train import train_command
+    write_pack(tmp_path / "pack", make_split(), make_split(seed=1))
+    args = ["--stage", "teacher", "--pack", str(tmp_path / "pack"), "--out", str(tmp_path / "t"),
+            "--channels", "8,8,16,16", "--temporal-kernel", "3", "--epochs", "3", "--batch-size", "6",
+            "--lr", "0.05", "--milestones", "2", "--device", "cpu", "--eval-every", "1"]
+    result = CliRunner().invoke(train_command, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    m = metrics(tmp_path / "t")
+    assert len(m) == 3 and all(0 <= r["test_top1"] <= r["test_top5"] == 1.0 for r in m)  # 3 classes
+    meta = json.loads((tmp_path / "t" / "model.json").read_text())
+    assert meta["config"]["milestones"] == [2] and meta["data"]["key"]
+    # rerunning a finished run does nothing
+    before = (tmp_path / "t" / "model.pt").stat().st_mtime_ns
+    assert CliRunner().invoke(train_command, args).exit_code == 0
+    assert (tmp_path / "t" / "model.pt").stat().st_mtime_ns == before
