@@ -120,6 +120,8 @@ def test_scan_reports_bad_files_and_continues(tmp_path):
         ("0001", "bowl", "train", 40), ("0002", "squat", "test", 33)]
     assert [p.rsplit("/", 1)[1] for p, _ in bad] == ["0003.mat", "0004.mat"]
     assert "missing field 'y'" in bad[0][1]
+    found = penn.scan(tmp_path / "labels")                 # the labels folder itself
+    assert found.samples == samples and found.paths == [s.path for s in samples]
     with pytest.raises(SkelpipeError, match="no such directory"):
         penn.scan(tmp_path / "nope")
 

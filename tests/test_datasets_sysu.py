@@ -84,7 +84,7 @@ def test_garbage_and_missing_files(tmp_path):
 
 
 def test_scan(release):
-    root, _ = release
+    root, written = release
     (root / "10" / "video13").mkdir()                       # no activity 13
     (root / "10" / "video4").mkdir()                        # no skeleton file
     (root / "1" / "video2" / "sklWorld.mat").write_bytes(b"garbage")
@@ -95,6 +95,14 @@ def test_scan(release):
         ("P03A03", "10", "calling phone")]
     assert instances[3].video_dir == root / "2" / "video12"
     assert sorted(p.rsplit("/", 1)[1] for p, _ in bad) == ["video13", "video4"]
+    assert sysu.scan(root).paths == [i.video_dir for i in instances]
+    inst = sysu.read_instance(instances[3])
+    assert (inst["id"], inst["label"], inst["subject"], inst["subject_name"]) == ("P02A12", 11, 2, "2")
+    assert inst["xyz"].shape == (1, 17, 20, 3) and inst["image_xy"].shape == (1, 17, 20, 2)
+    np.testing.assert_allclose(inst["xyz"][0], written[("2", 12)].transpose(2, 0, 1), rtol=1e-6)
+    by_path = sysu.read_instance(root / "10" / "video3")  # numbered among its sibling subjects
+    assert by_path["id"] == "P03A03" and by_path["subject_name"] == "10"
+    assert sysu.videos(root)[0] == ("P01A01", root / "1" / "video1" / "rgb")
     checked, bad = sysu.scan(root, check=True)
     assert "P01A02" not in [i.sample_id for i in checked]
     assert any("video2/sklWorld.mat" in p for p, _ in bad)

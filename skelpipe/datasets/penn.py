@@ -141,12 +141,24 @@ def frame_files(root, vid) -> list[Path]:
     return files
 
 
-def scan(root) -> tuple[list[Sample], list[tuple[str, str]]]:
-    """Read every ``root/labels/*.mat``: the samples (in id order) and the bad files as
-    ``(path, reason)``; a bad file is reported, never fatal."""
-    labels = Path(root) / "labels"
+class Scan(NamedTuple):
+    samples: list[Sample]          # in id order
+    bad: list[tuple[str, str]]     # (path, reason)
+
+    @property
+    def paths(self) -> list[Path]:
+        """The label files of the good samples."""
+        return [s.path for s in self.samples]
+
+
+def scan(root) -> Scan:
+    """Read every label file of ``root/labels/*.mat`` (or ``root/*.mat`` when ``root`` is the
+    labels folder itself): the samples in id order and the bad files as ``(path, reason)``;
+    a bad file is reported, never fatal."""
+    root = Path(root)
+    labels = root / "labels" if (root / "labels").is_dir() else root
     if not labels.is_dir():
-        raise SkelpipeError(f"{labels}: no such directory (expected Penn Action labels/NNNN.mat)")
+        raise SkelpipeError(f"{root}: no such directory (expected Penn Action labels/NNNN.mat)")
     samples, bad = [], []
     for path in sorted(labels.glob("*.mat")):
         try:
@@ -157,4 +169,4 @@ def scan(root) -> tuple[list[Sample], list[tuple[str, str]]]:
             continue
         samples.append(Sample(vid, path, label["label"], "train" if label["train"] else "test",
                               label["nframes"]))
-    return samples, bad
+    return Scan(samples, bad)

@@ -140,22 +140,23 @@ def frame_files(video_dir) -> list[Path]:
 # ----------------------------------------------------------------------------- scanning
 
 
-def scan(root, check: bool = False) -> tuple[list[Instance], list[tuple[str, str]]]:
+class Scan(NamedTuple):
+    instances: list[Instance]      # in id order
+    bad: list[tuple[str, str]]     # (path, reason)
+
+    @property
+    def paths(self) -> list[Path]:
+        """The video folders of the good instances (what ``read_instance`` takes)."""
+        return [i.video_dir for i in self.instances]
+
+
+def scan(root, check: bool = False) -> Scan:
     """The videos under ``root`` (see the module doc) in id order, and the bad ones as
     ``(path, reason)``: folders not named ``video1``..``video12``, videos without
     ``sklWorld.mat`` and, with ``check=True``, skeleton files the reader rejects."""
-    root = Path(root)
-    if (root / "3DvideoNorm").is_dir():
-        root = root / "3DvideoNorm"
-    if not root.is_dir():
-        raise SkelpipeError(f"{root}: no such directory (expected SYSU 3D HOI "
-                            f"<subject>/video<k>/{WORLD_FILE})")
-    subjects = sorted((d for d in root.iterdir() if d.is_dir()), key=_subject_order)
-    if len(subjects) > NUM_SUBJECTS:
-        raise SkelpipeError(f"{root}: {len(subjects)} subject folders, SYSU 3D HOI has "
-                            f"{NUM_SUBJECTS}")
+    root = _videos_root(root)
     instances, bad = [], []
-    for number, subject in enumerate(subjects, start=1):
+    for number, subject in enumerate(_subjects(root), start=1):
         for video in sorted(d for d in subject.iterdir() if d.is_dir()):
             m = _VIDEO.fullmatch(video.name)
             if not m or not 1 <= int(m[1]) <= len(ACTIONS):
@@ -173,7 +174,54 @@ def scan(root, check: bool = False) -> tuple[list[Instance], list[tuple[str, str
             label = int(m[1]) - 1
             instances.append(Instance(sample_id(number, label), number, subject.name, label, video))
     instances.sort(key=lambda i: i.sample_id)
-    return instances, bad
+    return Scan(instances, bad)
+
+
+def read_instance(item) -> dict:
+    """One video's skeletons: ``id``, ``label``, ``subject``, ``subject_name``, ``xyz``
+    ``(1, T, 20, 3)`` float32 (``sklWorld.mat``) and ``image_xy`` ``(1, T, 20, 2)`` float32
+    (``sklImage.mat``; None when the video has none). ``item``: an ``Instance`` or a video
+    folder ``<subject>/video<k>`` (numbered among its sibling subject folders)."""
+    if not isinstance(item, Instance):
+        video = Path(item)
+        m = _VIDEO.fullmatch(video.name)
+        if not m or not 1 <= int(m[1]) <= len(ACTIONS):
+            raise SkelpipeError(f"{video}: not a SYSU 3D HOI video folder <subject>/video1..12")
+        subjects = [d.name for d in _subjects(video.parent.parent)]
+        number, label = subjects.index(video.parent.name) + 1, int(m[1]) - 1
+        item = Instance(sample_id(number, label), number, video.parent.name, label, video)
+    xyz = read_skeleton_file(item.video_dir / WORLD_FILE)
+    if xyz.shape[2] != 3:
+        raise SkelpipeError(f"{item.video_dir / WORLD_FILE}: {xyz.shape[2]} coordinates a joint, "
+                            f"expected x, y, z")
+    image = None
+    if (item.video_dir / IMAGE_FILE).is_file():
+        image = to_array(read_skeleton_file(item.video_dir / IMAGE_FILE)[:, :, :2])
+    return {"id": item.sample_id, "label": item.label, "subject": item.subject,
+            "subject_name": item.subject_name, "xyz": to_array(xyz), "image_xy": image}
+
+
+def videos(root) -> list[tuple[str, Path]]:
+    """(sample id, RGB frame folder ``<subject>/video<k>/rgb``) of every video under ``root``."""
+    return [(i.sample_id, i.video_dir / FRAMES_DIR) for i in scan(root).instances]
+
+
+def _videos_root(root) -> Path:
+    root = Path(root)
+    if (root / "3DvideoNorm").is_dir():
+        root = root / "3DvideoNorm"
+    if not root.is_dir():
+        raise SkelpipeError(f"{root}: no such directory (expected SYSU 3D HOI "
+                            f"<subject>/video<k>/{WORLD_FILE})")
+    return root
+
+
+def _subjects(root: Path) -> list[Path]:
+    subjects = sorted((d for d in root.iterdir() if d.is_dir()), key=_subject_order)
+    if len(subjects) > NUM_SUBJECTS:
+        raise SkelpipeError(f"{root}: {len(subjects)} subject folders, SYSU 3D HOI has "
+                            f"{NUM_SUBJECTS}")
+    return subjects
 
 
 def _subject_order(folder: Path):
