@@ -238,3 +238,26 @@ def test_train_command_on_a_pack_directory(tmp_path):
     before = (tmp_path / "t" / "model.pt").stat().st_mtime_ns
     assert CliRunner().invoke(train_command, args).exit_code == 0
     assert (tmp_path / "t" / "model.pt").stat().st_mtime_ns == before
+
+
+def test_epoch_order_is_seeded_by_epoch_and_dealt_into_disjoint_shards():
+    from skelpipe.train import _epoch_order
+    a, b = _epoch_order(10, 0, 3, 0, 1), _epoch_order(10, 0, 3, 0, 1)
+    assert (a == b).all() and sorted(a) == list(range(10))
+    assert not (a == _epoch_order(10, 0, 4, 0, 1)).all()
+    shards = [_epoch_order(10, 0, 3, r, 3) for r in range(3)]
+    assert [len(s) for s in shards] == [4, 4, 4]                # padded to a multiple of 3
+    assert set(np.concatenate(shards)) == set(range(10))
+    counts = np.bincount(np.concatenate(shards), minlength=10)
+    assert counts.sum() == 12 and counts.min() == 1 and counts.max() == 2   # 2 instances repeated
+
+
+def test_hq_batch_maps_each_paired_instance_to_its_counterpart():
+    from skelpipe.train import _hq_batch
+    has_hq = np.array([True, False, True, True, False, True, True])
+    idx = np.array([4, 0, 1, 3])
+    hq, pair = _hq_batch(idx, has_hq, np.flatnonzero(has_hq), 0, np.random.default_rng(0))
+    assert hq.tolist() == [0, 3] and pair.tolist() == [-1, 0, -1, 1]
+    hq, pair = _hq_batch(idx, has_hq, np.flatnonzero(has_hq), 2, np.random.default_rng(0))
+    assert hq[:2].tolist() == [0, 3] and pair.tolist() == [-1, 0, -1, 1]
+    assert len(hq) == 4 and set(hq[2:]) <= {2, 5, 6}            # top-up: D_pair, not in the batch
