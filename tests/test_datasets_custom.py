@@ -27,7 +27,7 @@ def test_labels_with_splits_and_bad_rows(tmp_path):
         "",                                  # 5 blank: skipped
         "clips/j1.mp4,jump,validation",      # 6 bad: unknown split
         "clips/j2.mp4,jump",                 # 7 bad: 2 fields
-        "clips/w1.mp4,wave,test",            # 8 bad: duplicate
+        "clips//w1.mp4,wave,test",           # 8 bad: duplicate
         "clips/j3.mp4,,train",               # 9 bad: empty label
         f"{outside},jump,test",              # 10 absolute path
         '"clips/a, b.mp4",clap,train',       # 11 quoted comma
@@ -38,8 +38,10 @@ def test_labels_with_splits_and_bad_rows(tmp_path):
     labels = custom.read_labels(folder)
     assert labels.class_names == ["clap", "jump", "wave"]
     assert [(i.id, i.label_name, i.label, i.split, i.line) for i in labels] == [
-        ("clips/w1.mp4", "wave", 2, "train", 2), ("clips/w2.mp4", "wave", 2, "test", 3),
-        (str(outside), "jump", 1, "test", 10), ("clips/a, b.mp4", "clap", 0, "train", 11)]
+        ("clips__w1.mp4", "wave", 2, "train", 2), ("clips__w2.mp4", "wave", 2, "test", 3),
+        (str(outside).strip("/").replace("/", "__"), "jump", 1, "test", 10),
+        ("clips__a, b.mp4", "clap", 0, "train", 11)]
+    assert not any("/" in i.id for i in labels)
     assert labels.items[0].video == folder / "clips" / "w1.mp4" and len(labels) == 4
     csv_path = str(folder / "labels.csv")
     assert [(w.rsplit(":", 1)[1], w.rsplit(":", 1)[0]) for w, _ in labels.bad] == [
@@ -69,7 +71,7 @@ def test_explicit_splits_kept_and_empty_cells_auto_split(tmp_path):
     text = "video,label,split\n" + "".join(f"v{i}.mp4,x,{'test' if i == 0 else ''}\n"
                                            for i in range(6))
     labels = custom.read_labels(make_folder(tmp_path, text, videos))
-    splits = {i.id: i.split for i in labels}
+    splits = {i.video.name: i.split for i in labels}
     assert splits["v0.mp4"] == "test"
     assert Counter(s for v, s in splits.items() if v != "v0.mp4") == {"train": 4, "test": 1}
 

@@ -30,7 +30,7 @@ SPLITS = ("train", "test")
 
 @dataclass(frozen=True)
 class Item:
-    id: str          # the video path as written in labels.csv (unique)
+    id: str          # the video path as written, "/" → "__" (an HDF5-safe sample id)
     video: Path      # resolved path of the video file
     label: int       # index into class_names
     label_name: str
@@ -90,11 +90,12 @@ def read_labels(folder, test_fraction: float = 0.2, seed: int = 0) -> Labels:
         if not resolved.is_file():
             bad.append((where, f"no such video {resolved}"))
             continue
-        if video in seen:
-            bad.append((where, f"{video} listed again (first on line {seen[video]})"))
+        sid = sample_id(video)
+        if sid in seen:
+            bad.append((where, f"{video} listed again (first on line {seen[sid]})"))
             continue
-        seen[video] = line
-        good.append((video, resolved, label, split, line))
+        seen[sid] = line
+        good.append((sid, resolved, label, split, line))
     if not good:
         raise SkelpipeError(f"{path}: no usable row ({len(bad)} bad"
                             + (f"; first: line {bad[0][0].rsplit(':', 1)[1]}: {bad[0][1]}"
@@ -102,9 +103,16 @@ def read_labels(folder, test_fraction: float = 0.2, seed: int = 0) -> Labels:
 
     class_names = sorted({g[2] for g in good})
     auto = _auto_splits([(g[0], g[2]) for g in good if not g[3]], test_fraction, seed)
-    items = [Item(video, resolved, class_names.index(label), label, split or auto[video], line)
-             for video, resolved, label, split, line in good]
+    items = [Item(sid, resolved, class_names.index(label), label, split or auto[sid], line)
+             for sid, resolved, label, split, line in good]
     return Labels(items, class_names, bad)
+
+
+def sample_id(video: str) -> str:
+    """A video path as written in labels.csv → a sample id without "/" (HDF5 would read it as
+    nested groups): ``clips/a.mp4`` and ``./clips//a.mp4`` → ``clips__a.mp4``."""
+    parts = [p for p in video.replace("\\", "/").split("/") if p not in ("", ".")]
+    return "__".join(parts)
 
 
 def _auto_splits(rows, test_fraction, seed) -> dict[str, str]:
