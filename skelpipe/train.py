@@ -131,6 +131,7 @@ class TrainConfig:
 def save_model(out_dir, model, meta: dict):
     """``model.pt`` (state dict) then ``model.json`` (metadata; its presence marks completion)."""
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / "model.pt")
     _atomic_write_text(out_dir / "model.json", json.dumps(meta, indent=2, default=list) + "\n")
 
