@@ -117,8 +117,9 @@ def sample_id(video: str) -> str:
 
 def _auto_splits(rows, test_fraction, seed) -> dict[str, str]:
     """Seeded stratified split of (video, label) rows: per class, round(fraction x n) test
-    videos (at least 1 and at most n - 1 when n >= 2 and fraction > 0), chosen by a generator seeded with the seed and the
-    class name, so that adding a class does not reshuffle the others."""
+    videos (at least 1 and at most n - 1 when n >= 2 and fraction > 0), chosen by a
+    generator seeded with the seed and the class name, so that adding a class does not
+    reshuffle the others."""
     by_class = {}
     for video, label in rows:
         by_class.setdefault(label, []).append(video)

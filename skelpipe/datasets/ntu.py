@@ -189,7 +189,7 @@ def read_skeleton_file(path) -> dict:
             "color_xy": j[:, :, 5:7],
             "orientation": j[:, :, 7:11],
             "tracking": j[:, :, 11].astype(np.int64),
-            "info": {k: (info[rows, c] if k in _FLOAT_BODY_FIELDS else info[rows, c].astype(np.int64))
+            "info": {k: info[rows, c] if k in _FLOAT_BODY_FIELDS else info[rows, c].astype(np.int64)
                      for c, k in enumerate(BODY_FIELDS)},
         }
     return {"num_frames": num_frames, "bodies": bodies}
@@ -338,7 +338,7 @@ def missing_samples(path=None, version: int = 60) -> frozenset[str]:
     names) list."""
     if path is None:
         if version not in _MISSING_LISTS:
-            raise SkelpipeError(f"no missing-skeleton list for NTU version {version}; use 60 or 120")
+            raise SkelpipeError(f"no missing-skeleton list for NTU {version}; use 60 or 120")
         path = Path(__file__).with_name(_MISSING_LISTS[version])
     path = Path(path)
     try:

@@ -48,7 +48,7 @@ def read_label_file(path) -> dict:
     except FileNotFoundError:
         raise SkelpipeError(f"{path}: no such label file") from None
     except NotImplementedError:
-        raise SkelpipeError(f"{path}: MATLAB v7.3 file; Penn Action labels are v5 .mat files") from None
+        raise SkelpipeError(f"{path}: MATLAB v7.3 file; Penn Action labels are v5 files") from None
     except Exception as e:  # scipy raises ValueError, TypeError, MatReadError... on garbage
         raise SkelpipeError(f"{path}: not a readable MATLAB label file ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:80] if str(e) else ''})") from None
