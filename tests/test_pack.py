@@ -170,3 +170,41 @@ def test_load_split_errors(tmp_path):
         load_split(tmp_path, "train")
     with pytest.raises(SkelpipeError, match="unknown split"):
         load_split(tmp_path, "val")
+
+
+def _penn_hq_store(labels_dir, out_path):
+    """The real Penn Action label files as an HQ store (penn13, x, y, visibility)."""
+    from skelpipe.datasets import penn
+
+    paths = sorted(labels_dir.glob("*.mat"))
+    with PoseWriter(out_path, "penn13", {"source": "human annotation", "channels": "x,y,conf",
+                                         "class_names": list(penn.ACTIONS)}) as w:
+        for path in paths:
+            label = penn.read_label_file(path)
+            h, wd = int(label["dimensions"][0]), int(label["dimensions"][1])
+            w.add(path.stem, penn.to_array(label), label=penn.ACTIONS.index(label["action"]),
+                  label_name=label["action"], split="train" if label["train"] else "test",
+                  image_size=[wd, h], channels="x,y,conf")
+    return len(paths)
+
+
+def test_real_penn_labels_simulated_aligned_packed(shared_data, tmp_path):
+    from skelpipe.align import align_stores
+    from skelpipe.simulate import simulate_store
+
+    n = _penn_hq_store(shared_data / "penn_action" / "labels", tmp_path / "hq.h5")
+    assert n == 30
+    simulate_store(tmp_path / "hq.h5", tmp_path / "lq.h5", "resnet152", seed=0)
+    stats = align_stores(tmp_path / "hq.h5", tmp_path / "lq.h5", tmp_path / "aligned")
+    assert stats["paired"] == 30 and stats["no_lq_person"] == 0 and not stats["outliers"]
+    assert stats["align_error"]["max"] < 0.05  # resnet152 profile: about 1-2 % of body size
+    counts = pack(tmp_path / "aligned", tmp_path / "pack", frames=150, dtype="float16")
+    assert counts["train"]["n"] == 15 and counts["test"]["n"] == 15
+    tr, te = load_split(tmp_path / "pack", "train"), load_split(tmp_path / "pack", "test")
+    assert tr.lq.shape == (15, 3, 150, 17, 2) and tr.hq.shape == (15, 3, 150, 13, 2)
+    assert sorted(tr.label.tolist()) == list(range(15)) == sorted(te.label.tolist())
+    assert tr.attrs["lq_source"] == "simulated:resnet152" and tr.attrs["extractor"] == "simulated"
+    assert tr.attrs["class_names"][0] == "baseball_pitch" and tr.attrs["num_classes"] == 15
+    assert tr.has_hq.all() and not tr.lq[..., 1].any()  # one person
+    # normalised coordinates of the annotated joints lie inside the image box
+    assert np.abs(tr.hq[:, :2]).max() <= 0.5 + 1e-2 and np.abs(tr.lq[:, :2]).max() <= 0.5 + 1e-2
