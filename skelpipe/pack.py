@@ -270,9 +270,7 @@ def pack(aligned_dir, work, **config) -> dict:
 
 
 def _sample_attrs(store, sid) -> dict:
-    if hasattr(store, "read_attrs"):
-        return store.read_attrs(sid)
-    return store.read(sid).attrs
+    return store.read_attrs(sid)
 
 
 def _check(attrs, three_d: bool, need_label: bool = True) -> str | None:
