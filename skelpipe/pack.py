@@ -221,7 +221,7 @@ def pack(aligned_dir, work, **config) -> dict:
 
         members = {s: [] for s in SPLITS}
         for sid in lq.ids():
-            attrs = _sample_attrs(lq, sid)
+            attrs = lq.read_attrs(sid)
             try:
                 split = split_of(sid, attrs, cfg)
             except SkelpipeError as e:
@@ -230,7 +230,7 @@ def pack(aligned_dir, work, **config) -> dict:
             if split is None:
                 continue
             problem = _check(attrs, lq_3d) or (
-                _check(_sample_attrs(hq, sid), hq_3d, need_label=False) if sid in hq_ids else None)
+                _check(hq.read_attrs(sid), hq_3d, need_label=False) if sid in hq_ids else None)
             if problem:
                 report_bad(sid, f"pack: {problem}")
                 continue
@@ -267,10 +267,6 @@ def pack(aligned_dir, work, **config) -> dict:
         work.mark_done("pack", counts)
         work.note(counts=counts)
     return counts
-
-
-def _sample_attrs(store, sid) -> dict:
-    return store.read_attrs(sid)
 
 
 def _check(attrs, three_d: bool, need_label: bool = True) -> str | None:

@@ -208,3 +208,18 @@ def test_real_penn_labels_simulated_aligned_packed(shared_data, tmp_path):
     assert tr.has_hq.all() and not tr.lq[..., 1].any()  # one person
     # normalised coordinates of the annotated joints lie inside the image box
     assert np.abs(tr.hq[:, :2]).max() <= 0.5 + 1e-2 and np.abs(tr.lq[:, :2]).max() <= 0.5 + 1e-2
+
+
+def test_pack_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from skelpipe.cli import cli
+
+    d = _aligned_pair(tmp_path / "aligned")
+    res = CliRunner().invoke(cli, ["pack", "--aligned", str(d), "--frames", "16", "--float16",
+                                   "--hq-fraction", "0.5", "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    path = res.output.strip().splitlines()[-1]
+    sp = load_split(path, "train")
+    assert sp.lq.shape[2] == 16 and sp.attrs["dtype"] == "float16" and sp.has_hq.sum() == 5
+    assert "Example:" in CliRunner().invoke(cli, ["pack", "--help"]).output
