@@ -1,0 +1,224 @@
+"""predict: the student sees exactly what pack would give it, top-k table / JSON / annotated video,
+model directory errors; end to end through OpenPifPaf with a random-weight estimator."""
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from skelpipe import layouts, predict
+from skelpipe.cache import Cache
+from skelpipe.errors import SkelpipeError
+from skelpipe.models import build_model
+from skelpipe.pack import PackConfig, load_split, run_pack
+from skelpipe.store import PoseWriter
+from skelpipe.train import TrainConfig, save_model, train
+
+W, H, FRAMES = 96, 64, 20
+NUM_CLASSES = 6
+NAMES = [f"action{k}" for k in range(NUM_CLASSES)]
+BIAS = torch.tensor([1.0, 3.0, 0.5, 2.0, -1.0, 2.5])   # constant model: action1 > action5 > action3 ...
+
+
+def coco_people(seed: int, frames: int = FRAMES, people: int = 1) -> np.ndarray:
+    """(M, T, 17, 3) pixel poses inside a W×H image; person 1 absent in the second half."""
+    rng = np.random.default_rng(seed)
+    kp = np.zeros((people, frames, 17, 3), np.float32)
+    for m in range(people):
+        base = rng.uniform([10, 8], [W - 10, H - 8], size=(17, 2))
+        drift = rng.normal(0, 1.0, size=(frames, 1, 2)).cumsum(axis=0)
+        kp[m, :, :, :2] = np.clip(base + drift, 1, [W - 1, H - 1])
+        kp[m, :, :, 2] = rng.uniform(0.3, 1.0, size=(frames, 17))
+    kp[0, :, 3, :] = 0                     # a joint never found: x = y = conf = 0
+    if people > 1:
+        kp[1, frames // 2:] = 0
+    return kp
+
+
+def write_aligned(directory: Path, n: int = 12, frames: int = FRAMES):
+    """hq.h5 (ntu25 3D) + lq.h5 (coco17 2D pixels) as align writes them; simulated LQ."""
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    with PoseWriter(directory / "hq.h5", "ntu25", {"source": "synthetic", "channels": "x,y,z"}) as hq, \
+            PoseWriter(directory / "lq.h5", "coco17", {"source": "simulated:shufflenetv2k16",
+                                                      "extractor": "simulated", "channels": "x,y,conf",
+                                                      "class_names": NAMES}) as lq:
+        for i in range(n):
+            sid = f"s{i:03d}"
+            label, split = i % NUM_CLASSES, "train" if i < n - NUM_CLASSES else "test"
+            hq.add(sid, rng.normal(size=(2, frames, 25, 3)).astype(np.float32), label=label, split=split)
+            lq.add(sid, coco_people(i, frames, people=2), label=label, split=split, image_size=[W, H],
+                   fps=25.0, label_name=NAMES[label])
+
+
+@pytest.fixture(scope="module")
+def cached_student(tmp_path_factory):
+    """A pack stage and a 1-epoch student laid out as run-all does: <root>/pack/<key>, <root>/student/<x>."""
+    tmp = tmp_path_factory.mktemp("predict")
+    write_aligned(tmp / "aligned")
+    root = tmp / "cache"
+    pack_dir = run_pack(Cache(root), tmp / "aligned", PackConfig(frames=16))
+    student = root / "student" / "s1"
+    cfg = TrainConfig(stage="student", channels=(8, 8), temporal_kernel=3, epochs=1, batch_size=6,
+                      device="cpu")
+    train(cfg, pack_dir, student)
+    return student, pack_dir
+
+
+def constant_student(out_dir: Path, T: int = 16, data=None) -> Path:
+    """A coco17 student whose logits are BIAS whatever the input."""
+    model = build_model("stgcn", "coco17", 3, NUM_CLASSES, (8, 8), 3)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(BIAS)
+    save_model(out_dir, model, {"backbone": "stgcn", "layout": "coco17", "in_channels": 3,
+                                "num_classes": NUM_CLASSES, "class_names": NAMES, "channels": [8, 8],
+                                "temporal_kernel": 3, "num_persons": 2, "T": T, "stage": "student",
+                                "kd": "none", "config_key": "const", "data": data or {}})
+    return out_dir
+
+
+def write_video(path: Path, frames: int = FRAMES) -> Path:
+    """A small synthetic mp4v video: a bright stick figure moving over a dark background."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (W, H))
+    assert writer.isOpened()
+    for t in range(frames):
+        frame = np.full((H, W, 3), 30, np.uint8)
+        x = 30 + t
+        cv2.circle(frame, (x, 14), 5, (220, 220, 220), -1)
+        cv2.line(frame, (x, 19), (x, 40), (220, 220, 220), 3)
+        cv2.line(frame, (x, 40), (x - 8, 60), (220, 220, 220), 3)
+        cv2.line(frame, (x, 40), (x + 8, 60), (220, 220, 220), 3)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def count_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def fake_extraction(monkeypatch, keypoints, calls=None):
+    """Replace OpenPifPaf by fixed poses (the extraction itself is tested in test_extract)."""
+    def extract_poses(video, backbone, checkpoint=None, device="auto", batch_size=8, long_edge=641,
+                      max_people=2):
+        if calls is not None:
+            calls.append(backbone)
+        return keypoints, {"image_size": [W, H], "fps": 25.0, "num_frames": keypoints.shape[1]}
+
+    monkeypatch.setattr(predict, "extract_poses", extract_poses)
+
+
+# ---------------------------------------------------------------- without OpenPifPaf
+
+
+def test_student_input_is_what_pack_gives(cached_student, monkeypatch, tmp_path):
+    student, pack_dir = cached_student
+    test = load_split(pack_dir, "test")
+    sid = test.ids[2]
+    i = int(sid[1:])
+    seen, calls = [], []
+    real_classify = predict.classify
+    monkeypatch.setattr(predict, "classify", lambda m, x, d: seen.append(x) or real_classify(m, x, d))
+    fake_extraction(monkeypatch, coco_people(i, people=2), calls)
+    result = predict.predict_video(write_video(tmp_path / "v.mp4"), student, device="cpu")
+    # the backbone comes from the pack's record of the LQ source; simulated LQ → a warning
+    assert calls == ["shufflenetv2k16"] and result.backbone == "shufflenetv2k16"
+    assert any("simulated" in w for w in result.warnings)
+    np.testing.assert_array_equal(seen[0][0], test.lq[2])
+    assert seen[0].shape == (1, 3, 16, 17, 2) and result.frames_used == list(range(16))
+    assert any("16 of the 20 frames" in w for w in result.warnings)
+    p = [prob for _, prob in result.top]
+    assert len(p) == 5 and p == sorted(p, reverse=True) and sum(p) <= 1 + 1e-9
+    assert result.probabilities.sum() == pytest.approx(1.0)
+
+
+def test_uniform_sampling_follows_the_pack(tmp_path):
+    cfg = predict.temporal_config({"T": 8}, {"config": json.dumps({"frames": 300, "sample_frames": 8})})
+    kp = coco_people(0)
+    x, idx = predict.to_input(kp, (W, H), cfg, 2)
+    assert list(idx) == list(np.linspace(0, FRAMES - 1, 8).round().astype(int))
+    assert x.shape == (1, 3, 8, 17, 2)
+    # centred, divided by the long side; the joint never found stays exactly zero
+    j = 5
+    np.testing.assert_allclose(x[0, 0, 1, j, 0], (kp[0, idx[1], j, 0] - W / 2) / W, rtol=1e-6)
+    np.testing.assert_allclose(x[0, 1, 1, j, 0], (kp[0, idx[1], j, 1] - H / 2) / W, rtol=1e-6)
+    assert not x[0, :, :, 3, 0].any() and not x[..., 1].any()
+    # no pack record: pad / truncate to the model's T
+    assert predict.temporal_config({"T": 12}, {}).sample_frames == 0
+
+
+def test_table_json_and_annotated_video(monkeypatch, tmp_path):
+    model = constant_student(tmp_path / "model", T=24)   # longer than the video: zero-padded
+    fake_extraction(monkeypatch, coco_people(3, people=2))
+    video = write_video(tmp_path / "in.mp4")
+    args = [str(video), "--model", str(model), "--backbone", "mobilenetv3small", "--device", "cpu"]
+    r = CliRunner().invoke(predict.predict_command, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = re.findall(r"(\d) │ (action\d) +│ +([\d.]+)%", r.stdout)
+    assert [(int(k), name) for k, name, _ in rows] == [
+        (1, "action1"), (2, "action5"), (3, "action3"), (4, "action0"), (5, "action2")]
+    assert float(rows[0][2]) == pytest.approx(100 * float(BIAS.softmax(0)[1]), abs=0.05)
+    r = CliRunner().invoke(predict.predict_command, args + ["--json", "--top", "6",
+                                                            "--out-video", str(tmp_path / "o" / "out.mp4")],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    probs = [t["probability"] for t in out["top"]]
+    np.testing.assert_allclose(probs, BIAS.double().softmax(0).sort(descending=True).values.numpy(), rtol=1e-6)
+    assert [t["action"] for t in out["top"]][:2] == ["action1", "action5"] and out["people"] == 2
+    assert out["backbone"] == "mobilenetv3small" and out["warnings"] == []
+    written = tmp_path / "o" / "out.mp4"
+    assert count_frames(written) == FRAMES
+    assert not [p for p in written.parent.iterdir() if p.name != "out.mp4"]   # no temp file left
+    cap = cv2.VideoCapture(str(written))
+    ok, frame = cap.read()
+    assert ok and frame.shape == (H, W, 3)
+    # the label box (black) top left, the skeleton colours somewhere
+    assert frame[2, 2].max() < 60
+
+
+def test_backbone_required_when_unrecorded(monkeypatch, tmp_path):
+    model = constant_student(tmp_path / "model")
+    fake_extraction(monkeypatch, coco_people(0))
+    with pytest.raises(SkelpipeError, match="not recorded.*--backbone"):
+        predict.predict_video(write_video(tmp_path / "v.mp4"), model, device="cpu")
+
+
+def test_model_directory_errors(tmp_path):
+    video = write_video(tmp_path / "v.mp4")
+    runner = CliRunner()
+    r = runner.invoke(predict.predict_command, [str(video), "--model", str(tmp_path / "nope")])
+    assert r.exit_code != 0 and isinstance(r.exception, SkelpipeError)
+    assert str(tmp_path / "nope") in str(r.exception) and "\n" not in str(r.exception)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SkelpipeError, match="empty: no trained model here"):
+        predict.resolve_model_dir(tmp_path / "empty")
+    # a teacher (ntu25, 3D) is refused
+    teacher = tmp_path / "teacher"
+    save_model(teacher, build_model("stgcn", "ntu25", 3, NUM_CLASSES, (8, 8), 3),
+               {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3, "num_classes": NUM_CLASSES,
+                "channels": [8, 8], "temporal_kernel": 3, "num_persons": 2, "stage": "teacher"})
+    with pytest.raises(SkelpipeError, match="teacher on ntu25.*COCO-17"):
+        predict.predict_video(video, teacher, device="cpu")
+    with pytest.raises(SkelpipeError, match="video not found"):
+        predict.predict_video(tmp_path / "missing.mp4", teacher, device="cpu")
+
+
+def test_evaluate_stage_directory_leads_to_its_model(tmp_path):
+    root = tmp_path / "cache"
+    constant_student(root / "student" / "abc")
+    ev = root / "evaluate" / "e1"
+    ev.mkdir(parents=True)
+    (ev / "manifest.json").write_text(json.dumps({"inputs": {"model": "abc", "pack": "p"}}))
+    assert predict.resolve_model_dir(ev) == root / "student" / "abc"
