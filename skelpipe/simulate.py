@@ -166,16 +166,16 @@ def _hidden_coco17(hidden: np.ndarray, layout: layouts.Layout) -> np.ndarray:
 
 
 def body_size(xy: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Per person (M,): median over frames of the bounding-box diagonal of present joints."""
-    M = xy.shape[0]
-    sizes = np.zeros(M, np.float32)
-    for m in range(M):
-        diag = []
-        for t in np.flatnonzero(present[m].any(-1)):
-            p = xy[m, t][present[m, t]]
-            if len(p) >= 2:
-                diag.append(np.linalg.norm(p.max(0) - p.min(0)))
-        sizes[m] = np.median(diag) if diag else 0.0
+    """Per person (M,): median over frames of the bounding-box diagonal of present joints
+    (frames with fewer than two present joints are left out; 0 for a person never present)."""
+    p = present[..., None]
+    lo = np.where(p, xy, np.inf).min(axis=2)
+    hi = np.where(p, xy, -np.inf).max(axis=2)
+    usable = present.sum(axis=2) >= 2                      # (M, T)
+    diag = np.where(usable, np.linalg.norm(np.where(usable[..., None], hi - lo, 0), axis=-1), np.nan)
+    sizes = np.zeros(xy.shape[0], np.float32)
+    for m in np.flatnonzero(usable.any(axis=1)):
+        sizes[m] = np.nanmedian(diag[m])
     return sizes
 
 
