@@ -212,7 +212,7 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
     from skelpipe.train import load_model
 
     video = Path(video)
-    if not video.is_file():
+    if not video.exists():
         raise SkelpipeError(f"{video}: video not found")
     model_dir = resolve_model_dir(model_dir)
     dev = devices.resolve(device)
@@ -296,42 +296,30 @@ def draw_label(frame: np.ndarray, text: str):
 
 
 def write_video(video, out_path, keypoints: np.ndarray, label: str) -> Path:
-    """Re-encode ``video`` (mp4v) with the (M, T, 17, 3) skeletons and ``label`` drawn, atomically."""
+    """Re-encode ``video`` (file or frame folder) as mp4v with the (M, T, 17, 3) skeletons and
+    ``label`` drawn; the file appears at ``out_path`` only when complete."""
     import cv2
+
+    from skelpipe import video as videos
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise SkelpipeError(f"{video}: cannot be opened to draw the skeletons")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    info = videos.probe(video)
     edges = layouts.get("coco17").edges
     tmp = out_path.with_name(f".{out_path.stem}.tmp-{os.getpid()}{out_path.suffix or '.mp4'}")
-    writer = None
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), info.fps or 25.0,
+                             (info.width, info.height))
     try:
-        t = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if writer is None:
-                h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                if not writer.isOpened():
-                    raise SkelpipeError(f"{out_path}: cannot write an mp4v video here")
+        if not writer.isOpened():
+            raise SkelpipeError(f"{out_path}: cannot write an mp4v video here")
+        for t, frame in enumerate(videos._frames(info)):
             if t < keypoints.shape[1]:
                 draw_skeletons(frame, keypoints[:, t], edges)
             writer.write(draw_label(frame, label))
-            t += 1
-        if writer is None:
-            raise SkelpipeError(f"{video}: no frame could be read to draw on")
         writer.release()
-        writer = None
         os.replace(tmp, out_path)
     finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
+        writer.release()
         tmp.unlink(missing_ok=True)
     return out_path
 
@@ -356,7 +344,7 @@ def print_table(result: Prediction):
 
 
 @click.command("predict")
-@click.argument("video", type=click.Path(dir_okay=False))
+@click.argument("video", type=click.Path())
 @click.option("--model", "model_dir", required=True, type=click.Path(),
               help="A trained student: skelpipe train --out directory, or a student/evaluate stage dir of the cache.")
 @click.option("--backbone", default=None,
@@ -372,7 +360,7 @@ def print_table(result: Prediction):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout instead of a table.")
 def predict_command(video, model_dir, backbone, checkpoint, device, top, out_video, batch_size,
                     long_edge, as_json):
-    """Predict the action in VIDEO: extract 2D poses with OpenPifPaf, classify them with a
+    """Predict the action in VIDEO (a video file or a folder of frames): extract 2D poses with OpenPifPaf, classify them with a
     trained student, print the top actions with their probabilities.
 
     \b
