@@ -18,7 +18,6 @@ the Kinect v2 colour camera's focal length.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +56,8 @@ class Instance:
     id: str
     label: int
     subject: int
-    camera: dict          # yaw, pitch (deg), distance, height (m), focal, cx, cy (px), W, H
+    camera: dict          # yaw, pitch (deg, + looks down), distance, height, lateral (m),
+    #                       focal, cx, cy (px), W, H
     xyz: np.ndarray       # float32 (M=2, T, 25, 3), metres, camera frame
 
 
@@ -228,93 +228,129 @@ def _idle(p: _Person, rng, t):
         p.add(f"{side}_shoulder", rx=rng.uniform(1, 4) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)))
 
 
-# One function per action: fills in the curves of the actor (and the partner when given).
+def _nuisance(p: _Person, rng, s, busy: tuple[str, ...]):
+    """Random gestures of the parts an action does not use: head turns and nods, a hand to
+    the hip or the face, a weight shift or a small step. They make instances of one class
+    differ, and no class owns them."""
+    def when():
+        start = rng.uniform(-0.1, 0.8)
+        return _pulse(s, start, rng.uniform(0.08, 0.2), rng.uniform(0.0, 0.3), rng.uniform(0.08, 0.2))
 
-def _wave(p, rng, s, t, a, side):
-    start = rng.uniform(0.03, 0.15)
-    env = _pulse(s, start, 0.18, rng.uniform(0.45, 0.6), 0.15)
-    f, ph = rng.uniform(1.6, 2.6), rng.uniform(0, 2 * np.pi)
-    p.arm(side, env, flex=rng.uniform(0, 25), abd=80 + 15 * a, twist=-90,
-          elbow=95 + 32 * a * np.sin(2 * np.pi * f * t + ph))
+    if rng.random() < 0.5:
+        p.add("neck", rx=rng.normal(0, 10) * when(), ry=rng.normal(0, 25) * when())
+    for side in ("left", "right"):
+        if f"{side}_arm" not in busy and rng.random() < 0.35:
+            env = when()
+            p.add(f"{side}_shoulder", rx=rng.uniform(10, 50) * env, rz=rng.uniform(0, 30) * env,
+                  ry=rng.uniform(-30, 30) * env)
+            p.add(f"{side}_elbow", rx=rng.uniform(20, 100) * env)
+    if not {"left_leg", "right_leg"} & set(busy) and rng.random() < 0.35:
+        side = "left" if rng.random() < 0.5 else "right"
+        env = when()
+        if rng.random() < 0.5:                     # a small step / knee bend
+            p.add(f"{side}_hip", rx=rng.uniform(10, 30) * env)
+            p.add(f"{side}_knee", rx=-rng.uniform(20, 55) * env)
+        else:                                      # a weight shift to one side
+            p.shift[:, 0] += (1 if side == "left" else -1) * rng.uniform(0.02, 0.06) * env
+            p.add(f"{side}_hip", rz=rng.uniform(3, 8) * env)
+
+
+def _timing(rng, lo=0.0, hi=0.3, rise=(0.15, 0.3), hold=(0.2, 0.5), fall=(0.15, 0.3)):
+    """A random (start, rise, hold, fall) in units of the instance's normalised time."""
+    return (rng.uniform(lo, hi), rng.uniform(*rise), rng.uniform(*hold), rng.uniform(*fall))
+
+
+# One function per action: fills in the curves of the actor (and the partner when given).
+# ``a`` scales amplitudes; ``v(x, sd)`` perturbs a target angle for this instance.
+
+def _wave(p, rng, s, t, a, v, side):
+    env = _pulse(s, *_timing(rng, hold=(0.3, 0.6)))
+    f, ph = rng.uniform(1.5, 2.8), rng.uniform(0, 2 * np.pi)
+    p.arm(side, env, flex=v(12, 12), abd=v(70 + 20 * a, 10), twist=v(-90, 12),
+          elbow=v(95, 10) + v(28, 8) * a * np.sin(2 * np.pi * f * t + ph))
     p.add(f"{side}_wrist", rz=-15 * env * np.sin(2 * np.pi * f * t + ph))
 
 
-def _drink(p, rng, s, t, a):
-    start = rng.uniform(0.05, 0.2)
-    env = _pulse(s, start, 0.22, rng.uniform(0.3, 0.45), 0.2)
-    sip = _pulse(s, start + 0.2, 0.08, 0.2, 0.1)
-    p.arm("right", env, flex=45 + 10 * a, abd=-10, twist=40, elbow=125 + 15 * sip)
-    p.add("neck", rx=22 * a * sip)            # head tilts back to drink
+def _drink(p, rng, s, t, a, v):
+    start, rise, hold, fall = _timing(rng, rise=(0.2, 0.3), hold=(0.2, 0.45))
+    env = _pulse(s, start, rise, hold, fall)
+    sip = _pulse(s, start + rise, 0.08, hold * 0.7, 0.1)
+    p.arm("right", env, flex=v(45 + 10 * a, 6), abd=v(-10, 6), twist=v(40, 8),
+          elbow=v(125, 6) + 15 * sip)
+    p.add("neck", rx=v(18, 6) * a * sip)                # head tilts back to drink
     p.add("right_wrist", rx=-20 * env)
 
 
-def _touch_head(p, rng, s, t, a):
-    start = rng.uniform(0.05, 0.2)
-    env = _pulse(s, start, 0.22, rng.uniform(0.3, 0.45), 0.2)
-    rub = np.sin(2 * np.pi * rng.uniform(2, 3) * t) * _pulse(s, start + 0.2, 0.05, 0.3, 0.05)
-    p.arm("right", env, flex=40 + 10 * a, abd=100 + 8 * rub, twist=-20, elbow=140)
-    p.add("neck", rx=-14 * a * env, rz=-5 * env)   # head bows a little towards the hand
+def _touch_head(p, rng, s, t, a, v):
+    start, rise, hold, fall = _timing(rng, rise=(0.2, 0.3), hold=(0.2, 0.45))
+    env = _pulse(s, start, rise, hold, fall)
+    rub = np.sin(2 * np.pi * rng.uniform(2, 3) * t) * _pulse(s, start + rise, 0.05, hold, 0.05)
+    p.arm("right", env, flex=v(45 + 10 * a, 8), abd=v(70, 12) + 6 * rub, twist=v(-10, 10),
+          elbow=v(135, 6))
+    p.add("neck", rx=-v(12, 5) * a * env)               # head bows a little towards the hand
 
 
-def _clap(p, rng, s, t, a):
-    start = rng.uniform(0.03, 0.12)
-    env = _pulse(s, start, 0.15, rng.uniform(0.5, 0.65), 0.15)
-    f, ph = rng.uniform(1.8, 2.8), rng.uniform(0, 2 * np.pi)
+def _clap(p, rng, s, t, a, v):
+    env = _pulse(s, *_timing(rng, hold=(0.35, 0.65)))
+    f, ph = rng.uniform(1.6, 2.8), rng.uniform(0, 2 * np.pi)
     open_ = 0.5 + 0.5 * np.sin(2 * np.pi * f * t + ph)
+    flex, elbow, twist = v(40 + 10 * a, 10), v(65, 12), v(55, 8)
     for side in ("left", "right"):
-        p.arm(side, env, flex=45 + 10 * a, abd=-18 + 28 * a * open_, twist=55, elbow=75)
+        p.arm(side, env, flex=flex, abd=-18 + v(26, 6) * a * open_, twist=twist, elbow=elbow)
 
 
-def _kick(p, rng, s, t, a, side):
+def _kick(p, rng, s, t, a, v, side):
     kicks = 1 if rng.random() < 0.5 else 2
-    starts = np.linspace(0.1, 0.55, kicks) + rng.uniform(-0.05, 0.05)
-    dur = 0.4 if kicks == 1 else 0.22
+    starts = np.linspace(0.05, 0.55, kicks) + rng.uniform(-0.05, 0.15)
+    dur = rng.uniform(0.3, 0.45) if kicks == 1 else rng.uniform(0.2, 0.28)
     hip, knee = np.zeros_like(s), np.zeros_like(s)
     for st in starts:
         up = _pulse(s, st, dur * 0.35, dur * 0.15, dur * 0.4)
         snap = _pulse(s, st + dur * 0.25, dur * 0.12, dur * 0.1, dur * 0.15)
-        hip += (55 + 25 * a) * up
-        knee += 70 * up * (1 - snap) + 8 * up
-    p.add(f"{side}_hip", rx=hip)
+        hip += v(45 + 25 * a, 10) * up
+        knee += v(70, 12) * up * (1 - snap) + 8 * up
+    p.add(f"{side}_hip", rx=hip, rz=v(0, 8) * hip / 70)
     p.add(f"{side}_knee", rx=-knee)
     p.add(f"{side}_ankle", rx=0.3 * knee)
     other = "left" if side == "right" else "right"
-    p.add(f"{other}_shoulder", rz=8 * hip / 80)
-    p.add(f"{side}_shoulder", rz=12 * hip / 80)
-    p.add("spine_base", rx=8 * hip / 80)             # lean back a little
+    p.add(f"{other}_shoulder", rz=v(8, 5) * hip / 70)
+    p.add(f"{side}_shoulder", rz=v(8, 5) * hip / 70)
+    p.add("spine_base", rx=v(6, 3) * hip / 70)           # lean back a little
 
 
-def _squat(p, rng, s, t, a):
+def _squat(p, rng, s, t, a, v):
     reps = 1 if rng.random() < 0.6 else 2
     env = np.zeros_like(s)
-    for st in np.linspace(0.08, 0.55, reps) + rng.uniform(-0.04, 0.04):
-        d = 0.75 / reps
+    for st in np.linspace(0.05, 0.5, reps) + rng.uniform(-0.05, 0.1):
+        d = rng.uniform(0.6, 0.8) / reps
         env = np.maximum(env, _pulse(s, st, d * 0.35, d * 0.2, d * 0.35))
-    depth = (45 + 20 * a) * env                      # thigh angle from vertical
-    lean = 0.45 * depth
+    depth = v(40 + 20 * a, 8) * env                      # thigh angle from vertical
+    lean = v(0.45, 0.1) * depth
     p.add("spine_base", rx=-lean)
     for side in ("left", "right"):
         p.add(f"{side}_hip", rx=depth + lean)
         p.add(f"{side}_knee", rx=-2 * depth)
         p.add(f"{side}_ankle", rx=depth)
     p.add("neck", rx=0.4 * lean)
+    arms = v(50, 25) * a * env                         # arms forward for balance, or not
     for side in ("left", "right"):
-        p.add(f"{side}_shoulder", rx=(60 + 20 * a) * env + lean)
+        p.add(f"{side}_shoulder", rx=arms + lean)
 
 
-def _jump(p, rng, s, t, a):
+def _jump(p, rng, s, t, a, v):
     T = len(s)
     jumps = 1 if T < 60 or rng.random() < 0.5 else 2
     crouch, arms = np.zeros(T), np.zeros(T)
+    swing = v(110, 30) * a
     for k in range(jumps):
-        t0 = (rng.uniform(0.15, 0.25) + 0.45 * k) * T / FPS     # take-off time, seconds
-        air = rng.uniform(0.3, 0.42) * a ** 0.5
+        t0 = (rng.uniform(0.12, 0.3) + 0.45 * k) * T / FPS     # take-off time, seconds
+        air = rng.uniform(0.25, 0.42) * a ** 0.5
         prep = np.exp(-0.5 * ((t - t0 + 0.15) / 0.1) ** 2)
         land = np.exp(-0.5 * ((t - t0 - air - 0.1) / 0.1) ** 2)
-        crouch += 40 * prep + 35 * land
+        crouch += v(35, 8) * prep + v(30, 8) * land
         flying = (t > t0) & (t < t0 + air)
         p.lift[flying] += (9.81 / 2) * (t[flying] - t0) * (t0 + air - t[flying])
-        arms += -35 * prep + (130 * a) * np.exp(-0.5 * ((t - t0 - air / 2) / (air / 2)) ** 2)
+        arms += -30 * prep + swing * np.exp(-0.5 * ((t - t0 - air / 2) / (air / 2)) ** 2)
     lean = 0.5 * crouch
     p.add("spine_base", rx=-lean)
     for side in ("left", "right"):
@@ -324,53 +360,54 @@ def _jump(p, rng, s, t, a):
         p.add(f"{side}_shoulder", rx=arms + lean)
 
 
-def _bow(p, rng, s, t, a):
-    start = rng.uniform(0.05, 0.25)
-    env = _pulse(s, start, 0.25, rng.uniform(0.1, 0.3), 0.25)
-    bend = (50 + 25 * a) * env
+def _bow(p, rng, s, t, a, v):
+    env = _pulse(s, *_timing(rng, rise=(0.2, 0.3), hold=(0.05, 0.3), fall=(0.2, 0.3)))
+    bend = v(40 + 25 * a, 8) * env
     p.add("spine_base", rx=-0.6 * bend)
     p.add("spine_mid", rx=-0.3 * bend)
-    p.add("neck", rx=-0.2 * bend)
+    p.add("neck", rx=-v(0.2, 0.1) * bend)
+    hang = v(0.8, 0.15)
     for side in ("left", "right"):
         p.add(f"{side}_hip", rx=0.6 * bend)
-        p.add(f"{side}_shoulder", rx=0.8 * bend)     # arms keep hanging
+        p.add(f"{side}_shoulder", rx=hang * bend)      # arms keep (roughly) hanging
 
 
-def _handshake(p, q, rng, s, t, a):
-    start = rng.uniform(0.05, 0.2)
-    hold = rng.uniform(0.35, 0.5)
+def _handshake(p, q, rng, s, t, a, v):
+    start, rise, hold, fall = _timing(rng, hold=(0.3, 0.5))
     f = rng.uniform(2.0, 3.0)
     for person, lag in ((p, 0.0), (q, rng.uniform(-0.05, 0.05))):
-        env = _pulse(s, start + lag, 0.2, hold - lag, 0.2)
-        shake = 12 * np.sin(2 * np.pi * f * t) * _pulse(s, start + 0.2, 0.05, hold - 0.1, 0.05)
-        person.arm("right", env, flex=48 + 8 * a + shake, abd=-12, twist=20, elbow=35)
-        person.add("spine_base", rx=-8 * env)
+        env = _pulse(s, start + lag, rise, hold - lag, fall)
+        shake = 12 * np.sin(2 * np.pi * f * t) * _pulse(s, start + rise, 0.05, hold - 0.1, 0.05)
+        person.arm("right", env, flex=v(48 + 8 * a, 6) + shake, abd=v(-12, 5), twist=v(20, 8),
+                   elbow=v(35, 10))
+        person.add("spine_base", rx=-v(8, 4) * env)
 
 
-def _push(p, q, rng, s, t, a):
-    start = rng.uniform(0.08, 0.2)
+def _push(p, q, rng, s, t, a, v):
+    start = rng.uniform(0.0, 0.3)
     env = _pulse(s, start, 0.25, 0.1, 0.3)
     extend = _pulse(s, start + 0.15, 0.08, 0.12, 0.25)
+    flex, bent = v(75 + 10 * a, 8), v(90, 12)
     for side in ("left", "right"):
-        p.arm(side, env, flex=75 + 10 * a, abd=5, twist=25, elbow=90 - 80 * extend)
-    p.add("spine_base", rx=-12 * extend)
+        p.arm(side, env, flex=flex, abd=v(5, 4), twist=v(25, 8), elbow=bent - (bent - 10) * extend)
+    p.add("spine_base", rx=-v(12, 4) * extend)
     hit = _smooth((s - start - 0.2) / 0.15)
-    back = (0.2 + 0.15 * a) * hit
-    q.shift[:, 2] += back                                 # the partner is pushed backwards
+    q.shift[:, 2] += (0.15 + 0.15 * a) * hit             # the partner is pushed backwards
     jolt = _pulse(s, start + 0.2, 0.06, 0.05, 0.2)
-    q.add("spine_base", rx=15 * jolt)
-    q.add("right_hip", rx=-25 * jolt)
-    q.add("right_knee", rx=-30 * jolt)
+    step = "right" if rng.random() < 0.5 else "left"
+    q.add("spine_base", rx=v(15, 5) * jolt)
+    q.add(f"{step}_hip", rx=-v(25, 8) * jolt)
+    q.add(f"{step}_knee", rx=-v(30, 8) * jolt)
     for side in ("left", "right"):
-        q.add(f"{side}_shoulder", rx=30 * jolt, rz=15 * jolt)
+        q.add(f"{side}_shoulder", rx=v(30, 10) * jolt, rz=v(15, 5) * jolt)
 
 
 _SINGLE = {
-    "wave_right": lambda p, rng, s, t, a: _wave(p, rng, s, t, a, "right"),
-    "wave_left": lambda p, rng, s, t, a: _wave(p, rng, s, t, a, "left"),
+    "wave_right": lambda *args: _wave(*args, "right"),
+    "wave_left": lambda *args: _wave(*args, "left"),
     "drink": _drink, "touch_head": _touch_head, "clap": _clap,
-    "kick_right": lambda p, rng, s, t, a: _kick(p, rng, s, t, a, "right"),
-    "kick_left": lambda p, rng, s, t, a: _kick(p, rng, s, t, a, "left"),
+    "kick_right": lambda *args: _kick(*args, "right"),
+    "kick_left": lambda *args: _kick(*args, "left"),
     "squat": _squat, "jump": _jump, "bow": _bow,
 }
 _PAIR = {"handshake": _handshake, "push": _push}
@@ -381,13 +418,31 @@ assert set(_SINGLE) | set(_PAIR) == set(ACTIONS)
 # Camera
 
 def _camera(rng: np.random.Generator) -> dict:
+    """A random view: the scene's yaw, distance, lateral offset and camera height (``pitch``
+    here is only a jitter; ``_frame`` aims the camera and may step it back)."""
     W, H = IMAGE_SIZE
-    distance, height = rng.uniform(2.8, 3.8), rng.uniform(0.85, 1.3)
-    pitch = np.degrees(np.arctan2(height - 0.95, distance)) + rng.uniform(-3, 3)   # + looks down
-    return {"yaw": float(rng.uniform(-45, 45)), "pitch": float(pitch),
-            "distance": float(distance), "height": float(height),
+    return {"yaw": float(rng.uniform(-45, 45)), "pitch": float(rng.uniform(-3, 3)),
+            "distance": float(rng.uniform(2.8, 3.8)), "height": float(rng.uniform(0.85, 1.3)),
             "lateral": float(rng.uniform(-0.3, 0.3)),
             "focal": FOCAL, "cx": (W - 1) / 2, "cy": (H - 1) / 2, "W": W, "H": H}
+
+
+def _frame(scene: np.ndarray, cam: dict, margin: float = 30.0) -> np.ndarray:
+    """Aim the camera at ``scene`` (world points (..., 3) around x = z = 0) like a camera
+    operator: pitch centres the action vertically (plus the drawn jitter), and the camera steps
+    back until every joint is ``margin`` pixels inside the image. Returns camera-frame points
+    and updates ``cam``'s pitch and distance."""
+    jitter = cam["pitch"]
+    for _ in range(40):
+        world = scene + np.array([cam["lateral"], 0.0, cam["distance"]])
+        up = np.degrees(np.arctan2(world[..., 1] - cam["height"], world[..., 2]))
+        cam["pitch"] = float(-(up.max() + up.min()) / 2 + jitter)
+        xyz = _to_camera(world, cam)
+        uv = project(xyz, cam).reshape(-1, 2)
+        if (uv.min(axis=0) > margin).all() and (uv.max(axis=0) < np.array(IMAGE_SIZE) - margin).all():
+            return xyz
+        cam["distance"] = float(cam["distance"] * 1.05)
+    raise RuntimeError("demo scene does not fit the image")       # not reached: bodies are ~2 m
 
 
 def _to_camera(world: np.ndarray, cam: dict) -> np.ndarray:
@@ -429,19 +484,22 @@ def _instance(seed: int, subject: int, rep: int, label: int) -> Instance:
     t = np.arange(T) / FPS
     cam = _camera(rng)
 
-    actor = _Person(offsets, rest, T)
-    _idle(actor, rng, t)
-    people = [actor]
-    if name in _PAIR:
-        partner = _Person(*_body(rng)[:2], T)
-        _idle(partner, rng, t)
-        _PAIR[name](actor, partner, rng, s, t, amplitude)
-        people.append(partner)
-    else:
-        _SINGLE[name](actor, rng, s, t, amplitude)
+    def vary(x, sd):
+        return x + rng.normal(0, sd)
 
-    xyz = np.zeros((2, T, 25, 3))
+    actor = _Person(offsets, rest, T)
+    people = [actor] if name in _SINGLE else [actor, _Person(*_body(rng)[:2], T)]
+    for person in people:
+        _idle(person, rng, t)
+    if name in _SINGLE:
+        _SINGLE[name](actor, rng, s, t, amplitude, vary)
+    else:
+        _PAIR[name](actor, people[1], rng, s, t, amplitude, vary)
+    for person in people:
+        _nuisance(person, rng, s, ACTION_PARTS[name])
+
     gap = rng.uniform(0.85, 1.0)                 # pelvis-to-pelvis distance of a pair
+    scene = []
     for m, person in enumerate(people):
         for joint in person.angles:              # tremor: small per-frame angle noise
             person.angles[joint] += rng.normal(0, 0.6, (T, 3))
@@ -452,8 +510,9 @@ def _instance(seed: int, subject: int, rep: int, label: int) -> Instance:
         else:                                    # the pair faces each other along world x
             facing = cam["yaw"] + (-90 if m == 0 else 90)
             place = _yaw(cam["yaw"]) @ np.array([(-gap / 2) if m == 0 else gap / 2, 0, 0])
-        world = body @ _yaw(facing).T + place + np.array([cam["lateral"], 0, cam["distance"]])
-        xyz[m] = _to_camera(world, cam)
+        scene.append(body @ _yaw(facing).T + place)
+    xyz = np.zeros((2, T, 25, 3))
+    xyz[:len(people)] = _frame(np.stack(scene), cam)
     return Instance(id=f"demo_s{subject:02d}_r{rep}_a{label:02d}", label=label, subject=subject,
                     camera=cam, xyz=xyz.astype(np.float32))
 
@@ -486,11 +545,11 @@ def write_stores(out_dir, **generate_kwargs) -> Path:
     attrs = {"dataset": "demo", "source": "synthetic:skelpipe.datasets.demo",
              "channels": "x,y,z", "class_names": list(ACTIONS), "num_classes": len(ACTIONS),
              "fps": FPS, "image_size": list(IMAGE_SIZE),
-             "generate": json.dumps(generate_kwargs, sort_keys=True)}
+             "generate": dict(generate_kwargs)}
     with PoseWriter(path, layout="ntu25", attrs=attrs) as writer:
         for inst in instances:
             writer.add(inst.id, inst.xyz, label=inst.label, label_name=ACTIONS[inst.label],
                        split=split_of(inst), subject=inst.subject,
-                       camera=json.dumps(inst.camera), fps=FPS, num_frames=inst.xyz.shape[1],
+                       camera=inst.camera, fps=FPS, num_frames=inst.xyz.shape[1],
                        image_size=list(IMAGE_SIZE), channels="x,y,z")
     return path
