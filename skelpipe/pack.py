@@ -182,6 +182,9 @@ def split_of(sample_id: str, attrs: dict, cfg: PackConfig) -> str | None:
         from skelpipe.datasets import ntu
 
         if ntu._NAME.fullmatch(sample_id):
+            name = ntu.parse_name(sample_id)
+            if ntu.num_classes(cfg.benchmark) == 60 and (name.action > 60 or name.setup > 17):
+                return None  # an NTU-120 sample under an NTU-60 benchmark
             return ntu.split_of(sample_id, cfg.benchmark)
     elif cfg.benchmark in SYSU_BENCHMARKS:
         from skelpipe.datasets import sysu
@@ -220,6 +223,7 @@ def pack(aligned_dir, work, **config) -> dict:
         lq_3d, hq_3d = is_3d(lq.layout, lq_channels, C_L), is_3d(hq.layout, hq_channels, C_H)
 
         members = {s: [] for s in SPLITS}
+        outside = 0  # instances that belong to no split of this benchmark
         for sid in lq.ids():
             attrs = lq.read_attrs(sid)
             try:
@@ -228,6 +232,7 @@ def pack(aligned_dir, work, **config) -> dict:
                 report_bad(sid, f"pack: {e}")
                 continue
             if split is None:
+                outside += 1
                 continue
             problem = _check(attrs, lq_3d) or (
                 _check(hq.read_attrs(sid), hq_3d, need_label=False) if sid in hq_ids else None)
@@ -263,6 +268,7 @@ def pack(aligned_dir, work, **config) -> dict:
                 counts[split] = _pack_split(f.create_group(split), split, members[split], lq, hq,
                                             hq_ids, cfg, lq_3d, hq_3d, (C_L, C_H))
         os.replace(tmp, out_path)
+    counts["outside_benchmark"] = outside
     if hasattr(work, "note"):
         work.mark_done("pack", counts)
         work.note(counts=counts)

@@ -158,6 +158,9 @@ def test_ntu_benchmark_uses_sample_names_and_falls_back_to_split_attr():
     assert split_of("S001C001P001R001A001", {}, cfg) == "train"   # subject 1: training
     assert split_of("S001C001P003R001A001", {}, cfg) == "test"    # subject 3: test
     assert split_of("demo_s02_r0_a00", {"split": "test"}, cfg) == "test"
+    assert split_of("S018C001P003R001A001", {}, cfg) is None  # NTU-120 setup
+    assert split_of("S001C001P003R001A061", {}, cfg) is None  # NTU-120 action
+    assert split_of("S001C001P001R001A061", {}, PackConfig(benchmark="xsub120")) == "train"
     assert split_of("x", {}, PackConfig()) is None
 
 
