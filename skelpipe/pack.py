@@ -476,6 +476,9 @@ def pack_command(aligned_dir, benchmark, split, frames, sample_frames, float16, 
                      pair_seed=pair_seed, test_seed=test_seed)
     path = run_pack(Cache(cache_dir), aligned_dir, cfg)
     counts = json.loads((path / "manifest.json").read_text()).get("counts", {})
-    for split, c in counts.items():
+    for split in SPLITS:
+        c = counts[split]
         console.print(f"{split}: {c['n']} instances, {c['pair']} paired, {c['solitary']} solitary")
+    if counts.get("outside_benchmark"):
+        console.print(f"{counts['outside_benchmark']} instances outside benchmark {benchmark}")
     click.echo(str(path))
