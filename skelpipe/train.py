@@ -39,7 +39,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from skelpipe import noise
+from skelpipe import losses, noise
 from skelpipe.console import console, progress
 from skelpipe.errors import SkelpipeError
 from skelpipe.evaluate import predict, topk_accuracy
@@ -213,11 +213,9 @@ def _fits_on(device, *arrays) -> bool:
 
 
 def _resident(array, device, on_device: bool) -> torch.Tensor:
-    """A split array as a tensor on the GPU (when it fits) or in (pinned) host memory."""
+    """A split array as a tensor on ``device`` (when it fits there) or in host memory."""
     t = torch.from_numpy(np.ascontiguousarray(array))
-    if on_device:
-        return t.to(device)
-    return t.pin_memory() if device.type == "cuda" else t
+    return t.to(device) if on_device else t
 
 
 def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
@@ -245,6 +243,18 @@ def _hq_batch(idx, has_hq, pair_pool, topup, rng):
         extra = candidates[~np.isin(candidates, idx)][:topup]
         hq_idx = np.concatenate([hq_idx, extra])
     return hq_idx, pair_index
+
+
+def _epoch_plan(order, batch, has_hq, pair_pool, topup, rng):
+    """``_hq_batch`` for every batch of an epoch, concatenated: (HQ indices, pair_index aligned
+    with ``order``, offsets of each batch's HQ indices)."""
+    hq, pairs, offsets = [], [], [0]
+    for start in range(0, len(order), batch):
+        hq_idx, pair_index = _hq_batch(order[start:start + batch], has_hq, pair_pool, topup, rng)
+        hq.append(hq_idx)
+        pairs.append(pair_index)
+        offsets.append(offsets[-1] + len(hq_idx))
+    return np.concatenate(hq).astype(np.int64), np.concatenate(pairs).astype(np.int64), offsets
 
 
 @torch.no_grad()
@@ -436,28 +446,35 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
     with progress("samples", transient=True) as bar:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
+            # The epoch's plan (instance order; for distillation the HQ batches and pair indices)
+            # is made on the CPU and sent to the device once, so the steps never wait on a copy.
             order = train_index[_epoch_order(len(train_index), cfg.seed, epoch, rank, world)]
-            topup_rng = np.random.default_rng([cfg.seed, epoch, rank])
+            order_dev = torch.from_numpy(order).to(device)
+            order_data = order_dev.to(data_device)
+            if distill:
+                hq_order, pair_order, hq_offsets = _epoch_plan(
+                    order, local_batch, has_hq, pair_pool, cfg.hq_topup,
+                    np.random.default_rng([cfg.seed, epoch, rank]))
+                hq_order, pair_order = (torch.from_numpy(a).to(device) for a in (hq_order, pair_order))
             draw_epoch = epoch if cfg.occlusion_draws == "fresh" else None
             sums = torch.zeros(5, device=device)  # loss, ce, kd (sample-weighted), correct, count
             task = bar.add_task(f"{cfg.stage} epoch {epoch + 1}/{cfg.epochs}", total=steps) if rank == 0 else None
             t0 = time.perf_counter()
             for step in range(steps):
-                idx_np = order[step * local_batch:(step + 1) * local_batch]
-                idx = torch.from_numpy(idx_np).to(data_device, non_blocking=True)
-                x = x_all[idx].to(device, non_blocking=True).float()
-                y = labels[idx.to(device)]
+                s0, s1 = step * local_batch, min((step + 1) * local_batch, len(order))
+                idx = order_dev[s0:s1]
+                x = x_all[order_data[s0:s1]].to(device, non_blocking=True).float()
+                y = labels[idx]
                 if student and cfg.op > 0:
-                    seeds = noise.instance_seeds(cfg.seed, idx.to(device), draw_epoch)
+                    seeds = noise.instance_seeds(cfg.seed, idx, draw_epoch)
                     x = x * noise.occlusion_mask(seeds, cfg.op, x.shape[2:], cfg.occlusion_mode)
                 with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                     logits, glob, parts = model(x)
                 ce = F.cross_entropy(logits.float(), y)
                 kd = torch.zeros((), device=device)
                 if distill:
-                    hq_np, pair_np = _hq_batch(idx_np, has_hq, pair_pool, cfg.hq_topup, topup_rng)
-                    hq_idx = torch.from_numpy(hq_np).to(device, non_blocking=True)
-                    pair_index = torch.from_numpy(pair_np).to(device, non_blocking=True)
+                    hq_idx = hq_order[hq_offsets[step]:hq_offsets[step + 1]]
+                    pair_index = pair_order[s0:s1]
                     if cached is not None:
                         t_logits, t_glob, t_parts = (c[hq_idx] for c in cached)
                     else:
@@ -471,9 +488,10 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
                 loss.backward()
                 optimizer.step()
                 with torch.no_grad():
-                    n = float(len(idx_np))
-                    sums += torch.stack([loss.detach() * n, ce.detach() * n, kd.detach() * n,
-                                         (logits.argmax(1) == y).sum().float(), torch.tensor(n, device=device)])
+                    n = float(s1 - s0)
+                    sums[:4] += torch.stack([loss.detach() * n, ce.detach() * n, kd.detach() * n,
+                                             (logits.argmax(1) == y).sum().float()])
+                    sums[4] += n
                 if task is not None:
                     bar.update(task, advance=1, rate=(step + 1) * local_batch * world / (time.perf_counter() - t0))
             if world > 1:
@@ -507,7 +525,6 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
 
 def _distillation(cfg, logits, glob, parts, y, t_logits, t_glob, t_parts, t_labels, pair_index, part_e):
     """The distillation term of ``cfg.kd`` for one batch (float32 inputs)."""
-    from skelpipe import losses
     if cfg.kd == "kl":
         return losses.kl_distill_loss(logits, t_logits, pair_index, T=cfg.kl_temperature)
     if cfg.kd == "global-msc":
@@ -665,8 +682,7 @@ def bench_command(device, amp, compile, batch_size, steps, frames, channels, run
     results = {}
     with tempfile.TemporaryDirectory(prefix="skelpipe-bench-") as tmp:
         tmp = Path(tmp)
-        teacher_dir = tmp / "teacher"
-        teacher_dir.mkdir()
+        teacher_dir = tmp / "random-teacher"
         teacher = build_model("stgcn", "ntu25", 3, 60, channels)
         save_model(teacher_dir, teacher, {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3,
                                           "num_classes": 60, "channels": list(channels), "temporal_kernel": 9,
@@ -677,11 +693,11 @@ def bench_command(device, amp, compile, batch_size, steps, frames, channels, run
                 TrainConfig(stage="student", kd=run, **base)
             console.print(f"bench: {run} ({'ntu25 3D' if run == 'teacher' else 'coco17 2D'}) ...")
             with torch.profiler.profile(activities=_profiler_activities()) if profile else nullcontext() as prof:
-                train(cfg, data, tmp / run, teacher_dir=teacher_dir, part_matrix=part_e)
+                train(cfg, data, tmp / f"run-{run}", teacher_dir=teacher_dir, part_matrix=part_e)
             if profile:
                 sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
                 Console().print(prof.key_averages().table(sort_by=sort, row_limit=15))
-            last = [json.loads(line) for line in (tmp / run / "metrics.jsonl").read_text().splitlines()][-1]
+            last = [json.loads(line) for line in (tmp / f"run-{run}" / "metrics.jsonl").read_text().splitlines()][-1]
             results[run] = last["samples_per_s"]
 
     table = Table(title=f"skelpipe bench train: batch {batch_size}, T={frames}, M=2, 60 classes, "
