@@ -25,10 +25,15 @@ For every instance in the HQ store or the LQ store:
   LQ sequence — what the estimator gave — with its HQ), ``"drop"`` leaves it out.
 
 Output: ``hq.h5`` and ``lq.h5`` in the stage directory, the same ids, LQ in HQ's person order
-and frame count; ``has_hq`` on every LQ sample.
+and frame count; ``has_hq`` on every LQ sample; ``alignment.csv`` with one row per instance
+(id, status, method, error / body size, outlier flag, frame counts, LQ person order); the
+manifest's ``align`` field holds the counts, the error statistics, the outliers and the frame
+count mismatches.
 """
 
+import csv
 import math
+import os
 from pathlib import Path
 
 import click
@@ -187,7 +192,7 @@ def align_stores(hq_path, lq_path, work, missing: str = "solitary", outlier: flo
     stats = {"instances": 0, "written": 0, "paired": 0, "no_hq": 0, "no_lq_person": 0,
              "dropped": 0, "reordered": 0, "frame_mismatch": 0, "outliers": [],
              "frame_mismatches": []}
-    errors = []
+    errors, rows = [], []
     with open_store(hq_path) as hq, open_store(lq_path) as lq:
         hq_ids, lq_ids = set(hq.ids()), set(lq.ids())
         ids = sorted(hq_ids | lq_ids)
@@ -217,6 +222,7 @@ def align_stores(hq_path, lq_path, work, missing: str = "solitary", outlier: flo
                     stats["no_lq_person"] += no_lq
                     keep = missing == "solitary" and not (no_hq and no_lq)
                     report_bad(sid, f"align: {what} ({'kept' if keep else 'dropped'}, missing={missing})")
+                    rows.append({"id": sid, "status": ("kept: " if keep else "dropped: ") + what})
                     if not keep:
                         stats["dropped"] += 1
                         continue
@@ -256,6 +262,11 @@ def align_stores(hq_path, lq_path, work, missing: str = "solitary", outlier: flo
                     lq_attrs["align_error"] = "not measured"
                 hw.add(sid, hq_kp, h.arrays, **h.attrs)
                 lw.add(sid, lq_kp, lq_arrays, **lq_attrs)
+                rows.append({"id": sid, "status": "paired", "method": info["align_method"],
+                             "error": "" if not np.isfinite(info["align_error"])
+                             else f"{info['align_error']:.5f}", "outlier": int(flagged),
+                             "frames_hq": info["frames_hq"], "frames_lq": info["frames_lq"],
+                             "lq_order": " ".join(map(str, info["lq_order"]))})
                 stats["written"] += 1
                 stats["paired"] += 1
     if errors:
@@ -263,11 +274,23 @@ def align_stores(hq_path, lq_path, work, missing: str = "solitary", outlier: flo
         stats["align_error"] = {"n": len(e), "mean": float(e.mean()), "median": float(np.median(e)),
                                 "p95": float(np.percentile(e, 95)), "max": float(e.max())}
     stats["outlier_threshold"] = outlier
+    stats["per_instance"] = "alignment.csv"
+    _write_csv(out_dir / "alignment.csv", rows)
     stats["frame_mismatches"] = stats["frame_mismatches"][:200]
     if hasattr(work, "note"):
         work.note(align=stats)
         work.mark_done("align", {k: v for k, v in stats.items() if not isinstance(v, list)})
     return stats
+
+
+def _write_csv(path: Path, rows: list[dict]):
+    fields = ["id", "status", "method", "error", "outlier", "frames_hq", "frames_lq", "lq_order"]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fields)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
 
 
 def _channels(store) -> int:

@@ -115,6 +115,11 @@ def test_bad_instances_reported_and_kept_or_dropped(tmp_path, missing):
     reported = {b["item"]: b["reason"] for b in manifest["bad_items"]}
     assert set(reported) == set(bad.values())
     assert "no detected person" in reported[bad["no_lq"]] and "no HQ" in reported[bad["no_hq"]]
+    import csv
+    rows = {r["id"]: r for r in csv.DictReader(open(path / "alignment.csv"))}
+    assert len(rows) == 4 and rows["S001C001P001R001A001"]["status"] == "paired"
+    assert float(rows["S001C001P001R001A001"]["error"]) < 0.02
+    assert rows[bad["no_hq"]]["status"].startswith("dropped" if missing == "drop" else "kept")
     with open_store(path / "lq.h5") as lq, open_store(path / "hq.h5") as hq:
         if missing == "drop":
             assert lq.ids() == hq.ids() == ["S001C001P001R001A001", "S001C001P001R001A004"]
