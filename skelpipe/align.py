@@ -77,12 +77,11 @@ def lq_image_points(sample, layout, store_attrs):
     return xy, present, size
 
 
-def association_cost(hq_xy, hq_ok, lq_xy, lq_ok):
-    """(M_hq, M_lq) mean distance of shared joints over co-present frames (inf: never together),
-    and the number of such frames. Inputs restricted to the shared joints, same frames."""
+def association_cost(hq_xy, hq_ok, lq_xy, lq_ok) -> np.ndarray:
+    """(M_hq, M_lq) mean over co-present frames of the mean distance of the shared joints present
+    on both sides (inf: never together). Inputs: the shared joints only, the same frames."""
     Mh, Ml = hq_xy.shape[0], lq_xy.shape[0]
     cost = np.full((Mh, Ml), np.inf)
-    frames = np.zeros((Mh, Ml), np.int64)
     for h in range(Mh):
         for l in range(Ml):
             both = hq_ok[h] & lq_ok[l]                          # (T, J)
@@ -92,8 +91,7 @@ def association_cost(hq_xy, hq_ok, lq_xy, lq_ok):
             if valid.any():
                 per_frame = (d * both).sum(-1)[valid] / n[valid]
                 cost[h, l] = per_frame.mean()
-                frames[h, l] = valid.sum()
-    return cost, frames
+    return cost
 
 
 def associate(cost: np.ndarray) -> list[tuple[int, int]]:
@@ -137,7 +135,7 @@ def align_instance(h, l, hq_layout, lq_layout, hq_attrs, lq_attrs, max_people: i
         hq_xy, hq_ok, _ = hq_placed
         lq_xy, lq_ok, _ = lq_placed
         lq_xy, lq_ok = lq_xy[:, idx][:, :, il], lq_ok[:, idx][:, :, il]
-        cost, _ = association_cost(hq_xy[:, :, ih], hq_ok[:, :, ih], lq_xy, lq_ok)
+        cost = association_cost(hq_xy[:, :, ih], hq_ok[:, :, ih], lq_xy, lq_ok)
         pairs = associate(cost)
         matched = {hh: ll for hh, ll in pairs}
         rest = [ll for ll in range(Ml) if ll not in matched.values()]
@@ -162,7 +160,7 @@ def align_instance(h, l, hq_layout, lq_layout, hq_attrs, lq_attrs, max_people: i
         if src >= 0:
             lq_out[k] = lq_kp[src]
     info["lq_order"] = [int(o) for o in order[:M]]
-    info["reordered"] = bool([o for o in order[:M] if o >= 0] != sorted(o for o in order[:M] if o >= 0))
+    info["reordered"] = any(0 <= src != k for k, src in enumerate(order[:M]))
     arrays = {}
     for name, arr in l.arrays.items():
         arr = np.asarray(arr)

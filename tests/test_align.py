@@ -164,3 +164,19 @@ def test_align_cli(tmp_path):
     out = res.output.strip().splitlines()[-1]
     assert (tmp_path / "cache" / "align").exists() and out.startswith(str(tmp_path / "cache" / "align"))
     assert "Example:" in CliRunner().invoke(cli, ["align", "--help"]).output
+
+
+def test_one_detected_person_goes_to_its_hq_slot(tmp_path):
+    hq_path, _ = _scene(tmp_path, swap=False)
+    with open_store(tmp_path / "lq.h5") as raw:
+        smp = raw.read("S001C001P001R001A001")
+    one = np.zeros_like(smp.keypoints)
+    one[0] = smp.keypoints[1]  # only HQ person 1 was detected, as the estimator's person 0
+    with PoseWriter(tmp_path / "lq1.h5", "coco17") as w:
+        w.add(smp.id, one, **smp.attrs)
+    align_stores(hq_path, tmp_path / "lq1.h5", tmp_path / "out")
+    with open_store(tmp_path / "out" / "lq.h5") as lq:
+        out = lq.read(smp.id)
+        assert not out.keypoints[0].any()
+        np.testing.assert_array_equal(out.keypoints[1], smp.keypoints[1])
+        assert out.attrs["reordered"] is True and out.attrs["align_pairs"] == [[1, 0]]
