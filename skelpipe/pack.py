@@ -303,8 +303,9 @@ def _pack_split(g, split, members, lq, hq, hq_ids, cfg, lq_3d, hq_3d, channels) 
     C_L, C_H = channels
     N = len(members)
     V_L, V_H = lq.layout.num_joints, hq.layout.num_joints
-    d_lq = g.create_dataset("lq", (N, C_L, T, V_L, M), dtype=dtype)
-    d_hq = g.create_dataset("hq", (N, C_H, T, V_H, M), dtype=dtype)
+    # contiguous, uncompressed, zero-filled: one-shot reads, and memory-mappable
+    d_lq = g.create_dataset("lq", (N, C_L, T, V_L, M), dtype=dtype, fillvalue=0)
+    d_hq = g.create_dataset("hq", (N, C_H, T, V_H, M), dtype=dtype, fillvalue=0)
     available = np.zeros(N, bool)
     lengths = np.zeros(N, np.int32)
     for i, (sid, label) in enumerate(members):
@@ -361,8 +362,12 @@ def data_file(pack_dir) -> Path:
     return p if p.suffix == ".h5" else p / FILE
 
 
-def load_split(pack_dir, split: str) -> Split:
-    """One split of a pack as float32 numpy arrays, read in one go."""
+def load_split(pack_dir, split: str, mmap: bool = False) -> Split:
+    """One split of a pack as float32 numpy arrays, read in one go.
+
+    ``mmap=True``: ``lq`` and ``hq`` are read-only memory maps of the file instead (for splits
+    larger than RAM), in the stored dtype (float32, or float16 when packed so).
+    """
     path = data_file(pack_dir)
     if split not in SPLITS:
         raise SkelpipeError(f"{path}: unknown split {split!r}; known: {', '.join(SPLITS)}")
@@ -379,8 +384,8 @@ def load_split(pack_dir, split: str) -> Split:
         attrs = {k: _attr(v) for k, v in f.attrs.items()}
         attrs.update({k: _attr(v) for k, v in g.attrs.items()})
         return Split(
-            lq=g["lq"][()].astype(np.float32, copy=False),
-            hq=g["hq"][()].astype(np.float32, copy=False),
+            lq=_memmap(path, g["lq"]) if mmap else g["lq"][()].astype(np.float32, copy=False),
+            hq=_memmap(path, g["hq"]) if mmap else g["hq"][()].astype(np.float32, copy=False),
             has_hq=g["has_hq"][()].astype(bool),
             label=g["label"][()].astype(np.int64),
             ids=[s.decode() if isinstance(s, bytes) else s for s in g["ids"][()]],
@@ -388,6 +393,14 @@ def load_split(pack_dir, split: str) -> Split:
             length=g["length"][()],
             hq_available=g["hq_available"][()].astype(bool),
         )
+
+
+def _memmap(path: Path, ds) -> np.ndarray:
+    """A read-only memory map of a contiguous dataset (a plain read when it has no storage yet)."""
+    offset = ds.id.get_offset()
+    if offset is None or ds.size == 0:
+        return ds[()]
+    return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
 
 
 def _attr(v):

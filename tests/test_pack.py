@@ -92,6 +92,18 @@ def test_pack_and_load_split(tmp_path, dtype):
     assert te.has_hq.all()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_load_split_mmap(tmp_path, dtype):
+    d = _aligned_pair(tmp_path / "aligned", no_hq=(1,))
+    pack(d, tmp_path, frames=32, dtype=dtype)
+    full = load_split(tmp_path, "train")
+    mapped = load_split(tmp_path, "train", mmap=True)
+    assert isinstance(mapped.lq, np.memmap) and mapped.lq.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(np.asarray(mapped.lq, np.float32), full.lq)
+    np.testing.assert_array_equal(np.asarray(mapped.hq, np.float32), full.hq)
+    assert not mapped.hq[1].any()  # the unwritten row (no HQ) reads as zeros
+
+
 def test_hq_fraction_draw_stored(tmp_path):
     d = _aligned_pair(tmp_path / "aligned", n=60)
     pack(d, tmp_path, frames=16, hq_fraction=0.7, pair_seed=4)
