@@ -15,6 +15,11 @@ Modes (METHOD.md; each keeps the expected occluded fraction of joint-frames equa
 
 An occluded joint loses all its channels (confidence included); padding stays zero because the
 mask is applied by multiplication.
+
+Draws: instance i of a split gets the seed ``instance_seeds(base_seed, i)``. Test data always
+use this one fixed draw per instance. Training uses it too by default (``fixed``: the same
+degraded copy of the data set every epoch, as the paper's "synthesized low-quality skeletons"
+reads), or mixes the epoch in (``fresh``: a new mask every epoch, i.e. augmentation).
 """
 
 import numpy as np
