@@ -83,7 +83,8 @@ class PackConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(config) - known)
         if unknown:
-            raise SkelpipeError(f"pack: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise SkelpipeError(f"pack: unknown setting(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(sorted(known))}")
         return cls(**config)
 
     @property
@@ -469,7 +470,8 @@ def run_pack(cache, aligned_dir, cfg: PackConfig) -> Path:
 @click.option("--sample-frames", default=0, show_default=True,
               help="> 0: uniformly sample sequences to this many frames instead.")
 @click.option("--float16", is_flag=True, help="Store float16 (halves the file; load_split returns float32).")
-@click.option("--hq-fraction", default=1.0, show_default=True, help="Fraction of training instances keeping HQ.")
+@click.option("--hq-fraction", default=1.0, show_default=True,
+              help="Fraction of training instances keeping HQ.")
 @click.option("--pair-seed", default=0, show_default=True)
 @click.option("--test-seed", default=0, show_default=True, help="Base seed of the fixed test occlusion.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Cache root.")
