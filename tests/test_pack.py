@@ -238,3 +238,15 @@ def test_pack_cli(tmp_path):
     sp = load_split(path, "train")
     assert sp.lq.shape[2] == 16 and sp.attrs["dtype"] == "float16" and sp.has_hq.sum() == 5
     assert "Example:" in CliRunner().invoke(cli, ["pack", "--help"]).output
+
+
+def test_sysu_settings_use_the_readers_seeded_splits():
+    from skelpipe.datasets import sysu
+    from skelpipe.pack import split_of
+
+    ids = [sysu.sample_id(s, a) for s in range(1, 41) for a in range(12)]
+    for setting in (1, 2):
+        a = [split_of(i, {}, PackConfig(benchmark=f"setting{setting}", split=0)) for i in ids]
+        b = [split_of(i, {}, PackConfig(benchmark=f"setting{setting}", split=1)) for i in ids]
+        assert a == [sysu.split_of(i, setting, 0) for i in ids] and a != b
+        assert a.count("train") == len(ids) // 2
