@@ -121,9 +121,13 @@ class TrainConfig:
 
     def key(self, **inputs) -> str:
         """Short hash of the settings that define the result, plus the keys of the inputs."""
-        settings = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
-        blob = json.dumps({"config": settings, "inputs": inputs}, sort_keys=True, default=list)
+        blob = json.dumps({"config": _settings(self.to_dict()), "inputs": inputs}, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _settings(config: dict) -> dict:
+    """The settings of a config dict that define the result (JSON-normalised)."""
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in RUNTIME_FIELDS}, default=list))
 
 
 # ----------------------------------------------------------------------------- model files
@@ -331,6 +335,10 @@ def train(cfg: TrainConfig, pack, out_dir, teacher_dir=None, part_matrix=None, t
     """
     out_dir = Path(out_dir)
     if (out_dir / "model.json").is_file():
+        done = json.loads((out_dir / "model.json").read_text()).get("config", {})
+        if _settings(done) != _settings(cfg.to_dict()):
+            raise SkelpipeError(f"{out_dir / 'model.json'}: a finished run of another configuration; "
+                                "remove it or use another --out")
         return out_dir
     rank, world, device, created_group = _setup_distributed(cfg.device)
     try:
@@ -387,6 +395,8 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
             raise SkelpipeError(
                 f"{teacher_dir}: teacher ({teacher_meta['layout']}, {teacher_meta['num_classes']} "
                 f"classes) does not match the pack's HQ data ({attrs['hq_layout']}, {num_classes})")
+        if len(pair_pool) == 0:
+            raise SkelpipeError(f"--kd {cfg.kd}: the training split has no paired (HQ) instance to distil from")
         hq_all = _resident(split.hq, device, cfg.teacher_features == "online" and _fits_on(device, split.hq))
         if cfg.teacher_features == "cached":
             cached = teacher_outputs(teacher, hq_all, pair_pool, cfg.eval_batch_size, device, amp)
@@ -535,11 +545,16 @@ def _distillation(cfg, logits, glob, parts, y, t_logits, t_glob, t_parts, t_labe
 def _test_accuracy(model, test, cfg, device, amp) -> dict:
     """Top-1/top-5 on the test split: HQ for a teacher, occluded LQ (fixed draws) for a student."""
     student = cfg.stage == "student"
-    logits = predict(model, test.lq if student else test.hq, batch_size=cfg.eval_batch_size,
-                     device=device, amp=amp, op=cfg.op if student else 0.0,
-                     mode=cfg.occlusion_mode, seed=int(test.attrs.get("test_seed", 0)))
+    labels = np.asarray(test.label)
+    if student:
+        x, seed = test.lq, int(test.attrs.get("test_seed", 0))
+    else:
+        keep = np.asarray(test.has_hq, dtype=bool)
+        x, labels, seed = test.hq[keep], labels[keep], 0
+    logits = predict(model, x, batch_size=cfg.eval_batch_size, device=device, amp=amp,
+                     op=cfg.op if student else 0.0, mode=cfg.occlusion_mode, seed=seed)
     model.train()
-    top1, top5 = topk_accuracy(logits, torch.as_tensor(np.asarray(test.label)), (1, 5))
+    top1, top5 = topk_accuracy(logits, torch.from_numpy(labels), (1, 5))
     return {"test_top1": top1, "test_top5": top5}
 
 

@@ -261,3 +261,12 @@ def test_hq_batch_maps_each_paired_instance_to_its_counterpart():
     hq, pair = _hq_batch(idx, has_hq, np.flatnonzero(has_hq), 2, np.random.default_rng(0))
     assert hq[:2].tolist() == [0, 3] and pair.tolist() == [-1, 0, -1, 1]
     assert len(hq) == 4 and set(hq[2:]) <= {2, 5, 6}            # top-up: D_pair, not in the batch
+
+
+def test_a_finished_run_of_another_configuration_is_refused(tmp_path):
+    split = make_split()
+    train(TrainConfig(stage="teacher", epochs=1, batch_size=6, **TINY), split, tmp_path / "run")
+    # a runtime setting (device, eval cadence, ...) does not matter: the run is simply done
+    train(TrainConfig(stage="teacher", epochs=1, batch_size=6, eval_every=1, **TINY), split, tmp_path / "run")
+    with pytest.raises(SkelpipeError, match="finished run of another configuration"):
+        train(TrainConfig(stage="teacher", epochs=2, batch_size=6, **TINY), split, tmp_path / "run")
