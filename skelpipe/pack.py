@@ -38,6 +38,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 import h5py
@@ -90,6 +91,16 @@ class PackConfig:
     @property
     def length(self) -> int:
         return int(self.sample_frames) if self.sample_frames else int(self.frames)
+
+
+class Member(NamedTuple):
+    """An instance chosen for a split, with what packing it needs from its attributes."""
+    id: str
+    label: int
+    label_name: str | None
+    lq_size: list | None   # image size (W, H) of 2D LQ
+    has_hq: bool
+    hq_size: list | None   # image size of 2D HQ
 
 
 @dataclass
@@ -235,12 +246,16 @@ def pack(aligned_dir, work, **config) -> dict:
             if split is None:
                 outside += 1
                 continue
+            use_hq = sid in hq_ids and attrs.get("has_hq", True)
+            hq_attrs = hq.read_attrs(sid) if use_hq else None
             problem = _check(attrs, lq_3d) or (
-                _check(hq.read_attrs(sid), hq_3d, need_label=False) if sid in hq_ids else None)
+                _check(hq_attrs, hq_3d, need_label=False) if use_hq else None)
             if problem:
                 report_bad(sid, f"pack: {problem}")
                 continue
-            members[split].append((sid, int(attrs["label"])))
+            members[split].append(Member(sid, int(attrs["label"]), attrs.get("label_name"),
+                                         attrs.get("image_size"), use_hq,
+                                         hq_attrs.get("image_size") if use_hq else None))
         if not any(members.values()):
             raise SkelpipeError(f"{aligned_dir}: no instance falls in a split of benchmark {cfg.benchmark!r}")
         class_names = _class_names(lq, members)
@@ -267,7 +282,7 @@ def pack(aligned_dir, work, **config) -> dict:
                 f.attrs[k] = v if not isinstance(v, list) else json.dumps(v)
             for split in SPLITS:
                 counts[split] = _pack_split(f.create_group(split), split, members[split], lq, hq,
-                                            hq_ids, cfg, lq_3d, hq_3d, (C_L, C_H))
+                                            cfg, lq_3d, hq_3d, (C_L, C_H))
         os.replace(tmp, out_path)
     counts["outside_benchmark"] = outside
     if hasattr(work, "note"):
@@ -291,14 +306,13 @@ def _class_names(lq, members) -> list[str]:
         return list(names)
     found = {}
     for s in SPLITS:
-        for sid, label in members[s]:
-            if label not in found:
-                found[label] = lq.read(sid).attrs.get("label_name", str(label))
+        for m in members[s]:
+            found.setdefault(m.label, m.label_name or str(m.label))
     n = max(found) + 1
     return [found.get(i, str(i)) for i in range(n)]
 
 
-def _pack_split(g, split, members, lq, hq, hq_ids, cfg, lq_3d, hq_3d, channels) -> dict:
+def _pack_split(g, split, members, lq, hq, cfg, lq_3d, hq_3d, channels) -> dict:
     """Write one split row by row into contiguous datasets (memory: one instance at a time)."""
     T, M, dtype = cfg.length, cfg.max_people, np.dtype(cfg.dtype)
     C_L, C_H = channels
@@ -309,13 +323,13 @@ def _pack_split(g, split, members, lq, hq, hq_ids, cfg, lq_3d, hq_3d, channels) 
     d_hq = g.create_dataset("hq", (N, C_H, T, V_H, M), dtype=dtype, fillvalue=0)
     available = np.zeros(N, bool)
     lengths = np.zeros(N, np.int32)
-    for i, (sid, label) in enumerate(members):
-        x_lq, x_hq, lengths[i] = _pack_instance(sid, lq, hq, hq_ids, cfg, lq_3d, hq_3d)
+    for i, member in enumerate(members):
+        x_lq, x_hq, lengths[i] = _pack_instance(member, lq, hq, cfg, lq_3d, hq_3d)
         d_lq[i] = x_lq.astype(dtype)
         if x_hq is not None:
             d_hq[i] = x_hq.astype(dtype)
             available[i] = True
-    labels = np.array([label for _, label in members], np.int64)
+    labels = np.array([m.label for m in members], np.int64)
     if split == "train":
         has_hq = draw_pairs(labels, cfg.hq_fraction, cfg.pair_seed, available)
     else:
@@ -324,7 +338,7 @@ def _pack_split(g, split, members, lq, hq, hq_ids, cfg, lq_3d, hq_3d, channels) 
     g.create_dataset("hq_available", data=available)
     g.create_dataset("label", data=labels)
     g.create_dataset("length", data=lengths)
-    g.create_dataset("ids", data=np.array([sid for sid, _ in members], dtype=h5py.string_dtype()))
+    g.create_dataset("ids", data=np.array([m.id for m in members], dtype=h5py.string_dtype()))
     g.attrs["n"] = N
     g.attrs["n_pair"] = int(has_hq.sum())
     g.attrs["n_sol"] = int(N - has_hq.sum())
@@ -332,27 +346,17 @@ def _pack_split(g, split, members, lq, hq, hq_ids, cfg, lq_3d, hq_3d, channels) 
             "hq_available": int(available.sum())}
 
 
-def _pack_instance(sid, lq, hq, hq_ids, cfg, lq_3d, hq_3d):
-    s_lq = lq.read(sid)
-    s_hq = hq.read(sid) if sid in hq_ids and s_lq.attrs.get("has_hq", True) else None
-    kp_lq = _normalise(s_lq, lq.layout, lq_3d)
-    n = kp_lq.shape[1] if s_hq is None else s_hq.keypoints.shape[1]
-    idx = frame_indices(n, cfg)
-    idx_lq = idx[idx < kp_lq.shape[1]]
-    x_lq = to_tensor(kp_lq, idx_lq, cfg.length, cfg.max_people)
-    x_hq = None
-    if s_hq is not None:
-        x_hq = to_tensor(_normalise(s_hq, hq.layout, hq_3d), idx, cfg.length, cfg.max_people)
+def _pack_instance(m: "Member", lq, hq, cfg, lq_3d, hq_3d):
+    kp_lq = _normalise(lq.read_keypoints(m.id), lq.layout, lq_3d, m.lq_size)
+    kp_hq = _normalise(hq.read_keypoints(m.id), hq.layout, hq_3d, m.hq_size) if m.has_hq else None
+    idx = frame_indices(kp_lq.shape[1] if kp_hq is None else kp_hq.shape[1], cfg)
+    x_lq = to_tensor(kp_lq, idx[idx < kp_lq.shape[1]], cfg.length, cfg.max_people)
+    x_hq = None if kp_hq is None else to_tensor(kp_hq, idx, cfg.length, cfg.max_people)
     return x_lq, x_hq, int(len(idx))
 
 
-def _normalise(sample, layout, three_d: bool) -> np.ndarray:
-    if three_d:
-        return normalise_3d(sample.keypoints, layout)
-    size = sample.attrs.get("image_size")
-    if size is None:
-        raise SkelpipeError("2D sample without image_size")
-    return normalise_2d(sample.keypoints, size)
+def _normalise(kp, layout, three_d: bool, image_size) -> np.ndarray:
+    return normalise_3d(kp, layout) if three_d else normalise_2d(kp, image_size)
 
 
 # ---------------------------------------------------------------- reading

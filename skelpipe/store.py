@@ -155,6 +155,12 @@ class PoseStore:
         arrays = {name: g[name][()] for name in g if name != "keypoints"}
         return Sample(sample_id, g["keypoints"][()], arrays, _attrs(g))
 
+    def read_keypoints(self, sample_id: str) -> np.ndarray:
+        """A sample's keypoints (M, T, V, C) alone, without its attributes."""
+        if sample_id not in self._samples:
+            raise SkelpipeError(f"{self.path}: no sample {sample_id!r}")
+        return self._samples[sample_id]["keypoints"][()]
+
     def read_attrs(self, sample_id: str) -> dict:
         """A sample's attributes alone, without reading its arrays."""
         if sample_id not in self._samples:
