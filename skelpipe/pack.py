@@ -421,9 +421,10 @@ def _attr(v):
     return v
 
 
-def degrade(pack_dir, split: str, op: float, mode: str = "track", seed: int = 0) -> np.ndarray:
+def degrade(pack_dir, split: str, op: float, mode: str = "track", seed: int | None = None) -> np.ndarray:
     """The occluded LQ tensors of a split: ``occlude(lq, op, seed, mode)``, instance i with seed
-    ``instance_seeds(seed, i)`` — exactly what evaluation applies on the fly.
+    ``instance_seeds(seed, i)`` — exactly what evaluation applies on the fly. ``seed`` defaults
+    to the pack's ``test_seed``.
 
     Degradation is kept virtual (not a cached stage): the mask is a pure function of (seed,
     instance) made on the device in microseconds, whereas a stored copy per (op, mode, seed)

@@ -131,6 +131,8 @@ def test_test_occlusion_is_a_fixed_function_of_instance(tmp_path):
     mask = occlusion_mask(instance_seeds(3, np.arange(len(te))), 0.5, te.lq.shape[2:]).numpy()
     np.testing.assert_array_equal(a, te.lq * mask)
     np.testing.assert_array_equal(a, degrade(tmp_path / "data.h5", "test", 0.5, "track", seed=3))
+    pack(_aligned_pair(tmp_path / "aligned2"), tmp_path / "p2", frames=32, test_seed=3)
+    np.testing.assert_array_equal(a, degrade(tmp_path / "p2", "test", 0.5))  # the pack's test seed
 
 
 def test_stage_cached_and_bad_instance_reported(tmp_path):
