@@ -186,6 +186,8 @@ def align_stores(hq_path, lq_path, work, missing: str = "solitary", outlier: flo
         raise SkelpipeError(f"align: missing must be one of {', '.join(MISSING)}, not {missing!r}")
     out_dir = Path(getattr(work, "dir", work))
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("*.partial-*"):  # left by a killed run
+        stale.unlink()
     report_bad = work.report_bad if hasattr(work, "report_bad") else (lambda item, reason: None)
     stats = {"instances": 0, "written": 0, "paired": 0, "no_hq": 0, "no_lq_person": 0,
              "dropped": 0, "reordered": 0, "frame_mismatch": 0, "outliers": [],

@@ -180,3 +180,12 @@ def test_one_detected_person_goes_to_its_hq_slot(tmp_path):
         assert not out.keypoints[0].any()
         np.testing.assert_array_equal(out.keypoints[1], smp.keypoints[1])
         assert out.attrs["reordered"] is True and out.attrs["align_pairs"] == [[1, 0]]
+
+
+def test_rerun_after_kill_leaves_no_stale_files(tmp_path):
+    hq_path, lq_path = _scene(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lq.h5.partial-99999").write_bytes(b"half written")  # a killed writer's file
+    align_stores(hq_path, lq_path, out)
+    assert sorted(p.name for p in out.iterdir()) == ["alignment.csv", "hq.h5", "lq.h5"]
