@@ -163,8 +163,11 @@ def load_model(model_dir, device="cpu"):
 
 
 def load_part_matrix(path) -> torch.Tensor:
-    """The action-specific part matrix E (num_classes, 5) from a .npy, .pt or .json file."""
+    """The action-specific part matrix E (num_classes, 5) from a .npy, .pt or .json file, or
+    the ``part_matrix.npy`` of a ``skelpipe partmatrix`` directory."""
     path = Path(path)
+    if path.is_dir():
+        path = path / "part_matrix.npy"
     if not path.is_file():
         raise SkelpipeError(f"{path}: part matrix file not found")
     try:
@@ -400,7 +403,7 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
         hq_all = _resident(split.hq, device, cfg.teacher_features == "online" and _fits_on(device, split.hq))
         if cfg.teacher_features == "cached":
             cached = teacher_outputs(teacher, hq_all, pair_pool, cfg.eval_batch_size, device, amp)
-            hq_all = None
+            teacher = hq_all = None  # not needed any more
         if cfg.kd == "pmsc":
             if part_matrix is None:
                 raise SkelpipeError("--kd pmsc needs --part-matrix (see skelpipe partmatrix)")
@@ -591,7 +594,7 @@ def _default(name):
 @click.option("--pack", "pack_dir", required=True, type=click.Path(exists=True), help="Packed data directory (skelpipe pack).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory (rerun to resume).")
 @click.option("--teacher", "teacher_dir", type=click.Path(file_okay=False), help="Trained teacher directory (students with --kd).")
-@click.option("--part-matrix", type=click.Path(dir_okay=False), help="Part matrix E file (.npy/.pt/.json) for --kd pmsc.")
+@click.option("--part-matrix", type=click.Path(), help="Part matrix E (skelpipe partmatrix directory or .npy/.pt/.json file) for --kd pmsc.")
 @click.option("--backbone", type=click.Choice(["stgcn", "agcn"]), default=None, help=_default("backbone"))
 @click.option("--channels", callback=_int_list, help="Channels of the blocks, comma-separated. " + _default("channels"))
 @click.option("--temporal-kernel", type=int, help=_default("temporal_kernel"))
@@ -623,7 +626,8 @@ def train_command(pack_dir, out_dir, teacher_dir, part_matrix, **options):
     """Train the teacher (HQ skeletons) or a student (LQ skeletons, optional distillation).
 
     SGD with METHOD.md's schedule (all settable). A checkpoint is written every epoch: rerun the
-    same command to resume. Under ``torchrun --nproc-per-node N`` it trains with DDP.
+    same command to resume. Under torchrun --nproc-per-node N it trains with DDP (NCCL on GPUs,
+    gloo on CPUs; --batch-size is the global batch).
 
     \b
     Example:
@@ -672,9 +676,9 @@ def bench_command(device, amp, compile, batch_size, steps, frames, channels, run
     """Training throughput (samples/s) of the teacher (ntu25, 3D) and the student (coco17, 2D)
     with each distillation variant, on NTU-60-shaped random data (M=2, 60 classes).
 
-    Each run is the real ``train`` loop for two epochs of ``--steps`` batches; the second
-    (warm) epoch is timed. Overhead = student time per sample relative to the student without
-    distillation.
+    Each run is the real training loop for two epochs of --steps batches; the second (warm)
+    epoch is timed. Overhead = student time per sample relative to the student without
+    distillation (teacher features cached, as in training).
 
     \b
     Example:

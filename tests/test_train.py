@@ -238,6 +238,16 @@ def test_train_command_on_a_pack_directory(tmp_path):
     before = (tmp_path / "t" / "model.pt").stat().st_mtime_ns
     assert CliRunner().invoke(train_command, args).exit_code == 0
     assert (tmp_path / "t" / "model.pt").stat().st_mtime_ns == before
+    # a pmsc student with that teacher and a part matrix directory (as skelpipe partmatrix writes)
+    (tmp_path / "E").mkdir()
+    np.save(tmp_path / "E" / "part_matrix.npy", np.full((3, 5), 0.2, np.float32))
+    student = ["--stage", "student", "--kd", "pmsc", "--op", "0.2", "--teacher", str(tmp_path / "t"),
+               "--part-matrix", str(tmp_path / "E"), "--out", str(tmp_path / "s")] + args[2:4] + args[6:]
+    result = CliRunner().invoke(train_command, student, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "s" / "model.json").read_text())
+    assert meta["kd"] == "pmsc" and meta["teacher_key"] == json.loads((tmp_path / "t" / "model.json").read_text())["config_key"]
+    assert all(r["kd"] > 0 for r in metrics(tmp_path / "s"))
 
 
 def test_epoch_order_is_seeded_by_epoch_and_dealt_into_disjoint_shards():
