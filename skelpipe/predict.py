@@ -182,21 +182,28 @@ def classify(model, x: np.ndarray, device) -> np.ndarray:
 # ---------------------------------------------------------------- extraction
 
 
-def extract_poses(video, backbone: str, checkpoint=None, device="auto", batch_size=8,
-                  long_edge=641, max_people=2):
-    """(keypoints (M, T, 17, 3) pixels, attrs with fps / image_size / num_frames) of one video."""
+def extract_poses(video, backbone: str, checkpoint=None, device="auto", batch_size=None,
+                  long_edge=641, max_people=2, decoder_workers=None, decoder_config=None):
+    """(keypoints (M, T, 17, 3) pixels, attrs with fps / image_size / num_frames) of one video.
+
+    ``skelpipe.extract.extract_to_work`` into a temporary directory, read back: the same
+    reader, network, decoder and tracker as ``skelpipe extract``.
+    """
     from skelpipe import extract
+    from skelpipe.cache import Work
+    from skelpipe.store import open_store
 
     with tempfile.TemporaryDirectory(prefix="skelpipe-predict-") as tmp:
-        out = Path(tmp) / "poses.h5"
-        extract.extract_videos([Path(video)], out, backbone=backbone, checkpoint=checkpoint,
-                               device=device, batch_size=batch_size, long_edge=long_edge,
-                               max_people=max_people)
-        from skelpipe.store import open_store
-
-        with open_store(out) as s:
+        stats = extract.extract_to_work(
+            [(extract.sample_id_for(Path(video)), Path(video))], Work(None, Path(tmp)), backbone=backbone,
+            checkpoint=checkpoint, device=device, batch_size=batch_size, long_edge=long_edge,
+            max_people=max_people, decoder_workers=decoder_workers, decoder_config=decoder_config,
+            out_name="poses.h5")
+        if stats.bad:
+            raise SkelpipeError(stats.bad[0][1])
+        with open_store(Path(tmp) / "poses.h5") as s:
             if not len(s):
-                raise SkelpipeError(f"{video}: no poses extracted (unreadable or empty video)")
+                raise SkelpipeError(f"{video}: no poses extracted")
             smp = s.read(s.ids()[0])
             return smp.keypoints, {**s.attrs, **smp.attrs}
 
@@ -205,8 +212,12 @@ def extract_poses(video, backbone: str, checkpoint=None, device="auto", batch_si
 
 
 def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto", top=5,
-                  out_video=None, batch_size=8, long_edge=641) -> Prediction:
-    """Extract, normalise and classify one video with a trained student; see the module doc."""
+                  out_video=None, batch_size=None, long_edge=641, decoder_workers=None,
+                  decoder_config=None) -> Prediction:
+    """Extract, normalise and classify one video with a trained student; see the module doc.
+
+    ``decoder_config``: OpenPifPaf decoder thresholds (``skelpipe.decoding.DEFAULT_CONFIG``).
+    """
     from skelpipe import device as devices
     from skelpipe.console import console
     from skelpipe.train import load_model
@@ -226,17 +237,17 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
             raise SkelpipeError(f"{model_dir}: the pose estimator this student was trained on is not "
                                 "recorded (its pack is not in the cache); give --backbone")
         backbone = recorded
-    elif recorded and backbone.lower() != str(recorded).lower():
+    elif recorded and _same_backbone(backbone, recorded) is False:
         warnings.append(f"--backbone {backbone}: the student was trained on poses from {recorded}")
     if simulated:
-        warnings.append(f"the student was trained on simulated {recorded or ''} poses "
+        warnings.append(f"the student was trained on simulated{f' {recorded}' if recorded else ''} poses "
                         "(skelpipe.simulate), not on real OpenPifPaf output; predictions on real "
                         "videos may be worse than its test accuracy suggests")
     for w in warnings:
         console.print(f"[yellow]warning:[/] {w}")
 
     keypoints, vattrs = extract_poses(video, backbone, checkpoint, device, batch_size, long_edge,
-                                      int(meta.get("num_persons", 2)))
+                                      int(meta.get("num_persons", 2)), decoder_workers, decoder_config)
     image_size = tuple(int(v) for v in vattrs.get("image_size") or ())
     if len(image_size) != 2:
         raise SkelpipeError(f"{video}: extraction recorded no image size")
@@ -255,12 +266,19 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
         checkpoint=str(checkpoint) if checkpoint else None, model_dir=str(model_dir),
         warnings=warnings)
     if keypoints.shape[1] > len(idx):
-        result.warnings.append(f"the student saw {len(idx)} of the {keypoints.shape[1]} frames "
-                               f"({cfg.length} frames: {'uniformly sampled' if cfg.sample_frames else 'the first ones'})")
+        how = "uniformly sampled" if cfg.sample_frames else "the first ones"
+        result.warnings.append(f"the student saw {len(idx)} of the {keypoints.shape[1]} frames ({how}, "
+                               "as in its training pack)")
         console.print(f"[yellow]note:[/] {result.warnings[-1]}")
     if out_video is not None:
         write_video(video, out_video, keypoints, f"{result.top[0][0]} {result.top[0][1]:.0%}")
     return result
+
+
+def _same_backbone(a: str, b: str):
+    from skelpipe.extract import resolve_backbone
+
+    return resolve_backbone(a) == resolve_backbone(b)
 
 
 # ---------------------------------------------------------------- the annotated video
@@ -345,23 +363,33 @@ def print_table(result: Prediction):
 
 @click.command("predict")
 @click.argument("video", type=click.Path())
-@click.option("--model", "model_dir", required=True, type=click.Path(),
-              help="A trained student: skelpipe train --out directory, or a student/evaluate stage dir of the cache.")
+@click.option("--model", "model_dir", default=None, type=click.Path(),
+              help="A trained student: a skelpipe train --out directory, or a student (or evaluate) "
+                   "stage directory of the cache.")
 @click.option("--backbone", default=None,
               help="OpenPifPaf backbone for extraction [default: the one the student was trained on].")
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
               help="OpenPifPaf checkpoint file (instead of the named one in the torch hub cache).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<i>.")
-@click.option("--top", default=5, show_default=True, type=click.IntRange(1), help="How many actions to list.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(1),
+              help="How many actions to list.")
 @click.option("--out-video", default=None, type=click.Path(dir_okay=False),
               help="Write the video with the tracked skeletons and the top-1 label drawn (mp4v).")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Frames per network batch.")
-@click.option("--long-edge", default=641, show_default=True, help="Resize frames to this long edge for the estimator.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout instead of a table.")
+@click.option("--batch-size", default=None, type=click.IntRange(1),
+              help="Frames per network batch [16 on CUDA, 4 on CPU].")
+@click.option("--long-edge", default=641, show_default=True,
+              help="Resize frames to this long edge for the estimator.")
+@click.option("--decoder-workers", default=None, type=click.IntRange(0),
+              help="Processes decoding OpenPifPaf's fields [as skelpipe extract]; 0 decodes in this "
+                   "process (starts faster on a short clip).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as JSON on stdout instead of a table.")
 def predict_command(video, model_dir, backbone, checkpoint, device, top, out_video, batch_size,
-                    long_edge, as_json):
-    """Predict the action in VIDEO (a video file or a folder of frames): extract 2D poses with OpenPifPaf, classify them with a
-    trained student, print the top actions with their probabilities.
+                    long_edge, decoder_workers, as_json):
+    """Predict the action in VIDEO (a video file or a folder of frames).
+
+    Extracts 2D poses with the OpenPifPaf backbone the student was trained on, normalises them
+    as its training pack did, and prints the student's top actions with their probabilities.
 
     \b
     Example:
@@ -369,8 +397,12 @@ def predict_command(video, model_dir, backbone, checkpoint, device, top, out_vid
       skelpipe predict clip.mp4 --model runs/student --backbone shufflenetv2k16 --json
       skelpipe predict clip.mp4 --model runs/student --out-video clip_labelled.mp4
     """
+    if not model_dir:
+        raise SkelpipeError("--model: which trained student? Give its directory (skelpipe train --out, "
+                            "or cache/student/<key>: `skelpipe cache ls --stage student` lists them)")
     result = predict_video(video, model_dir, backbone=backbone, checkpoint=checkpoint, device=device,
-                           top=top, out_video=out_video, batch_size=batch_size, long_edge=long_edge)
+                           top=top, out_video=out_video, batch_size=batch_size, long_edge=long_edge,
+                           decoder_workers=decoder_workers)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

@@ -110,8 +110,8 @@ def count_frames(path: Path) -> int:
 
 def fake_extraction(monkeypatch, keypoints, calls=None):
     """Replace OpenPifPaf by fixed poses (the extraction itself is tested in test_extract)."""
-    def extract_poses(video, backbone, checkpoint=None, device="auto", batch_size=8, long_edge=641,
-                      max_people=2):
+    def extract_poses(video, backbone, checkpoint=None, device="auto", batch_size=None, long_edge=641,
+                      max_people=2, decoder_workers=None, decoder_config=None):
         if calls is not None:
             calls.append(backbone)
         return keypoints, {"image_size": [W, H], "fps": 25.0, "num_frames": keypoints.shape[1]}
@@ -141,6 +141,31 @@ def test_student_input_is_what_pack_gives(cached_student, monkeypatch, tmp_path)
     p = [prob for _, prob in result.top]
     assert len(p) == 5 and p == sorted(p, reverse=True) and sum(p) <= 1 + 1e-9
     assert result.probabilities.sum() == pytest.approx(1.0)
+
+
+def test_backbone_mismatch_warns_and_aliases_match(cached_student, monkeypatch, tmp_path):
+    student, _ = cached_student
+    calls = []
+    fake_extraction(monkeypatch, coco_people(0), calls)
+    video = write_video(tmp_path / "v.mp4")
+    same = predict.predict_video(video, student, backbone="ShuffleNetv2x1", device="cpu")
+    other = predict.predict_video(video, student, backbone="mobilenetv3small", device="cpu")
+    assert calls == ["ShuffleNetv2x1", "mobilenetv3small"]
+    assert not any("trained on poses from" in w for w in same.warnings)
+    assert any("trained on poses from shufflenetv2k16" in w for w in other.warnings)
+
+
+def test_frame_folder_video(monkeypatch, tmp_path):
+    model = constant_student(tmp_path / "model", T=24)
+    fake_extraction(monkeypatch, coco_people(1, people=2))
+    folder = tmp_path / "0001"
+    folder.mkdir()
+    cap = cv2.VideoCapture(str(write_video(tmp_path / "v.mp4")))
+    for t in range(FRAMES):
+        cv2.imwrite(str(folder / f"{t + 1:06d}.jpg"), cap.read()[1])
+    r = predict.predict_video(folder, model, backbone="shufflenetv2k16", device="cpu",
+                              out_video=tmp_path / "out.mp4")
+    assert r.top[0][0] == "action1" and count_frames(tmp_path / "out.mp4") == FRAMES
 
 
 def test_uniform_sampling_follows_the_pack(tmp_path):
@@ -175,7 +200,8 @@ def test_table_json_and_annotated_video(monkeypatch, tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     probs = [t["probability"] for t in out["top"]]
-    np.testing.assert_allclose(probs, BIAS.double().softmax(0).sort(descending=True).values.numpy(), rtol=1e-6)
+    expected = BIAS.double().softmax(0).sort(descending=True).values.numpy()
+    np.testing.assert_allclose(probs, expected, rtol=1e-6)
     assert [t["action"] for t in out["top"]][:2] == ["action1", "action5"] and out["people"] == 2
     assert out["backbone"] == "mobilenetv3small" and out["warnings"] == []
     written = tmp_path / "o" / "out.mp4"
@@ -198,6 +224,8 @@ def test_backbone_required_when_unrecorded(monkeypatch, tmp_path):
 def test_model_directory_errors(tmp_path):
     video = write_video(tmp_path / "v.mp4")
     runner = CliRunner()
+    r = runner.invoke(predict.predict_command, [str(video)])
+    assert isinstance(r.exception, SkelpipeError) and "--model" in str(r.exception)
     r = runner.invoke(predict.predict_command, [str(video), "--model", str(tmp_path / "nope")])
     assert r.exit_code != 0 and isinstance(r.exception, SkelpipeError)
     assert str(tmp_path / "nope") in str(r.exception) and "\n" not in str(r.exception)
@@ -222,3 +250,70 @@ def test_evaluate_stage_directory_leads_to_its_model(tmp_path):
     ev.mkdir(parents=True)
     (ev / "manifest.json").write_text(json.dumps({"inputs": {"model": "abc", "pack": "p"}}))
     assert predict.resolve_model_dir(ev) == root / "student" / "abc"
+
+
+# ---------------------------------------------------------------- through OpenPifPaf
+
+
+@pytest.fixture(scope="module")
+def estimator(tmp_path_factory):
+    """A random-weight shufflenetv2k16 checkpoint with biased confidence heads (people to decode)."""
+    pytest.importorskip("openpifpaf", reason="OpenPifPaf is not installed (skelpipe install-openpifpaf)")
+    from skelpipe.extract import random_checkpoint
+
+    return random_checkpoint("shufflenetv2k16", tmp_path_factory.mktemp("pifpaf") / "k16.pkl", biased=True)
+
+
+def test_predict_end_to_end_with_a_random_estimator(estimator, cached_student, tmp_path):
+    student, _ = cached_student
+    video = write_video(tmp_path / "clip.mp4")
+    args = [str(video), "--model", str(student), "--checkpoint", str(estimator), "--device", "cpu",
+            "--long-edge", "129", "--decoder-workers", "0"]
+    runner = CliRunner()
+    r = runner.invoke(predict.predict_command, args + ["--out-video", str(tmp_path / "out.mp4")],
+                      catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = re.findall(r"(\d) │ (action\d) +│ +([\d.]+)%", r.stdout)
+    p = [float(v) for _, _, v in rows]
+    assert [int(k) for k, _, _ in rows] == [1, 2, 3, 4, 5] and p == sorted(p, reverse=True)
+    assert 0 < sum(p) <= 100.05
+    assert "OpenPifPaf shufflenetv2k16" in r.stdout          # taken from the student's pack
+    assert count_frames(tmp_path / "out.mp4") == FRAMES
+    r = runner.invoke(predict.predict_command, args + ["--json"], catch_exceptions=False)
+    out = json.loads(r.stdout)
+    probs = [t["probability"] for t in out["top"]]
+    assert len(probs) == 5 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-9
+    assert out["num_frames"] == FRAMES and out["image_size"] == [W, H] and out["frames_used"] == 16
+    assert out["backbone"] == "shufflenetv2k16" and any("simulated" in w for w in out["warnings"])
+    assert [t["action"] for t in out["top"]] == [name for _, name, _ in rows]   # same input, same answer
+
+
+def test_tracked_skeletons_are_classified_and_drawn(estimator, cached_student, tmp_path):
+    from skelpipe.decoding import BIASED_CONFIG
+
+    student, _ = cached_student
+    video = write_video(tmp_path / "clip.mp4")
+    r = predict.predict_video(video, student, checkpoint=estimator, device="cpu", long_edge=129,
+                              decoder_workers=0, decoder_config=BIASED_CONFIG,
+                              out_video=tmp_path / "out.mp4")
+    assert r.keypoints.shape == (2, FRAMES, 17, 3) and r.to_json()["people"] >= 1
+    found = r.keypoints[..., 2] > 0
+    assert (r.keypoints[..., 0][found] < W).all() and (r.keypoints[..., 1][found] < H).all()
+    assert r.probabilities.sum() == pytest.approx(1.0) and len(r.top) == 5
+    # the skeletons (orange for the first person: BGR (0, 200, 255)) appear in the output only
+    cap_in, cap_out = cv2.VideoCapture(str(video)), cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    orange_in = orange_out = 0
+    for _ in range(FRAMES):
+        a, b = cap_in.read()[1].astype(int), cap_out.read()[1].astype(int)
+        orange_in += int(((a[..., 2] - a[..., 0]) > 80).sum())
+        orange_out += int(((b[..., 2] - b[..., 0]) > 80).sum())
+    assert orange_in == 0 and orange_out > 20 * FRAMES
+
+
+def test_unreadable_video_is_one_line_error(estimator, cached_student, tmp_path):
+    student, _ = cached_student
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all" * 10)
+    with pytest.raises(SkelpipeError, match="broken.mp4"):
+        predict.predict_video(bad, student, checkpoint=estimator, device="cpu", long_edge=129,
+                              decoder_workers=0)
