@@ -41,6 +41,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from skelpipe import losses, noise
 from skelpipe.console import console, progress
+from skelpipe.device import resolve
 from skelpipe.errors import SkelpipeError
 from skelpipe.evaluate import predict, topk_accuracy
 from skelpipe.models import DEFAULT_CHANNELS, build_model
@@ -286,7 +287,6 @@ def teacher_outputs(teacher, x, index, batch_size, device, amp):
 
 def _setup_distributed(device_name):
     """(rank, world size, device, whether we created the process group), from torchrun's env."""
-    from skelpipe.device import resolve
     device = resolve(device_name)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
@@ -362,6 +362,8 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
     else:
         torch.backends.cudnn.benchmark = True
     amp = cfg.amp and device.type == "cuda"
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 where fp32 remains (--no-amp)
     student = cfg.stage == "student"
     distill = student and cfg.kd != "none"
     if cfg.batch_size % world:
@@ -449,7 +451,8 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
     if cfg.compile:
         model = torch.compile(model)
     if world > 1:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                    gradient_as_bucket_view=True)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
 
