@@ -6,7 +6,7 @@ import torch
 
 from skelpipe import layouts
 from skelpipe.models import build_model
-from skelpipe.models.stgcn import block_strides, graph_aggregate
+from skelpipe.models.stgcn import block_strides, graph_conv
 
 TINY = (8, 8, 16, 16)
 
@@ -23,13 +23,17 @@ def test_stgcn_shapes_every_layout(name):
     assert model.layout.name == name
 
 
-def test_graph_aggregate_matches_reference_einsum():
+def test_graph_conv_matches_reference_conv_then_einsum():
+    """The reference ConvTemporalGraphical: conv to K*C channels, einsum nkctv,kvw->nctw."""
     torch.manual_seed(0)
-    y = torch.randn(2, 3 * 4, 5, 17)
-    a = torch.randn(3, 17, 17)
-    ref = torch.einsum("nkctv,kvw->nctw", y.view(2, 3, 4, 5, 17), a)
-    torch.testing.assert_close(graph_aggregate(y, a), ref)
-    torch.testing.assert_close(graph_aggregate(y.contiguous(memory_format=torch.channels_last), a), ref)
+    x = torch.randn(2, 5, 6, 17)
+    weight, bias, a = torch.randn(3 * 4, 5, 1, 1), torch.randn(3 * 4), torch.randn(3, 17, 17)
+    y = torch.nn.functional.conv2d(x, weight, bias).view(2, 3, 4, 6, 17)
+    ref = torch.einsum("nkctv,kvw->nctw", y, a)
+    torch.testing.assert_close(graph_conv(x, weight, bias, a), ref)
+    out = graph_conv(x.contiguous(memory_format=torch.channels_last), weight, bias, a)
+    torch.testing.assert_close(out, ref)
+    assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_default_strides():

@@ -8,6 +8,7 @@ global feature and the five part features METHOD.md defines.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from skelpipe.layouts import PARTS, Layout
@@ -30,18 +31,22 @@ def part_pooling_matrix(layout: Layout) -> torch.Tensor:
     return pool
 
 
-def graph_aggregate(y: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
-    """``sum_k y_k @ A_k``: y (N, K*C, T, V) with channel index k*C + c, A (K, V, W) → (N, C, T, W).
+def graph_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               adjacency: torch.Tensor) -> torch.Tensor:
+    """ST-GCN's graph convolution ``sum_k (W_k x + b_k) A_k``: x (N, C_in, T, V) → (N, C, T, W).
 
-    Written as one matrix product over the (v, k) pairs of each (n, t) position, which is free
-    of copies when ``y`` is channels-last (its memory is then (N, T, V, K*C)).
+    ``weight`` (K*C, C_in, 1, 1) with output channel k*C + c (the reference ``conv``),
+    ``adjacency`` (K, V, W). Computed channels-last without copies: a linear layer gives
+    (N, T, V, K*C); then each (n, t) position is one product of the (W, V*K) adjacency with its
+    (V*K, C) block, all positions in a single batched matmul.
     """
-    n, kc, t, v = y.shape
-    k, _, w = adjacency.shape
+    k, v, w = adjacency.shape
+    y = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias)         # (N, T, V, K*C)
+    n, t, _, kc = y.shape
     c = kc // k
-    rows = y.permute(0, 2, 3, 1).reshape(n * t, v * k, c)           # [(n,t), v*K + k, c]
-    a = adjacency.permute(2, 1, 0).reshape(w, v * k)                # [w, v*K + k]
-    out = torch.matmul(a, rows)                                      # [(n,t), w, c]
+    rows = y.reshape(n * t, v * k, c)                                     # row v*K + k
+    a = adjacency.permute(2, 1, 0).reshape(w, v * k)                      # [w, v*K + k] = A[k, v, w]
+    out = torch.bmm(a.expand(n * t, w, v * k), rows)                      # (N*T, W, C)
     return out.view(n, t, w, c).permute(0, 3, 1, 2)
 
 
@@ -53,7 +58,7 @@ class GraphConv(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels * num_subsets, kernel_size=1)
 
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
-        return graph_aggregate(self.conv(x), adjacency)
+        return graph_conv(x, self.conv.weight, self.conv.bias, adjacency)
 
 
 class STGCNBlock(nn.Module):
