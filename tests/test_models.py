@@ -150,3 +150,14 @@ def test_agcn_adjacency_points_bones_inward():
     np.testing.assert_allclose(a[1], want)
     children = want.sum(1)
     np.testing.assert_allclose(a[2], want.T / np.where(children > 0, children, 1)[None, :])
+
+
+@pytest.mark.parametrize("backbone", ["stgcn", "agcn"])
+def test_bf16_autocast_runs_and_stays_close(backbone):
+    torch.manual_seed(0)
+    model = build_model(backbone, "coco17", num_classes=4, channels=(8, 16)).eval()
+    x = torch.randn(2, 3, 16, 17, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, glob, parts = model(x)
+    assert torch.isfinite(logits).all() and torch.isfinite(parts).all()
+    torch.testing.assert_close(logits.float(), model(x)[0], atol=0.1, rtol=0.1)

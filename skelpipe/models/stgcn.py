@@ -38,14 +38,15 @@ def graph_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     ``weight`` (K*C, C_in, 1, 1) with output channel k*C + c (the reference ``conv``),
     ``adjacency`` (K, V, W). Computed channels-last without copies: a linear layer gives
     (N, T, V, K*C); then each (n, t) position is one product of the (W, V*K) adjacency with its
-    (V*K, C) block, all positions in a single batched matmul.
+    (V*K, C) block, all positions in a single batched matmul (the adjacency is cast to the
+    activations' dtype before it is broadcast, so autocast never materialises the broadcast).
     """
     k, v, w = adjacency.shape
     y = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias)         # (N, T, V, K*C)
     n, t, _, kc = y.shape
     c = kc // k
     rows = y.reshape(n * t, v * k, c)                                     # row v*K + k
-    a = adjacency.permute(2, 1, 0).reshape(w, v * k)                      # [w, v*K + k] = A[k, v, w]
+    a = adjacency.permute(2, 1, 0).reshape(w, v * k).to(rows.dtype)       # [w, v*K + k] = A[k, v, w]
     out = torch.bmm(a.expand(n * t, w, v * k), rows)                      # (N*T, W, C)
     return out.view(n, t, w, c).permute(0, 3, 1, 2)
 
@@ -74,7 +75,7 @@ class STGCNBlock(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, (temporal_kernel, 1), (stride, 1), (pad, 0)),
             nn.BatchNorm2d(out_channels),
-            nn.Dropout(dropout, inplace=True),
+            nn.Dropout(dropout, inplace=True) if dropout > 0 else nn.Identity(),
         )
         if not residual:
             self.residual = None
