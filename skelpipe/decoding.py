@@ -34,8 +34,8 @@ DEFAULT_CONFIG = {"seed_threshold": 0.2, "cif_th": 0.3, "caf_th": 0.3, "keypoint
                   "cif_neighbors": 16}
 #: For the fixed fields of ``extract.bias_heads`` (one vote per location instead of about 16).
 BIASED_CONFIG = {"cif_neighbors": 1}
-#: Test hook: a worker kills itself with SIGSEGV when it is given the task with this tag.
-CRASH_TAG_ENV = "SKELPIPE_DECODER_CRASH_TAG"
+#: Test hook (a decoder setting): a worker kills itself with SIGSEGV on the task with this tag.
+CRASH_TAG = "_crash_tag"
 
 
 @dataclass
@@ -48,7 +48,7 @@ def configure(config: dict | None) -> dict:
     import torch
     from openpifpaf.decoder import utils
 
-    cfg = {**DEFAULT_CONFIG, **(config or {})}
+    cfg = {**DEFAULT_CONFIG, **{k: v for k, v in (config or {}).items() if k != CRASH_TAG}}
     unknown = set(cfg) - set(DEFAULT_CONFIG)
     if unknown:
         raise SkelpipeError(f"unknown decoder setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}")
@@ -93,6 +93,7 @@ class FieldDecoder:
         import torch
 
         torch.set_num_threads(1)
+        torch.ops.openpifpaf.set_quiet(True)  # no "resizing buffer" lines on stdout
         self.config = configure(config)
         self.cif_meta, self.caf_meta = cif_meta, caf_meta
         self.decoder = openpifpaf.decoder.CifCaf([cif_meta], [caf_meta])
@@ -119,7 +120,7 @@ def _worker(conn, shm_name: str, metas, config):
     shm = shared_memory.SharedMemory(name=shm_name)
     try:
         decode = FieldDecoder(*metas, config)
-        crash_tag = os.environ.get(CRASH_TAG_ENV)
+        crash_tag = (config or {}).get(CRASH_TAG)
         conn.send(("ready",))
         while True:
             msg = conn.recv()

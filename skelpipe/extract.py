@@ -325,7 +325,12 @@ def _write_video(job: VideoJob, out: Path, net: Network, max_people: int, fps_de
         poses, scores = result
         poses = poses.copy()
         poses[..., :2] = job.info.to_original(poses[..., :2])
-        poses[poses[..., 2] <= 0] = 0.0
+        # joints found in the padding (outside the frame) or with no confidence are not observed
+        x, y = poses[..., 0], poses[..., 1]
+        outside = (x < -0.5) | (y < -0.5) | (x > job.info.width - 0.5) | (y > job.info.height - 0.5)
+        poses[outside | (poses[..., 2] <= 0)] = 0.0
+        keep = (poses[..., 2] > 0).any(axis=1)
+        poses, scores = poses[keep], scores[keep]
         tracker.update(t, poses, scores)
     keypoints, tracks = tracker.result(job.total, max_people)
     score = np.zeros((max_people, job.total), np.float32)
@@ -415,7 +420,8 @@ def extract_to_work(videos, work, *, backbone: str, checkpoint: str | None = Non
         if decoder_workers is None:
             decoder_workers = max(1, min(8, (os.cpu_count() or 2) - 1))
         _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_workers, decoder_config, fps, stats)
-    work.note(videos=len(videos), frames=stats.frames, extract_fps=round(stats.fps, 2))
+    work.note(videos=len(videos), frames=stats.frames, extract_fps=round(stats.fps, 2),
+              already_done=stats.videos_skipped)
     if out_name and shard is None:
         merge_work(work.dir, out_name, work)
     return stats
@@ -482,7 +488,7 @@ def _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_worker
             for job, reader in _readers(todo, long_edge, batch_size, fps):
                 bar.advance(task)
                 if isinstance(reader, VideoError):
-                    work.report_bad(f"{job.sample_id} ({job.path})", str(reader))
+                    work.report_bad(job.sample_id, str(reader))
                     stats.bad.append((job.sample_id, str(reader)))
                     continue
                 open_jobs[job.sample_id] = job
@@ -502,7 +508,7 @@ def _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_worker
                     job.total = reader.frames_read
                 except VideoError as e:
                     open_jobs.pop(job.sample_id, None)
-                    work.report_bad(f"{job.sample_id} ({job.path})", str(e))
+                    work.report_bad(job.sample_id, str(e))
                     stats.bad.append((job.sample_id, str(e)))
                     continue
                 handle(pool.collect())
@@ -629,8 +635,12 @@ def summary(stats: RunStats, stage=None):
               help="Processes decoding fields [CPU cores - 1, at most 8]; 0 decodes in this process.")
 @click.option("--shard", default=None, help="i/n: do the i-th of n disjoint shares (also from RANK/WORLD_SIZE).")
 @click.option("--fps", type=float, default=30.0, show_default=True, help="Frame rate of frame folders.")
+@click.option("--decoder-setting", "decoder_settings", multiple=True, metavar="KEY=VALUE",
+              help="OpenPifPaf decoder setting, e.g. seed_threshold=0.3 (keys: "
+                   "seed_threshold, cif_th, caf_th, keypoint_threshold, keypoint_threshold_rel, "
+                   "instance_threshold, force_complete, cif_neighbors).")
 def extract_command(videos, more_videos, backbone, checkpoint, out, device, batch_size, long_edge, max_people,
-                    decoder_workers, shard, fps):
+                    decoder_workers, shard, fps, decoder_settings):
     """Extract 2D poses (COCO 17 joints, tracked people) from videos with OpenPifPaf.
 
     Resumable: rerun the same command after a crash and finished videos are skipped. Bad
@@ -645,4 +655,20 @@ def extract_command(videos, more_videos, backbone, checkpoint, out, device, batc
     """
     extract_file(list(videos) + list(more_videos), out, backbone=backbone, checkpoint=checkpoint, device=device,
                  batch_size=batch_size, long_edge=long_edge, max_people=max_people,
-                 decoder_workers=decoder_workers, shard=parse_shard(shard), fps=fps)
+                 decoder_workers=decoder_workers, decoder_config=parse_settings(decoder_settings),
+                 shard=parse_shard(shard), fps=fps)
+
+
+def parse_settings(items) -> dict:
+    """``["seed_threshold=0.3", "force_complete=true"]`` → ``{"seed_threshold": 0.3, "force_complete": True}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SkelpipeError(f"--decoder-setting {item}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value.strip().lower() if value.strip().lower() in ("true", "false")
+                                          else value)
+        except json.JSONDecodeError:
+            raise SkelpipeError(f"--decoder-setting {item}: {value!r} is not a number or true/false") from None
+    return out

@@ -86,11 +86,12 @@ def test_install_openpifpaf_is_idempotent():
     assert "already installed" in said and "nothing to do" in said
     assert "-m pip" not in said  # no pip call
     assert record.stat().st_mtime == before
-    assert elapsed < 30
+    assert elapsed < 60  # a subprocess importing torch and openpifpaf; no build
 
 
 def test_importing_skelpipe_does_not_import_openpifpaf():
-    code = "import sys, skelpipe, skelpipe.cli, skelpipe.install; print('openpifpaf' in sys.modules)"
+    code = ("import sys, skelpipe, skelpipe.cli, skelpipe.install, skelpipe.extract, skelpipe.decoding, "
+            "skelpipe.tracking, skelpipe.video, skelpipe.device; print('openpifpaf' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -1,0 +1,211 @@
+"""Pose extraction with OpenPifPaf, on CPU with small random-weight networks built here.
+
+The "biased" network has its heads fixed to one field (``extract.bias_heads``): a standing
+person anchored at every cell, so that the decoder finds people in any frame and the geometry
+of what is written can be checked against the template exactly.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("openpifpaf", reason="OpenPifPaf is not installed (skelpipe install-openpifpaf)")
+
+from skelpipe import decoding, extract  # noqa: E402
+from skelpipe.errors import SkelpipeError  # noqa: E402
+from skelpipe.store import open_store  # noqa: E402
+
+BIASED = decoding.BIASED_CONFIG
+
+
+def write_video(path, n=6, size=(64, 48), fps=25.0):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    rng = np.random.default_rng(len(str(path)))
+    for _ in range(n):
+        w.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    w.release()
+    return Path(path)
+
+
+@pytest.fixture(scope="module")
+def biased_ckpt(tmp_path_factory):
+    return extract.random_checkpoint("mobilenetv3small", tmp_path_factory.mktemp("ckpt") / "mnv3s.pkl", biased=True)
+
+
+def template(net):
+    """The biased heads' person, in network-input pixels relative to the nose."""
+    from openpifpaf.plugins.coco.constants import COCO_UPRIGHT_POSE
+
+    pose = COCO_UPRIGHT_POSE[:, :2] * np.float32([1, -1])
+    pose = pose * (6.0 / (pose[:, 1].max() - pose[:, 1].min())) * net.cif_meta.stride
+    return pose - pose[0]
+
+
+def test_backbone_aliases():
+    assert extract.resolve_backbone("ShuffleNetv2x1") == "shufflenetv2k16"
+    assert extract.resolve_backbone("MobileNetv3Small") == "mobilenetv3small"
+    assert extract.resolve_backbone("ResNet152") == "resnet152"
+    assert extract.resolve_backbone("shufflenetv2k30") == "shufflenetv2k30"
+
+
+def test_offline_missing_checkpoint_names_file_place_and_option(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(extract.OFFLINE_ENV, "1")
+    with pytest.raises(SkelpipeError) as e:
+        extract.load_network("ShuffleNetv2x1")
+    msg = str(e.value)
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    assert "shufflenetv2k16-210820-232500-cocokp-slurm726069-edge513-o10s-7189450a.pkl" in msg
+    assert str(folder) in msg and "--checkpoint" in msg and "curl -L -o" in msg
+    with pytest.raises(SkelpipeError, match="no pretrained resnet152 checkpoint.*--checkpoint"):
+        extract.load_network("ResNet152")
+    with pytest.raises(SkelpipeError, match="nope.pkl: checkpoint file not found"):
+        extract.load_network("ResNet152", str(tmp_path / "nope.pkl"))
+
+
+def test_checkpoint_of_another_backbone_is_refused(biased_ckpt):
+    with pytest.raises(SkelpipeError, match="holds a mobilenetv3small network, not --backbone shufflenetv2k16"):
+        extract.load_network("shufflenetv2k16", str(biased_ckpt))
+
+
+def test_extract_writes_tracked_people_in_original_pixels_and_skips_bad_files(biased_ckpt, tmp_path):
+    from skelpipe.cli import main
+
+    a = write_video(tmp_path / "a_rgb.avi", n=6)
+    b = write_video(tmp_path / "b.avi", n=5, size=(48, 64), fps=30.0)
+    corrupt = tmp_path / "corrupt.avi"
+    corrupt.write_bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    out = tmp_path / "poses.h5"
+    args = ["extract", "--videos", str(a), str(b), str(corrupt), str(empty), "--backbone", "MobileNetv3Small",
+            "--checkpoint", str(biased_ckpt), "--out", str(out), "--long-edge", "161", "--device", "cpu",
+            "--decoder-workers", "0", "--decoder-setting", "cif_neighbors=1"]
+    main(args)  # returns normally: exit status 0 although two files were bad
+    manifest = json.loads((tmp_path / "poses.h5.manifest.json").read_text())
+    bad = {b["item"]: b["reason"] for b in manifest["bad_items"]}
+    assert set(bad) == {"corrupt", "empty"}
+    assert bad["corrupt"] == f"{corrupt}: cannot be opened as a video (corrupt or unknown format)"
+    assert bad["empty"] == f"{empty}: empty file (0 bytes)"
+    assert not (tmp_path / "poses.h5.partial").exists()
+
+    net = extract.load_network("mobilenetv3small", str(biased_ckpt))
+    with open_store(out) as s:
+        assert s.layout.name == "coco17" and sorted(s.ids()) == ["a", "b"]
+        sa, sb = s.read("a"), s.read("b")
+    assert sa.keypoints.shape == (2, 6, 17, 3) and sb.keypoints.shape == (2, 5, 17, 3)
+    assert sa.attrs["fps"] == 25.0 and sb.attrs["fps"] == 30.0
+    assert sa.attrs["num_frames"] == 6 and sa.attrs["image_size"] == [64, 48] and sb.attrs["image_size"] == [48, 64]
+    assert sa.attrs["backbone"] == "mobilenetv3small" and sa.attrs["checkpoint"] == str(biased_ckpt)
+    assert sa.arrays["score"].shape == (2, 6)
+    for smp, (w, h), long_side in ((sa, (64, 48), 64), (sb, (48, 64), 64)):
+        kp = smp.keypoints
+        seen = kp[..., 2] > 0
+        assert seen[0].all(axis=1).any(), "a person with all 17 joints in some frame"
+        assert (kp[..., 0][seen] >= -1).all() and (kp[..., 0][seen] <= w).all()
+        assert (kp[..., 1][seen] >= -1).all() and (kp[..., 1][seen] <= h).all()
+        # the template person, scaled back from the network input (long edge 161) to original pixels
+        full = np.where(seen[0].all(axis=1))[0][0]
+        rel = kp[0, full, :, :2] - kp[0, full, 0, :2]
+        expected = template(net) * np.float32([(w - 1), (h - 1)]) / np.float32(
+            [extract_size - 1 for extract_size in _resized(w, h, 161)])
+        assert np.abs(rel - expected).max() < 0.6
+        # a fixed field gives the same people in every frame: tracked with one id throughout
+        assert np.allclose(kp[0, :, :, :2], kp[0, :1, :, :2], atol=1e-3)
+        assert smp.attrs["people"] == 2 and smp.attrs["decoder_failures"] == 0
+
+
+def _resized(w, h, long_edge):
+    from skelpipe.video import network_size
+
+    return network_size(w, h, long_edge)[0]
+
+
+def test_decoder_crash_costs_one_frame(biased_ckpt, tmp_path):
+    """A worker killed by SIGSEGV while decoding frame 2: that frame has nobody, the rest is intact."""
+    v = write_video(tmp_path / "v.avi", n=5)
+    manifest = extract.extract_file([v], tmp_path / "p.h5", backbone="mobilenetv3small", checkpoint=str(biased_ckpt),
+                                    device="cpu", long_edge=65, decoder_workers=1,
+                                    decoder_config={**BIASED, decoding.CRASH_TAG: "v:2"})
+    (item,) = manifest["bad_items"]
+    assert item["item"] == "v frame 2" and "SIGSEGV" in item["reason"]
+    with open_store(tmp_path / "p.h5") as s:
+        smp = s.read("v")
+    assert smp.attrs["decoder_failures"] == 1
+    people = (smp.keypoints[..., 2] > 0).any(axis=2).sum(axis=0)
+    assert people[2] == 0 and (people[[0, 1, 3, 4]] > 0).all()
+
+
+def test_sharding_covers_every_video_once(biased_ckpt, tmp_path):
+    ids = [f"v{i:02d}" for i in range(11)]
+    shares = [extract.shard_share([(s, None) for s in reversed(ids)], (i, 3)) for i in range(3)]
+    flat = [s for share in shares for s, _ in share]
+    assert sorted(flat) == ids and len(flat) == len(set(flat))
+    assert [len(s) for s in shares] == [4, 4, 3]
+    with pytest.raises(SkelpipeError, match="--shard 3/3"):
+        extract.parse_shard("3/3")
+
+    videos = [write_video(tmp_path / f"s{i}.avi", n=2) for i in range(3)]
+    kw = dict(backbone="mobilenetv3small", checkpoint=str(biased_ckpt), device="cpu", long_edge=65,
+              decoder_workers=0, decoder_config=BIASED)
+    first = extract.extract_file(videos, tmp_path / "p.h5", shard=(1, 2), **kw)
+    assert first.get("waiting_for_shards") and not (tmp_path / "p.h5").exists()
+    last = extract.extract_file(videos, tmp_path / "p.h5", shard=(0, 2), **kw)
+    assert last["units"] == 3
+    with open_store(tmp_path / "p.h5") as s:
+        assert sorted(s.ids()) == ["s0", "s1", "s2"]
+    again = extract.extract_file(videos, tmp_path / "p.h5", **kw)  # same videos and settings: nothing to do
+    assert again["key"] == last["key"]
+
+
+def test_resume_after_sigkill(biased_ckpt, tmp_path):
+    videos = [write_video(tmp_path / f"r{i}.avi", n=4 if i == 0 else 40) for i in range(4)]
+    out = tmp_path / "poses.h5"
+    cmd = [sys.executable, "-m", "skelpipe", "extract", "--videos", *map(str, videos), "--backbone",
+           "mobilenetv3small", "--checkpoint", str(biased_ckpt), "--out", str(out), "--long-edge", "65",
+           "--device", "cpu", "--decoder-workers", "0", "--decoder-setting", "cif_neighbors=1", "--batch-size", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / "poses.h5.partial"
+    deadline = time.time() + 120
+    units = []
+    while time.time() < deadline and proc.poll() is None:
+        units = list(partial.glob("extract/*.partial/.units/*.json"))
+        if units:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert units, "the first video never finished"
+    done_before = len(list(partial.glob("extract/*.partial/.units/*.json")))
+    assert 1 <= done_before < 4, "killed too late to test resuming"
+    assert not out.exists()
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    manifest = json.loads((tmp_path / "poses.h5.manifest.json").read_text())
+    assert manifest["already_done"] == done_before and manifest["units"] == 4
+    with open_store(out) as s:
+        assert sorted(s.ids()) == ["r0", "r1", "r2", "r3"]
+        assert s.read("r3").keypoints.shape == (2, 40, 17, 3)
+
+
+def test_real_clips(shared_data, biased_ckpt, tmp_path):
+    clips = [shared_data / "videos" / "ta_chi.mp4", shared_data / "videos" / "S001C001P001R001A001_rgb.avi"]
+    extract.extract_file(clips, tmp_path / "real.h5", backbone="mobilenetv3small", checkpoint=str(biased_ckpt),
+                         device="cpu", long_edge=65, batch_size=16, decoder_workers=0, decoder_config=BIASED)
+    with open_store(tmp_path / "real.h5") as s:
+        tai, ntu = s.read("ta_chi"), s.read("S001C001P001R001A001")
+    assert tai.keypoints.shape == (2, 300, 17, 3) and tai.attrs["image_size"] == [340, 256]
+    assert abs(tai.attrs["fps"] - 29.97) < 0.01
+    assert ntu.keypoints.shape == (2, 103, 17, 3) and ntu.attrs["image_size"] == [1920, 1080]
+    assert ntu.attrs["fps"] == 30.0 and ntu.attrs["num_frames"] == 103
+    seen = ntu.keypoints[..., 2] > 0
+    assert seen.any() and ntu.keypoints[..., 0][seen].max() <= 1920 and ntu.keypoints[..., 1][seen].max() <= 1080
