@@ -82,12 +82,15 @@ def load_pipeline(name: str, overrides=()) -> dict:
         raise SkelpipeError(f"{path}: invalid TOML ({e})") from None
     for text in overrides:
         keys, value = parse_override(text)
-        node = cfg
+        nodes = [cfg]
         for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
+            nodes = [n.setdefault(k, {}) for n in nodes]
+            # An array of tables ([[experiments]], [[settings]]): the setting applies to each.
+            nodes = [m for n in nodes for m in (n if isinstance(n, list) else [n])]
+            if not all(isinstance(n, dict) for n in nodes):
                 raise SkelpipeError(f"--set {text}: {k} is not a section of {path}")
-        node[keys[-1]] = value
+        for n in nodes:
+            n[keys[-1]] = value
     cfg["_path"] = str(path)
     for section in ("sources", "settings", "experiments", "teacher", "student"):
         if section not in cfg:
@@ -268,7 +271,7 @@ def build_simulated(plan: Plan, step: Step, work: Work):
 
     cfg = step.entry.config
     simulate.simulate_store(step.deps["hq"].entry.path / "skeletons.h5", work.dir / "skeletons.h5",
-                            profile=cfg["profile"], seed=cfg["seed"])
+                            profile=cfg["profile"], seed=cfg["seed"], work=work)
 
 
 def build_extracted(plan: Plan, step: Step, work: Work):

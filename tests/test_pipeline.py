@@ -1,0 +1,134 @@
+"""run-all: the plan of every pipeline file, the demo end to end on a reduced configuration,
+its cached rerun, a kill during run-all and its resume, and the results.json schema."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from skelpipe.cache import Cache
+from skelpipe.cli import cli
+from skelpipe.pipeline import Plan, load_pipeline, parse_override
+
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+
+# A demo small enough for CI: 8 subjects, short clips, tiny networks, 2 epochs.
+SMALL = ["data.subjects=6", "data.reps=2", "pack.frames=32",
+         "teacher.channels=[8, 8, 16]", "student.channels=[8, 8, 16]",
+         "teacher.epochs=2", "student.epochs=2", "teacher.milestones=[1]", "student.milestones=[1]",
+         "teacher.batch_size=16", "student.batch_size=16"]
+
+
+def _set_args(overrides):
+    return [a for o in overrides for a in ("--set", o)]
+
+
+@pytest.mark.parametrize("name", ["demo", "ntu", "penn", "sysu"])
+def test_dry_run_every_pipeline(name, tmp_path):
+    result = CliRunner().invoke(cli, ["run-all", name, "--dry-run", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "plan of" in result.output and "student" in result.output
+    assert not any(tmp_path.iterdir())  # a dry run creates nothing
+
+
+def test_plan_shares_stages_and_rekeys_downstream(tmp_path):
+    cache = Cache(tmp_path)
+    plan = Plan(load_pipeline("ntu"), cache, None, "cpu").build()
+    stages = [s.stage for s in plan.ordered()]
+    # NTU: Kinect skeletons, two OpenPifPaf extractions, one pack per (setting, benchmark, fraction).
+    assert stages.count("skeletons") == 1 and stages.count("extract") == 2
+    assert stages.count("align") == 2
+    assert stages.count("pack") == 2 * 2 * 3
+    # Table 4 reuses Table 1's students at OP 0 (same keys): kd variants add only kl, global-msc.
+    students = [s for s in plan.ordered() if s.stage == "student"]
+    assert len({s.key for s in students}) == len(students)
+    base = {s.stage: s.key for s in Plan(load_pipeline("demo"), cache, None, "cpu").build().ordered()}
+    changed = {s.stage: s.key for s in Plan(load_pipeline("demo", ["student.alpha=2.0"]), cache, None,
+                                            "cpu").build().ordered()}
+    assert all(base[s] == changed[s] for s in ("skeletons", "simulate", "align", "pack", "teacher",
+                                                 "partmatrix"))
+    assert base["student"] != changed["student"]
+
+
+def test_override_parsing():
+    assert parse_override("teacher.epochs=5") == (["teacher", "epochs"], 5)
+    assert parse_override("teacher.channels=[8, 16]") == (["teacher", "channels"], [8, 16])
+    assert parse_override("extract.extractor=simulated") == (["extract", "extractor"], "simulated")
+    cfg = load_pipeline("ntu", ["experiments.op=[0.3]"])
+    assert all(e["op"] == [0.3] for e in cfg["experiments"]) and len(cfg["experiments"]) == 4
+
+
+def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("SKELPIPE_NTU_ROOT", raising=False)
+    result = CliRunner().invoke(cli, ["run-all", "ntu", "--cache-dir", str(tmp_path)])
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert "ntu data missing" in message and "SKELPIPE_NTU_ROOT" in message and ".skeleton" in message
+
+
+def _run_all(tmp_path, extra=(), **kwargs):
+    cmd = [sys.executable, "-m", "skelpipe", "run-all", "demo", "--cache-dir", str(tmp_path / "cache"),
+           "--report-dir", str(tmp_path / "report"), "--device", "cpu", *_set_args(SMALL), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=tmp_path, **kwargs)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_then_cached_rerun(tmp_path):
+    t0 = time.time()
+    proc = _run_all(tmp_path, ["--set", "experiments.op=[0.0, 0.6]"])
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    first = time.time() - t0
+    records = json.loads((tmp_path / "report" / "results.json").read_text())
+    fields = {"benchmark", "model", "kd", "op", "hq_fraction", "hq_layout", "lq_layout", "extractor",
+              "top1", "top5"}
+    assert len(records) == 1 + 2 * 2  # the teacher, and students kd none / pmsc at OP 0 and 0.6
+    for r in records:
+        assert fields <= set(r)
+        assert r["model"] in ("teacher", "student") and r["kd"] in (None, "none", "kl", "global-msc", "pmsc")
+        assert 0 <= r["top1"] <= r["top5"] <= 100
+        assert r["hq_layout"] == "ntu25" and r["lq_layout"] == "coco17" and r["extractor"] == "simulated"
+    md = (tmp_path / "report" / "results.md").read_text()
+    assert "Teacher" in md and "Student (w/ KD)" in md
+    plots = {p.name for p in (tmp_path / "report" / "plots").iterdir()}
+    assert "training_curves.png" in plots and any(p.startswith("part_matrix") for p in plots)
+    assert any(p.startswith("skeletons_") for p in plots)
+    t0 = time.time()
+    proc = _run_all(tmp_path, ["--set", "experiments.op=[0.0, 0.6]"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "done " not in out  # every stage served from the cache
+    assert time.time() - t0 < first / 2
+    assert json.loads((tmp_path / "report" / "results.json").read_text()) == records
+
+
+@pytest.mark.slow
+def test_kill_during_run_all_then_resume(tmp_path):
+    extra = ["--set", "experiments.op=[0.3]", "--set", "experiments.kd=['pmsc']", "--set", "teacher.epochs=4"]
+    proc = _run_all(tmp_path, extra, start_new_session=True)
+    # Wait until the teacher has finished an epoch, then kill the whole run with SIGKILL.
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if list((tmp_path / "cache" / "teacher").glob("*.partial/metrics.jsonl")):
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the teacher never started")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list((tmp_path / "cache" / "pack").glob("*/manifest.json"))  # finished stages kept
+    proc = _run_all(tmp_path, extra)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "demo skeletons" not in out.split("teacher")[0]  # upstream stages not redone
+    teacher = next((tmp_path / "cache" / "teacher").glob("*/metrics.jsonl"))
+    assert [json.loads(line)["epoch"] for line in teacher.read_text().splitlines()] == [0, 1, 2, 3] \
+        or [json.loads(line)["epoch"] for line in teacher.read_text().splitlines()] == [1, 2, 3, 4]
