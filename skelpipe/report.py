@@ -118,7 +118,8 @@ def collect(plan) -> list[dict]:
             "benchmark": meta["benchmark"], "model": meta["model"], "kd": meta["kd"],
             "op": meta["op"], "hq_fraction": meta["hq_fraction"],
             "hq_layout": pack.get("hq_layout"), "lq_layout": pack.get("lq_layout"),
-            "extractor": meta["extractor"], "top1": float(metrics["top1"]), "top5": float(metrics["top5"]),
+            "extractor": meta["extractor"],
+            "top1": 100 * float(metrics["top1"]), "top5": 100 * float(metrics["top5"]),
             "setting": meta["setting"], "table": meta.get("table"), "lq_data": meta.get("lq_data"),
             "hq_source": meta["hq_source"], "lq_source": meta["lq_source"], "split": meta["split"],
             "model_dir": str(step.deps["model"].entry.path), "eval_dir": str(step.entry.path),
@@ -217,7 +218,7 @@ def write_report(plan, out_dir) -> list[dict]:
         if step.stage == "evaluate" and (step.entry.path / "confusion.png").exists():
             shutil.copy(step.entry.path / "confusion.png", plots_dir / f"confusion_{slug[9:]}.png")
     plots.skeleton_overlays(plan, plots_dir)
-    console.print(md)
+    console.print(md, markup=False, highlight=False)
     return records
 
 
