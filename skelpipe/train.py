@@ -23,6 +23,7 @@ uninterrupted run would have (bit for bit on CPU).
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -448,8 +449,10 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
         if rank == 0:
             console.print(f"resuming {out_dir} after epoch {start_epoch}")
     raw_model = model
+    distillation = functools.partial(_distillation, cfg)
     if cfg.compile:
         model = torch.compile(model)
+        distillation = torch.compile(distillation, dynamic=True)  # B_H varies from batch to batch
     if world > 1:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                     gradient_as_bucket_view=True)
@@ -497,7 +500,7 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
                         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
                             hx = hq_all[hq_idx.to(hq_all.device)].to(device, non_blocking=True).float()
                             t_logits, t_glob, t_parts = (t.float() for t in teacher(hx))
-                    kd = _distillation(cfg, logits.float(), glob.float(), parts.float(), y,
+                    kd = distillation(logits.float(), glob.float(), parts.float(), y,
                                        t_logits, t_glob, t_parts, labels[hq_idx], pair_index, part_e)
                 loss = ce + cfg.alpha * kd
                 optimizer.zero_grad(set_to_none=True)
@@ -718,14 +721,14 @@ def bench_command(device, amp, compile, batch_size, steps, frames, channels, run
                 train(cfg, data, tmp / f"run-{run}", teacher_dir=teacher_dir, part_matrix=part_e)
             if profile:
                 sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-                Console().print(prof.key_averages().table(sort_by=sort, row_limit=15))
+                click.echo(prof.key_averages().table(sort_by=sort, row_limit=15))
             last = [json.loads(line) for line in (tmp / f"run-{run}" / "metrics.jsonl").read_text().splitlines()][-1]
             results[run] = last["samples_per_s"]
 
     table = Table(title=f"skelpipe bench train: batch {batch_size}, T={frames}, M=2, 60 classes, "
                         f"{steps} timed steps, device {device}, amp {amp}, compile {compile}")
     for col in ("run", "input", "samples/s", "ms/step", "overhead vs student w/o KD"):
-        table.add_column(col, justify="left" if col in ("run", "input") else "right")
+        table.add_column(col, justify="left" if col in ("run", "input") else "right", no_wrap=col == "run")
     for run, rate in results.items():
         over = f"{results['none'] / rate - 1:+.1%}" if run not in ("teacher", "none") and "none" in results else ""
         table.add_row(run if run == "teacher" else f"student kd={run}",
