@@ -130,8 +130,6 @@ def compute_part_matrix(teacher_dir, pack_dir, out_dir, batch_size=256, device="
     from skelpipe.train import load_model
 
     device = resolve(device) if isinstance(device, str) else torch.device(device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model, meta = load_model(teacher_dir, device)
     sp = load_split(pack_dir, "train")
     hq_layout = sp.attrs.get("hq_layout")
@@ -144,9 +142,14 @@ def compute_part_matrix(teacher_dir, pack_dir, out_dir, batch_size=256, device="
     if len(index) == 0:
         raise SkelpipeError(f"{pack_dir}: the training split has no HQ instance (D_pair is empty)")
     labels = torch.from_numpy(sp.label[index])
+    if int(labels.max()) >= num_classes or int(labels.min()) < 0:
+        raise SkelpipeError(f"{pack_dir}: training labels span 0..{int(labels.max())} but the teacher "
+                            f"({teacher_dir}) has {num_classes} classes")
     console.print(f"part matrix: teacher {teacher_dir}, {len(index)} HQ training instances × 5 parts")
     predictions = occluded_predictions(model, sp.hq, labels, model.layout, batch_size, device, index=index)
     rates, counts = part_error_rates(labels, predictions, num_classes)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     e = part_matrix_from_predictions(labels, predictions, num_classes).numpy()
     _atomic_write(out_dir / "part_matrix.npy", lambda f: np.save(f, e))
     info = {"parts": list(PARTS), "class_names": [str(c) for c in class_names],

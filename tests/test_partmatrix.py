@@ -148,3 +148,13 @@ def test_partmatrix_command(tmp_path, teacher_and_pack):
     assert result.exit_code == 0, result.output
     assert np.load(teacher_dir / "part_matrix.npy").shape == (3, 5)
     assert "Example:" in CliRunner().invoke(partmatrix_command, ["--help"]).output
+
+
+def test_stage_refuses_a_teacher_of_another_layout(tmp_path, teacher_and_pack):
+    from skelpipe.errors import SkelpipeError
+
+    teacher_dir, split, _ = teacher_and_pack
+    split.attrs["hq_layout"] = "coco17"
+    with pytest.raises(SkelpipeError, match="penn13"):
+        compute_part_matrix(teacher_dir, tmp_path / "pack", tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()
