@@ -145,6 +145,18 @@ class SkeletonNet(nn.Module):
         return self.fc(glob), glob, parts
 
 
+def reference_init(module: nn.Module):
+    """The reference code's ``weights_init``: conv/linear weights N(0, 0.02), BN weights
+    N(1, 0.02), biases 0."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
 class STGCN(SkeletonNet):
     """ST-GCN with the spatial-configuration partition and learnable edge importance."""
 
@@ -162,6 +174,7 @@ class STGCN(SkeletonNet):
         self.edge_importance = nn.ParameterList(
             nn.Parameter(torch.ones_like(adjacency), requires_grad=edge_importance)
             for _ in self.blocks)
+        self.apply(reference_init)
 
     def blocks_forward(self, x):
         for block, importance in zip(self.blocks, self.edge_importance):
