@@ -3,8 +3,10 @@
 The stack is the reference one: ``data_bn`` over the input, ten spatio-temporal blocks
 (graph convolution over the spatial-configuration partition with learnable edge importance,
 then a 9x1 temporal convolution), residual connections as in the reference code (none in the
-first block), global average pooling and a linear classifier. ``forward`` also returns the
-global feature and the five part features METHOD.md defines.
+first block), global average pooling and a linear classifier, initialised as the reference
+code does. ``forward`` also returns the global feature and the five part features METHOD.md
+defines. Differences from the reference code, on purpose: ``data_bn`` normalises over M*V*C
+(2s-AGCN's form; the reference pools the M persons), and activations are channels-last.
 """
 
 import torch
