@@ -34,6 +34,13 @@ def test_graph_conv_matches_reference_conv_then_einsum():
     out = graph_conv(x.contiguous(memory_format=torch.channels_last), weight, bias, a)
     torch.testing.assert_close(out, ref)
     assert out.is_contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(ref)
+    inputs = [t.clone().requires_grad_() for t in (x, weight, bias, a)]
+    want = torch.autograd.grad(torch.einsum("nkctv,kvw->nctw", torch.nn.functional.conv2d(
+        *inputs[:3]).view(2, 3, 4, 6, 17), inputs[3]), inputs, grad)
+    got = torch.autograd.grad(graph_conv(*inputs), inputs, grad)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
 
 
 def test_default_strides():
