@@ -34,8 +34,8 @@ def test_graph_conv_matches_reference_conv_then_einsum():
     out = graph_conv(x.contiguous(memory_format=torch.channels_last), weight, bias, a)
     torch.testing.assert_close(out, ref)
     assert out.is_contiguous(memory_format=torch.channels_last)
-    grad = torch.randn_like(ref)
-    inputs = [t.clone().requires_grad_() for t in (x, weight, bias, a)]
+    grad = torch.randn_like(ref, dtype=torch.float64)
+    inputs = [t.double().requires_grad_() for t in (x, weight, bias, a)]
     want = torch.autograd.grad(torch.einsum("nkctv,kvw->nctw", torch.nn.functional.conv2d(
         *inputs[:3]).view(2, 3, 4, 6, 17), inputs[3]), inputs, grad)
     got = torch.autograd.grad(graph_conv(*inputs), inputs, grad)
