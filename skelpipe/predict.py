@@ -265,6 +265,10 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
         frames_used=[int(i) for i in idx], backbone=backbone,
         checkpoint=str(checkpoint) if checkpoint else None, model_dir=str(model_dir),
         warnings=warnings)
+    if not (keypoints[..., 2] > 0).any():
+        result.warnings.append("no person was detected in any frame: the prediction is that of an "
+                               "empty skeleton sequence")
+        console.print(f"[yellow]warning:[/] {result.warnings[-1]}")
     if keypoints.shape[1] > len(idx):
         how = "uniformly sampled" if cfg.sample_frames else "the first ones"
         result.warnings.append(f"the student saw {len(idx)} of the {keypoints.shape[1]} frames ({how}, "

@@ -214,6 +214,14 @@ def test_table_json_and_annotated_video(monkeypatch, tmp_path):
     assert frame[2, 2].max() < 60
 
 
+def test_no_person_found_is_said(monkeypatch, tmp_path):
+    model = constant_student(tmp_path / "model", T=24)
+    fake_extraction(monkeypatch, np.zeros((2, FRAMES, 17, 3), np.float32))
+    r = predict.predict_video(write_video(tmp_path / "v.mp4"), model, backbone="resnet50", device="cpu")
+    assert r.to_json()["people"] == 0 and any("no person was detected" in w for w in r.warnings)
+    assert r.top[0][0] == "action1"
+
+
 def test_backbone_required_when_unrecorded(monkeypatch, tmp_path):
     model = constant_student(tmp_path / "model")
     fake_extraction(monkeypatch, coco_people(0))
