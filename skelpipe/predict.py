@@ -229,9 +229,14 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
     dev = devices.resolve(device)
     model, meta = load_model(model_dir, dev)
     check_student(model_dir, meta)
-    attrs = pack_attrs(model_dir, meta)
+    found = pack_attrs(model_dir, meta)
+    # what the training run recorded of its pack, completed by the pack itself when it is cached
+    attrs = {**(meta.get("data") or {}), **found}
     recorded, simulated = estimator_of(meta, attrs)
     warnings = []
+    if not found and not attrs.get("config"):
+        warnings.append(f"the pack {model_dir} was trained on is not in the cache: assuming its first "
+                        f"{meta.get('T', 300)} frames, zero-padded (not uniform sampling)")
     if backbone is None:
         if recorded is None:
             raise SkelpipeError(f"{model_dir}: the pose estimator this student was trained on is not "

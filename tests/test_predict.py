@@ -183,6 +183,18 @@ def test_uniform_sampling_follows_the_pack(tmp_path):
     assert predict.temporal_config({"T": 12}, {}).sample_frames == 0
 
 
+def test_pack_record_in_the_model_metadata_is_enough(monkeypatch, tmp_path):
+    """A model copied away from its cache: the pack settings recorded in model.json are used."""
+    data = {"key": "gone", "lq_source": "openpifpaf:resnet50", "extractor": "openpifpaf:resnet50",
+            "config": json.dumps({"frames": 300, "sample_frames": 8})}
+    model = constant_student(tmp_path / "model", T=8, data=data)
+    calls = []
+    fake_extraction(monkeypatch, coco_people(2), calls)
+    r = predict.predict_video(write_video(tmp_path / "v.mp4"), model, device="cpu")
+    assert calls == ["resnet50"] and r.frames_used == list(np.linspace(0, FRAMES - 1, 8).round().astype(int))
+    assert not any("not in the cache" in w or "simulated" in w for w in r.warnings)
+
+
 def test_table_json_and_annotated_video(monkeypatch, tmp_path):
     model = constant_student(tmp_path / "model", T=24)   # longer than the video: zero-padded
     fake_extraction(monkeypatch, coco_people(3, people=2))
@@ -203,7 +215,9 @@ def test_table_json_and_annotated_video(monkeypatch, tmp_path):
     expected = BIAS.double().softmax(0).sort(descending=True).values.numpy()
     np.testing.assert_allclose(probs, expected, rtol=1e-6)
     assert [t["action"] for t in out["top"]][:2] == ["action1", "action5"] and out["people"] == 2
-    assert out["backbone"] == "mobilenetv3small" and out["warnings"] == []
+    assert out["backbone"] == "mobilenetv3small"
+    assert [w.split(":")[0] for w in out["warnings"]] == [
+        f"the pack {model} was trained on is not in the cache"]
     written = tmp_path / "o" / "out.mp4"
     assert count_frames(written) == FRAMES
     assert not [p for p in written.parent.iterdir() if p.name != "out.mp4"]   # no temp file left
