@@ -235,8 +235,8 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
     recorded, simulated = estimator_of(meta, attrs)
     warnings = []
     if not found and not attrs.get("config"):
-        warnings.append(f"the pack {model_dir} was trained on is not in the cache: assuming its first "
-                        f"{meta.get('T', 300)} frames, zero-padded (not uniform sampling)")
+        warnings.append(f"the pack that {model_dir} was trained on is not in the cache: assuming "
+                        f"its first {meta.get('T', 300)} frames, zero-padded (not uniform sampling)")
     if backbone is None:
         if recorded is None:
             raise SkelpipeError(f"{model_dir}: the pose estimator this student was trained on is not "

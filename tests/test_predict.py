@@ -217,7 +217,7 @@ def test_table_json_and_annotated_video(monkeypatch, tmp_path):
     assert [t["action"] for t in out["top"]][:2] == ["action1", "action5"] and out["people"] == 2
     assert out["backbone"] == "mobilenetv3small"
     assert [w.split(":")[0] for w in out["warnings"]] == [
-        f"the pack {model} was trained on is not in the cache"]
+        f"the pack that {model} was trained on is not in the cache"]
     written = tmp_path / "o" / "out.mp4"
     assert count_frames(written) == FRAMES
     assert not [p for p in written.parent.iterdir() if p.name != "out.mp4"]   # no temp file left
