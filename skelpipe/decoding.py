@@ -247,6 +247,14 @@ class DecoderPool:
     def in_flight(self) -> int:
         return sum(len(w.pending) for w in self.workers)
 
+    def reserve(self, nbytes: int):
+        """Start the workers now, with cells of ``nbytes`` (a frame's fields), and wait until all are ready."""
+        if nbytes > self.cell_bytes:
+            self.drain()
+            self._start(nbytes)
+        while not all(w.ready for w in self.workers):
+            self.done.extend(self._poll(timeout=1.0))
+
     def submit(self, key, tag: str, cif: np.ndarray, caf: np.ndarray):
         cif = np.ascontiguousarray(cif)
         caf = np.ascontiguousarray(caf, dtype=cif.dtype)
@@ -343,6 +351,9 @@ class InlineDecoder:
         self.decode = FieldDecoder(cif_meta, caf_meta, config)
         self.done: list = []
         self.in_flight = 0
+
+    def reserve(self, nbytes: int):
+        pass
 
     def submit(self, key, tag: str, cif, caf):
         try:

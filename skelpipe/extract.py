@@ -452,6 +452,7 @@ def _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_worker
     runner = Runner(net, dev)
     pool = (DecoderPool(net.cif_meta, net.caf_meta, decoder_workers, decoder_config) if decoder_workers > 0
             else InlineDecoder(net.cif_meta, net.caf_meta, decoder_config))
+    pool.reserve(_field_bytes(net, long_edge, runner))  # workers up before the clock starts
     writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="skelpipe-writer")
     (work.dir / "videos").mkdir(parents=True, exist_ok=True)
     open_jobs: dict[str, VideoJob] = {}
@@ -522,6 +523,16 @@ def _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_worker
         pool.close()
         writer.shutdown(wait=True)
     stats.seconds = time.perf_counter() - t0
+
+
+def _field_bytes(net: Network, long_edge: int | None, runner: Runner) -> int:
+    """Bytes of one frame's CIF + CAF fields at the largest network input for ``long_edge``."""
+    from skelpipe.video import network_size
+
+    side = network_size(long_edge or 1920, long_edge or 1920, long_edge)[1][0]
+    cells = ((side - 1) // net.cif_meta.stride + 1) ** 2
+    per_cell = net.cif_meta.n_fields * 5 + net.caf_meta.n_fields * 8
+    return cells * per_cell * (2 if runner.half else 4)
 
 
 def _submit(pool, job: VideoJob, pending, runner: Runner):
@@ -671,4 +682,167 @@ def parse_settings(items) -> dict:
                                           else value)
         except json.JSONDecodeError:
             raise SkelpipeError(f"--decoder-setting {item}: {value!r} is not a number or true/false") from None
+    return out
+
+
+# --------------------------------------------------------------------------- benchmark
+def bench_network(net: Network, video: Path, device, batch_size: int, long_edge: int | None) -> tuple[float, int]:
+    """Frames/s of the network alone (forward + copy of the fields to host) on the video's frames in memory."""
+    import torch
+
+    from skelpipe.video import VideoReader, probe
+
+    info = probe(video, long_edge)
+    with VideoReader(info, batch_size) as reader:
+        batches = [b.copy() for _, b in reader]
+    frames = np.concatenate(batches)
+    batches = [frames[i:i + batch_size] for i in range(0, len(frames), batch_size)]
+    runner = Runner(net, device)
+    runner.fields(runner.launch(batches[0]))  # warm-up (cudnn autotune, allocations)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    pending = None
+    for b in batches:
+        launched = runner.launch(b)
+        if pending is not None:
+            runner.fields(pending)
+        pending = launched
+    runner.fields(pending)
+    return len(frames) / (time.perf_counter() - t0), len(frames)
+
+
+def bench_openpifpaf_video(video: Path, checkpoint: str, device, long_edge: int | None,
+                           decoder_config: dict | None) -> tuple[float, float, int]:
+    """``python -m openpifpaf.video`` on the video: (frames/s of its frame loop, wall seconds, frames)."""
+    import re
+    import subprocess
+    import sys
+    import tempfile
+
+    cfg = {**dict(decoder_config or {})}
+    neighbors = cfg.pop("cif_neighbors", None)
+    args = ["--source", str(video), "--checkpoint", str(checkpoint), "--json-output"]
+    with tempfile.TemporaryDirectory() as tmp:
+        args.append(str(Path(tmp) / "out.json"))
+        if long_edge:
+            args += ["--long-edge", str(long_edge)]
+        if device.type != "cuda":
+            args.append("--disable-cuda")
+        for key, flag in (("seed_threshold", "--seed-threshold"), ("cif_th", "--cif-th"), ("caf_th", "--caf-th"),
+                          ("keypoint_threshold", "--keypoint-threshold"),
+                          ("instance_threshold", "--instance-threshold")):
+            if key in cfg:
+                args += [flag, str(cfg[key])]
+        # same decoder settings as ours; the CifHr neighbour count has no flag, so set it before running
+        code = ("import sys, runpy, torch, openpifpaf\n"
+                + (f"torch.classes.openpifpaf_decoder_utils.CifHr.set_neighbors({int(neighbors)})\n"
+                   if neighbors else "")
+                + f"sys.argv = ['openpifpaf.video'] + {args!r}\n"
+                + "runpy.run_module('openpifpaf.video', run_name='__main__')\n")
+        env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", MPLBACKEND="Agg")
+        if device.type == "cuda" and device.index is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(device.index)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+        raise SkelpipeError(f"python -m openpifpaf.video failed on {video} (exit {proc.returncode}):\n{tail}")
+    loops = [float(m) for m in re.findall(r"loop time = (\d+(?:\.\d+)?)ms", proc.stdout + proc.stderr)]
+    steady = loops[1:] or loops
+    fps = len(steady) / (sum(steady) / 1000.0) if steady and sum(steady) else 0.0
+    return fps, wall, len(loops)
+
+
+@click.command("extract")
+@click.option("--backbone", required=True, help="Backbone / checkpoint name (as for skelpipe extract).")
+@click.option("--video", required=True, type=click.Path(exists=True, path_type=Path), help="One video (or frame folder).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A local checkpoint.")
+@click.option("--weights", type=click.Choice(["checkpoint", "random", "biased"]), default="checkpoint",
+              show_default=True,
+              help="checkpoint: the named / given checkpoint; random: randomly initialised network (no people "
+                   "found); biased: random network with heads fixed to a person everywhere (decoder busy).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", type=int, default=None, help="[16 on CUDA, 4 on CPU]")
+@click.option("--long-edge", type=int, default=641, show_default=True)
+@click.option("--decoder-workers", type=int, default=None)
+@click.option("--max-frames", type=int, default=None, help="Use only the first N frames.")
+@click.option("--skip-openpifpaf-video", is_flag=True, help="Do not run python -m openpifpaf.video.")
+def bench_command(backbone, video, checkpoint, weights, device, batch_size, long_edge, decoder_workers, max_frames,
+                  skip_openpifpaf_video):
+    """Frames/s on one video: skelpipe extract end to end, the network alone, and python -m openpifpaf.video.
+
+    \b
+    Example:
+      skelpipe bench extract --backbone shufflenetv2k16 --video clip.mp4 --device cuda
+      skelpipe bench extract --backbone mobilenetv3small --video clip.mp4 --weights biased --device cpu
+    """
+    import tempfile
+
+    from rich.table import Table
+
+    from skelpipe.decoding import BIASED_CONFIG
+    from skelpipe.device import resolve
+
+    dev = resolve(device)
+    batch_size = batch_size or (16 if dev.type == "cuda" else 4)
+    decoder_config = dict(BIASED_CONFIG) if weights == "biased" else None
+    with tempfile.TemporaryDirectory(prefix="skelpipe-bench-") as tmp:
+        tmp = Path(tmp)
+        if weights == "checkpoint":
+            if checkpoint is None:
+                load_network(backbone)  # named: from the hub cache, else downloaded there
+                checkpoint = str(checkpoint_file(resolve_backbone(backbone))[1])
+        else:
+            checkpoint = str(random_checkpoint(backbone, tmp / "random.pkl", biased=weights == "biased"))
+        clip = video
+        if max_frames:
+            clip = _first_frames(video, max_frames, tmp)
+        net = load_network(backbone, checkpoint)
+        console.print(f"[bold]{resolve_backbone(backbone)}[/] ({weights} weights) on {dev}, batch {batch_size}, "
+                      f"long edge {long_edge}, {'fp16' if dev.type == 'cuda' else 'fp32'}: {video}")
+        net_fps, n = bench_network(net, clip, dev, batch_size, long_edge)
+        t0 = time.perf_counter()
+        work_root = tmp / "e2e.h5"
+        manifest = extract_file([clip], work_root, backbone=backbone, checkpoint=checkpoint, device=str(dev),
+                                batch_size=batch_size, long_edge=long_edge, decoder_workers=decoder_workers,
+                                decoder_config=decoder_config)
+        e2e_wall = time.perf_counter() - t0
+        e2e_fps = manifest.get("extract_fps", 0.0)
+        from skelpipe.store import open_store
+
+        with open_store(work_root) as s:
+            smp = s.read(s.ids()[0])
+            people = int((smp.keypoints[..., 2] > 0).any(axis=2).sum())
+        rows = [("skelpipe extract (end to end)", e2e_fps, f"{e2e_wall:.1f} s incl. start-up; {people} person-frames")]
+        rows.append((f"network alone (batch {batch_size})", net_fps, "forward + fields to host"))
+        if not skip_openpifpaf_video:
+            op_fps, op_wall, op_n = bench_openpifpaf_video(clip, checkpoint, dev, long_edge, decoder_config)
+            rows.append(("python -m openpifpaf.video", op_fps, f"{op_wall:.1f} s incl. start-up; {op_n} frames"))
+    table = Table(title=f"extraction speed, {n} frames")
+    table.add_column("what")
+    table.add_column("frames/s", justify="right")
+    table.add_column("vs openpifpaf.video", justify="right")
+    table.add_column("note")
+    ref = rows[2][1] if len(rows) > 2 and rows[2][1] else None
+    for what, fps, note in rows:
+        table.add_row(what, f"{fps:,.1f}", f"{fps / ref:.2f}x" if ref else "", note)
+    console.print(table)
+
+
+def _first_frames(video: Path, n: int, tmp: Path) -> Path:
+    """The first ``n`` frames of ``video`` as an MJPG .avi (so every tool sees the same frames)."""
+    import cv2
+
+    from skelpipe.video import _frames, probe
+
+    info = probe(video)
+    out = tmp / f"{sample_id_for(video)}_first{n}.avi"
+    w = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), info.fps, (info.width, info.height))
+    for i, img in enumerate(_frames(info)):
+        if i >= n:
+            break
+        w.write(img)
+    w.release()
     return out

@@ -43,41 +43,57 @@ class Track:
         return pose
 
 
-def oks(a: np.ndarray, b: np.ndarray, sigmas: np.ndarray = COCO_SIGMAS, min_conf: float = 0.0) -> float:
-    """OKS between two poses (V, 3) over the joints visible (conf > min_conf) in both.
+def oks_matrix(a: np.ndarray, b: np.ndarray, sigmas: np.ndarray = COCO_SIGMAS, min_conf: float = 0.0) -> np.ndarray:
+    """OKS of every pose in ``a`` (n, V, 3) with every pose in ``b`` (m, V, 3) → (n, m).
 
-    The scale is the area of the bounding box of ``a``'s visible joints (COCO's ``s**2``).
-    0 when fewer than two joints are shared.
+    Over the joints visible (conf > min_conf) in both; the scale is the area of the bounding box
+    of the ``a`` pose's visible joints (COCO's ``s**2``); 0 when fewer than two joints are shared.
     """
-    va, vb = a[:, 2] > min_conf, b[:, 2] > min_conf
-    both = va & vb
-    if both.sum() < 2 or va.sum() < 2:
-        return 0.0
-    xy = a[va, :2]
-    area = max(float(np.prod(xy.max(axis=0) - xy.min(axis=0))), 1.0)
-    d2 = ((a[both, :2] - b[both, :2]) ** 2).sum(axis=1)
-    k2 = (2 * sigmas[both]) ** 2
-    return float(np.exp(-d2 / (2 * area * k2 + np.finfo(np.float32).eps)).mean())
+    a = np.asarray(a, np.float32).reshape(-1, len(sigmas), 3)
+    b = np.asarray(b, np.float32).reshape(-1, len(sigmas), 3)
+    va, vb = a[:, :, 2] > min_conf, b[:, :, 2] > min_conf
+    both = va[:, None, :] & vb[None, :, :]
+    lo = np.where(va[..., None], a[:, :, :2], np.inf).min(axis=1)
+    hi = np.where(va[..., None], a[:, :, :2], -np.inf).max(axis=1)
+    area = np.where(va.sum(axis=1) >= 2, np.prod(np.maximum(hi - lo, 0), axis=1), 1.0).clip(min=1.0)
+    d2 = ((a[:, None, :, :2] - b[None, :, :, :2]) ** 2).sum(axis=-1)
+    k2 = (2 * sigmas) ** 2
+    e = np.exp(-d2 / (2 * area[:, None, None] * k2 + np.finfo(np.float32).eps))
+    n_both = both.sum(axis=-1)
+    out = (e * both).sum(axis=-1) / np.maximum(n_both, 1)
+    out[(n_both < 2) | (va.sum(axis=1) < 2)[:, None]] = 0.0
+    return out
+
+
+def oks(a: np.ndarray, b: np.ndarray, sigmas: np.ndarray = COCO_SIGMAS, min_conf: float = 0.0) -> float:
+    """OKS between two poses (V, 3); see ``oks_matrix``."""
+    return float(oks_matrix(a[None], b[None], sigmas, min_conf)[0, 0])
 
 
 class Tracker:
     """Assigns detections frame by frame to tracks; see the module docstring."""
 
-    def __init__(self, min_oks: float = 0.1, max_gap: int = 30, sigmas: np.ndarray = COCO_SIGMAS):
+    def __init__(self, min_oks: float = 0.1, max_gap: int = 30, sigmas: np.ndarray = COCO_SIGMAS,
+                 max_candidates: int = 20):
         self.min_oks, self.max_gap, self.sigmas = min_oks, max_gap, sigmas
+        self.max_candidates = max_candidates  # per frame, the highest-scoring detections are tracked
         self.tracks: list[Track] = []
         self._live: list[Track] = []
 
     def update(self, frame: int, poses: np.ndarray, scores: np.ndarray) -> list[int]:
-        """Add one frame's detections ``poses`` (N, V, 3) with ``scores`` (N,); return their track ids."""
+        """Add one frame's detections ``poses`` (N, V, 3) with ``scores`` (N,); return their track ids
+        (-1 for detections beyond the ``max_candidates`` best of the frame)."""
         from scipy.optimize import linear_sum_assignment
 
         poses = np.asarray(poses, np.float32).reshape(-1, len(self.sigmas), 3)
         scores = np.asarray(scores, np.float32).reshape(-1)
+        order = np.argsort(-scores, kind="stable")
+        dropped = order[self.max_candidates:]
+        poses, scores = poses[order[:self.max_candidates]], scores[order[:self.max_candidates]]
         self._live = [t for t in self._live if frame - t.frames[-1] <= self.max_gap]
         ids = [-1] * len(poses)
         if self._live and len(poses):
-            sim = np.array([[oks(t.predict(frame), p, self.sigmas) for p in poses] for t in self._live])
+            sim = oks_matrix(np.array([t.predict(frame) for t in self._live]), poses, self.sigmas)
             rows, cols = linear_sum_assignment(sim, maximize=True)
             for r, c in zip(rows, cols):
                 if sim[r, c] >= self.min_oks:
@@ -90,7 +106,11 @@ class Tracker:
                 self._live.append(track)
                 self._append(track, frame, poses[c], scores[c])
                 ids[c] = track.id
-        return ids
+        # ids in the caller's order; -1 for detections beyond max_candidates
+        out = [-1] * (len(ids) + len(dropped))
+        for c, i in enumerate(order[:self.max_candidates]):
+            out[i] = ids[c]
+        return out
 
     @staticmethod
     def _append(track: Track, frame: int, pose: np.ndarray, score: float):

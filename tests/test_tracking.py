@@ -97,3 +97,21 @@ def test_no_detections_gives_zeros():
     frames = [(np.zeros((0, 17, 3)), np.zeros(0))] * 5
     kp, tracks = track_people(frames, max_people=2)
     assert kp.shape == (2, 5, 17, 3) and not kp.any() and tracks == []
+
+
+def test_oks_matrix_matches_pairs_and_candidates_are_capped():
+    from skelpipe.tracking import oks_matrix
+
+    rng = np.random.default_rng(0)
+    a = np.array([person(50 + 10 * i, 60) for i in range(3)])
+    b = np.array([person(50 + 7 * i, 62) for i in range(4)])
+    b[1, 5:, 2] = 0  # a partly seen detection
+    m = oks_matrix(a, b)
+    assert m.shape == (3, 4)
+    assert np.allclose(m, [[oks(p, q) for q in b] for p in a])
+    tracker = Tracker(max_candidates=2)
+    dets = np.array([person(100 * i, 50) for i in range(5)])
+    scores = rng.permutation(5).astype(np.float32)
+    ids = tracker.update(0, dets, scores)
+    assert sorted(i for i in ids if i >= 0) == [0, 1]
+    assert [ids[i] >= 0 for i in range(5)] == [s >= 3 for s in scores]
