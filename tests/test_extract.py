@@ -144,6 +144,35 @@ def test_decoder_crash_costs_one_frame(biased_ckpt, tmp_path):
     assert people[2] == 0 and (people[[0, 1, 3, 4]] > 0).all()
 
 
+def test_worker_pool_fp16_fields_match_inline_decoding(biased_ckpt):
+    """The CUDA path sends fp16 fields through shared memory to a worker: same poses as decoding the
+    same (fp16-rounded) values in this process."""
+    import torch
+
+    net = extract.load_network("mobilenetv3small", str(biased_ckpt))
+    with torch.no_grad():
+        cif, caf = net.model(torch.randn(2, 3, 97, 129))
+    inline = decoding.InlineDecoder(net.cif_meta, net.caf_meta, BIASED)
+    with decoding.DecoderPool(net.cif_meta, net.caf_meta, workers=1, config=BIASED, depth=2) as pool:
+        for i in range(2):
+            pool.submit(("x", i), f"x:{i}", cif[i].half().numpy(), caf[i].half().numpy())
+            inline.submit(("x", i), f"x:{i}", cif[i].half().float().numpy(), caf[i].half().float().numpy())
+        got = dict(pool.drain())
+    want = dict(inline.collect())
+    for key in want:
+        (p16, s16), (p32, s32) = got[key], want[key]
+        assert len(p32) > 5 and p16.shape == p32.shape
+        assert np.array_equal(p16, p32) and np.array_equal(s16, s32)
+
+
+def test_shard_from_torchrun_env(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    assert extract.shard_from_env() == (3, 4)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert extract.shard_from_env() is None
+
+
 def test_sharding_covers_every_video_once(biased_ckpt, tmp_path):
     ids = [f"v{i:02d}" for i in range(11)]
     shares = [extract.shard_share([(s, None) for s in reversed(ids)], (i, 3)) for i in range(3)]
