@@ -58,10 +58,13 @@ except md.PackageNotFoundError:
     out["version"] = None
 if out["version"]:
     try:
-        import torch, openpifpaf
+        import os, torch, openpifpaf
         torch.classes.openpifpaf_decoder.CifCaf  # the native decoder class registered by openpifpaf._cpp
         out["cpp"] = True
         out["location"] = openpifpaf.__file__
+        out["torch"] = torch.__version__
+        stamp = os.path.join(os.path.dirname(openpifpaf.__file__), "skelpipe_build.json")
+        out["built_for_torch"] = json.load(open(stamp))["torch"] if os.path.exists(stamp) else None
     except Exception as e:
         out["cpp"] = False
         out["error"] = f"{type(e).__name__}: {e}"
@@ -83,7 +86,14 @@ def openpifpaf_status(python: str = sys.executable) -> dict:
 
 
 def is_ready(status: dict) -> bool:
-    return status.get("version") == OPENPIFPAF_VERSION and bool(status.get("cpp"))
+    """openpifpaf 0.13.11 whose native extension loads and was built (by us) for the torch now installed.
+
+    A C++ extension built against another torch version may load and then crash in its calls, so a
+    torch upgrade means a rebuild. An install without our build stamp is accepted when it loads.
+    """
+    built = status.get("built_for_torch")
+    return (status.get("version") == OPENPIFPAF_VERSION and bool(status.get("cpp"))
+            and (built is None or built == status.get("torch")))
 
 
 def cxx_standard(torch_version: str) -> str:
@@ -151,7 +161,10 @@ def install_openpifpaf(sdist: Path | None = None, force: bool = False) -> str:
     standard = cxx_standard(torch.__version__)
     console.print(f"installing openpifpaf {OPENPIFPAF_VERSION} for torch {torch.__version__} "
                   f"(C++ standard {standard}) into {sys.prefix}")
-    if status.get("version"):
+    if status.get("built_for_torch") and status.get("built_for_torch") != status.get("torch"):
+        console.print(f"found openpifpaf built for torch {status['built_for_torch']}, but torch is now "
+                      f"{status['torch']}: rebuilding")
+    elif status.get("version"):
         console.print(f"found openpifpaf {status['version']} "
                       f"({'native extension ok' if status.get('cpp') else status.get('error', 'not usable')}): replacing it")
     with tempfile.TemporaryDirectory(prefix="skelpipe-openpifpaf-") as tmp:
@@ -174,8 +187,10 @@ def install_openpifpaf(sdist: Path | None = None, force: bool = False) -> str:
         _pip("install", "--no-deps", "--no-build-isolation", "--force-reinstall", str(tree), env=env)
 
     status = openpifpaf_status()
-    if not is_ready(status):
+    if not status.get("cpp"):
         raise SkelpipeError(f"openpifpaf was built but does not load: {status.get('error')}")
+    stamp = Path(status["location"]).parent / "skelpipe_build.json"
+    stamp.write_text(json.dumps({"torch": torch.__version__, "cxx": standard, "openpifpaf": OPENPIFPAF_VERSION}))
     return (f"installed openpifpaf {OPENPIFPAF_VERSION} with its native extension "
             f"in {time.perf_counter() - start:.0f} s")
 
@@ -268,11 +283,15 @@ def doctor_checks() -> tuple[list[tuple[str, bool, str]], list[str]]:
         fixes.append(f"{py} -m skelpipe install-openpifpaf")
     elif not is_ready(status):
         rows.append(("openpifpaf", status["version"] == OPENPIFPAF_VERSION, status["version"]))
-        rows.append(("openpifpaf._cpp", False, status.get("error") or f"need version {OPENPIFPAF_VERSION}"))
-        fixes.append(f"{py} -m skelpipe install-openpifpaf --force")
+        why = status.get("error") or (f"built for torch {status['built_for_torch']}, torch is {status['torch']}"
+                                      if status.get("cpp") else f"need version {OPENPIFPAF_VERSION}")
+        rows.append(("openpifpaf._cpp", False, why))
+        fixes.append(f"{py} -m skelpipe install-openpifpaf")
     else:
         rows.append(("openpifpaf", True, status["version"]))
-        rows.append(("openpifpaf._cpp", True, "native decoder loads"))
+        built = status.get("built_for_torch")
+        rows.append(("openpifpaf._cpp", True, "native decoder loads"
+                     + (f" (built for torch {built})" if built else " (not built by skelpipe)")))
     folder, named, files = cached_checkpoints()
     for name, path in named.items():
         rows.append((f"checkpoint {name}", path is not None,

@@ -111,3 +111,17 @@ def test_doctor_reports_each_check(monkeypatch, tmp_path):
     (ck / install.CHECKPOINT_URLS["resnet50"].rsplit("/", 1)[1]).write_bytes(b"x")
     rows, fixes = install.doctor_checks()
     assert dict((r[0], r[1]) for r in rows)["checkpoint resnet50"] is True
+
+
+def test_torch_upgrade_means_rebuild(monkeypatch):
+    ok = {"version": "0.13.11", "cpp": True, "torch": "2.14.1", "built_for_torch": "2.14.1", "location": "/x"}
+    assert install.is_ready(ok)
+    assert install.is_ready({**ok, "built_for_torch": None})  # not built by us but loads: accepted
+    assert not install.is_ready({**ok, "torch": "2.15.0"})
+    assert not install.is_ready({**ok, "version": "0.13.0"})
+    assert not install.is_ready({**ok, "cpp": False})
+    monkeypatch.setattr(install, "openpifpaf_status", lambda python=None: {**ok, "torch": "2.15.0"})
+    rows, fixes = install.doctor_checks()
+    status = {r[0]: r for r in rows}
+    assert status["openpifpaf._cpp"][1] is False and "built for torch 2.14.1, torch is 2.15.0" in status["openpifpaf._cpp"][2]
+    assert any(f.endswith("-m skelpipe install-openpifpaf") for f in fixes)
