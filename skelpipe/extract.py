@@ -16,6 +16,7 @@ Checkpoints are pickled whole models (OpenPifPaf's format), loaded with ``weight
 only use checkpoint files you trust.
 """
 
+import collections
 import concurrent.futures
 import hashlib
 import json
@@ -401,10 +402,12 @@ def extract_to_work(videos, work, *, backbone: str, checkpoint: str | None = Non
     from skelpipe.device import resolve
 
     videos = [(str(s), Path(p)) for s, p in videos]
-    ids = [s for s, _ in videos]
-    if len(set(ids)) != len(ids):
-        dup = sorted({s for s in ids if ids.count(s) > 1})
-        raise SkelpipeError(f"two videos share the sample id {dup[0]!r} ({len(dup)} duplicate ids)")
+    counts = collections.Counter(s for s, _ in videos)
+    dup = sorted(s for s, n in counts.items() if n > 1)
+    if dup:
+        paths = [str(p) for s, p in videos if s == dup[0]]
+        raise SkelpipeError(f"{paths[0]} and {paths[1]} share the sample id {dup[0]!r} "
+                            f"({len(dup)} duplicate ids in all)")
     mine = shard_share(videos, shard)
     todo = [VideoJob(s, p) for s, p in mine if not work.is_done(s)]
     stats = RunStats(videos_skipped=len(mine) - len(todo))
@@ -428,20 +431,25 @@ def extract_to_work(videos, work, *, backbone: str, checkpoint: str | None = Non
 
 
 def merge_work(work_dir, out_name: str = "skeletons.h5", work=None) -> Path:
-    """Merge the per-video files of a (possibly sharded) extract directory into ``work_dir/out_name``."""
+    """Merge the per-video files of a (possibly sharded) extract directory into ``work_dir/out_name``.
+
+    One input file open at a time (a dataset may have tens of thousands of videos); atomic.
+    """
     from skelpipe.cache import Work
-    from skelpipe.store import PoseWriter, merge_stores
+    from skelpipe.store import PoseWriter, open_store
 
     work_dir = Path(work_dir)
     work = work or Work(None, work_dir)
     units = work.done_units()
-    files = [work_dir / "videos" / units[s]["file"] for s in sorted(units)]
     out = work_dir / out_name
-    if files:
-        merge_stores(out, files, attrs={"num_videos": len(files)})
-    else:
-        with PoseWriter(out, layout="coco17", attrs={"num_videos": 0}):
-            pass
+    attrs = {"num_videos": len(units)}
+    with PoseWriter(out, layout="coco17", attrs=attrs) as w:
+        for sid in sorted(units):
+            with open_store(work_dir / "videos" / units[sid]["file"]) as s:
+                if "source" in s.attrs and "source" not in w.file.attrs:
+                    w.file.attrs["source"] = s.attrs["source"]
+                smp = s.read(sid)
+            w.add(sid, smp.keypoints, arrays=smp.arrays, **smp.attrs)
     return out
 
 
