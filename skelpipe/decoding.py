@@ -2,8 +2,11 @@
 
 OpenPifPaf's decoder is C++ (``openpifpaf._cpp``). A native crash there (a segmentation fault)
 would kill the whole extraction if it ran in the main process, so ``DecoderPool`` runs one
-decoder per worker process, each with its own decoder object (one ``CifCaf`` must never be
-shared between threads: see ``docs``/report -- concurrent calls corrupt its buffers and crash).
+decoder per worker process, each with its own decoder object. One ``CifCaf`` object must never
+be called from two threads: torch releases the GIL while a custom-class method runs, and the
+decoder keeps its scratch state (high-resolution map, occupancy map, frontier queue) in the
+object, so concurrent calls corrupt it and crash with SIGSEGV (reproduced every time with four
+threads sharing one decoder on random-weight fields; never with one decoder per thread).
 
 Fields travel through one shared-memory block (a few cells per worker): the main process copies
 a frame's fields into a free cell and sends only a small message; the worker decodes straight
@@ -200,7 +203,15 @@ class DecoderPool:
         self.close()
         self.cell_bytes = cell_bytes
         n_cells = self.n_workers * self.depth
-        self.shm = shared_memory.SharedMemory(create=True, size=max(1, n_cells * cell_bytes))
+        size = max(1, n_cells * cell_bytes)
+        if os.path.isdir("/dev/shm"):  # pages are allocated lazily: too small a tmpfs means SIGBUS later
+            st = os.statvfs("/dev/shm")
+            free = st.f_bavail * st.f_frsize
+            if size > 0.9 * free:
+                raise SkelpipeError(f"/dev/shm: {free / 2**20:.0f} MiB free, but {self.n_workers} decoder workers "
+                                    f"need {size / 2**20:.0f} MiB for their fields: use fewer --decoder-workers, "
+                                    f"a smaller --long-edge, or a larger /dev/shm (docker run --shm-size 1g)")
+        self.shm = shared_memory.SharedMemory(create=True, size=size)
         self.workers = [_Worker(i, [(i * self.depth + c) * cell_bytes for c in range(self.depth)])
                         for i in range(self.n_workers)]
         for w in self.workers:

@@ -585,13 +585,14 @@ def extract_file(video_paths, out, *, backbone: str, checkpoint: str | None = No
         console.print(f"{out}: up to date (same videos and settings); nothing to do")
         return json.loads(manifest_path.read_text())
     shard = shard or shard_from_env()
+    net = load_network(backbone, checkpoint)  # a bad backbone / checkpoint fails before anything is written
     stats = RunStats()
     if not stage.done:  # (done: an earlier run committed but stopped before moving the file)
         with stage.run(shard=shard, on_commit=lambda d: merge_work(d, "poses.h5")) as work:
             stats = extract_to_work(videos, work, backbone=backbone, checkpoint=checkpoint, device=device,
                                     batch_size=batch_size, long_edge=long_edge, max_people=max_people,
                                     decoder_workers=decoder_workers, decoder_config=decoder_config,
-                                    shard=shard, out_name=None, fps=fps)
+                                    shard=shard, out_name=None, fps=fps, network=net)
     summary(stats, stage)
     with Lock(root.with_name(root.name + ".finish.lock"), f"finishing {out}"):
         if stage.done and (stage.path / "poses.h5").exists():
