@@ -238,3 +238,17 @@ def test_real_clips(shared_data, biased_ckpt, tmp_path):
     assert ntu.attrs["fps"] == 30.0 and ntu.attrs["num_frames"] == 103
     seen = ntu.keypoints[..., 2] > 0
     assert seen.any() and ntu.keypoints[..., 0][seen].max() <= 1920 and ntu.keypoints[..., 1][seen].max() <= 1080
+
+
+def test_bench_extract_table(biased_ckpt, tmp_path, capsys):
+    from skelpipe.cli import main
+
+    v = write_video(tmp_path / "clip.avi", n=6)
+    main(["bench", "extract", "--backbone", "mobilenetv3small", "--video", str(v), "--checkpoint", str(biased_ckpt),
+          "--device", "cpu", "--long-edge", "65", "--decoder-workers", "1"])
+    err = capsys.readouterr().err
+    assert "extraction speed, 6 frames" in err
+    rows = {line.split("│")[1].strip(): line for line in err.splitlines() if line.count("│") >= 4}
+    for what in ("skelpipe extract", "network alone (batch", "python -m"):
+        (line,) = [v for k, v in rows.items() if k.startswith(what)]
+        assert float(line.split("│")[2].replace(",", "")) > 0
