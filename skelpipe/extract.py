@@ -111,7 +111,7 @@ class Network:
 
 def load_network(backbone: str, checkpoint: str | None = None) -> Network:
     """OpenPifPaf network for ``backbone`` (or from ``checkpoint``), in eval mode on the CPU."""
-    op = _openpifpaf()
+    _openpifpaf()
     from openpifpaf import headmeta
     from openpifpaf.network import model_migration, nets
 
@@ -131,23 +131,24 @@ def load_network(backbone: str, checkpoint: str | None = None) -> Network:
         raise SkelpipeError(f"{where}: not a COCO 17-keypoint pose network (heads: "
                             f"{[m.name for m in model.head_metas]})")
     model.eval()
-    del op
     return Network(model, cifs[0], cafs[0], backbone, label)
 
 
 def random_checkpoint(backbone: str, path, *, biased: bool = False, seed: int = 0) -> Path:
     """Save a randomly initialised OpenPifPaf COCO-keypoint network (no pretrained weights) at ``path``.
 
-    For tests and benchmarks. Untrained networks detect nobody; ``biased`` raises the confidence
-    outputs of the heads (sigmoid ≈ 0.9) so that the decoder has people to decode.
+    For tests and benchmarks. Untrained networks detect nobody; ``biased`` fixes the heads'
+    output to a person everywhere (``bias_heads``) so that the decoder has people to decode
+    (decode with ``decoding.BIASED_CONFIG``).
     """
     import torch
 
     op = _openpifpaf()
-    from openpifpaf.network import basenetworks, factory
+    from openpifpaf.network import factory
     from openpifpaf.plugins.coco import CocoKp
 
     torch.manual_seed(seed)
+    # the backbones' ImageNet weights would be downloaded; their switch is class-level state
     saved = {cls: cls.pretrained for cls in factory.BASE_TYPES if hasattr(cls, "pretrained")}
     try:
         for cls in saved:
@@ -158,7 +159,6 @@ def random_checkpoint(backbone: str, path, *, biased: bool = False, seed: int = 
             cls.pretrained = value
     if biased:
         bias_heads(model)
-    del basenetworks
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model, "epoch": 0, "meta": {"random_init": True, "biased": biased}}, path)
@@ -649,7 +649,8 @@ def summary(stats: RunStats, stage=None):
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output pose store (.h5).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i.")
 @click.option("--batch-size", type=int, default=None, help="Frames per network batch [16 on CUDA, 4 on CPU].")
-@click.option("--long-edge", type=int, default=641, show_default=True, help="Resize frames so that the long edge is this.")
+@click.option("--long-edge", type=int, default=641, show_default=True,
+              help="Resize frames so that the long edge is this.")
 @click.option("--max-people", type=int, default=2, show_default=True, help="Tracked people kept per video.")
 @click.option("--decoder-workers", type=int, default=None,
               help="Processes decoding fields [CPU cores - 1, at most 8]; 0 decodes in this process.")
@@ -766,7 +767,8 @@ def bench_openpifpaf_video(video: Path, checkpoint: str, device, long_edge: int 
 
 @click.command("extract")
 @click.option("--backbone", required=True, help="Backbone / checkpoint name (as for skelpipe extract).")
-@click.option("--video", required=True, type=click.Path(exists=True, path_type=Path), help="One video (or frame folder).")
+@click.option("--video", required=True, type=click.Path(exists=True, path_type=Path),
+              help="One video (or frame folder).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A local checkpoint.")
 @click.option("--weights", type=click.Choice(["checkpoint", "random", "biased"]), default="checkpoint",
               show_default=True,

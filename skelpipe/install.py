@@ -165,8 +165,8 @@ def install_openpifpaf(sdist: Path | None = None, force: bool = False) -> str:
         console.print(f"found openpifpaf built for torch {status['built_for_torch']}, but torch is now "
                       f"{status['torch']}: rebuilding")
     elif status.get("version"):
-        console.print(f"found openpifpaf {status['version']} "
-                      f"({'native extension ok' if status.get('cpp') else status.get('error', 'not usable')}): replacing it")
+        state = "native extension ok" if status.get("cpp") else status.get("error", "not usable")
+        console.print(f"found openpifpaf {status['version']} ({state}): replacing it")
     with tempfile.TemporaryDirectory(prefix="skelpipe-openpifpaf-") as tmp:
         tmp = Path(tmp)
         if sdist is None:
