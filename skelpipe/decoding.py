@@ -261,7 +261,7 @@ class DecoderPool:
     def reserve(self, nbytes: int):
         """Start the workers now, with cells of ``nbytes`` (a frame's fields), and wait until all are ready."""
         if nbytes > self.cell_bytes:
-            self.drain()
+            self.done.extend(self.drain())
             self._start(nbytes)
         while not all(w.ready for w in self.workers):
             self.done.extend(self._poll(timeout=1.0))
@@ -270,8 +270,8 @@ class DecoderPool:
         cif = np.ascontiguousarray(cif)
         caf = np.ascontiguousarray(caf, dtype=cif.dtype)
         need = cif.nbytes + caf.nbytes
-        if need > self.cell_bytes:
-            self.drain()
+        if need > self.cell_bytes:  # larger frames than reserved for: restart with larger cells
+            self.done.extend(self.drain())
             self._start(need)
         while True:
             free = [w for w in self.workers if w.free]

@@ -165,6 +165,22 @@ def test_worker_pool_fp16_fields_match_inline_decoding(biased_ckpt):
         assert np.array_equal(p16, p32) and np.array_equal(s16, s32)
 
 
+def test_worker_pool_grows_for_larger_frames_without_losing_results(biased_ckpt):
+    import torch
+
+    net = extract.load_network("mobilenetv3small", str(biased_ckpt))
+    with torch.no_grad():
+        small = net.model(torch.zeros(1, 3, 65, 65))
+        big = net.model(torch.zeros(1, 3, 129, 161))
+    with decoding.DecoderPool(net.cif_meta, net.caf_meta, workers=1, config=BIASED) as pool:
+        pool.reserve(small[0][0].numpy().nbytes + small[1][0].numpy().nbytes)
+        pool.submit("small", "s", small[0][0].numpy(), small[1][0].numpy())
+        pool.submit("big", "b", big[0][0].numpy(), big[1][0].numpy())  # restarts the workers with larger cells
+        results = dict(pool.drain())
+    assert set(results) == {"small", "big"}
+    assert len(results["big"][0]) > len(results["small"][0]) > 0
+
+
 def test_shard_from_torchrun_env(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
