@@ -261,7 +261,8 @@ class DecoderPool:
     def reserve(self, nbytes: int):
         """Start the workers now, with cells of ``nbytes`` (a frame's fields), and wait until all are ready."""
         if nbytes > self.cell_bytes:
-            self.done.extend(self.drain())
+            finished = self.drain()  # (drain replaces self.done)
+            self.done = finished
             self._start(nbytes)
         while not all(w.ready for w in self.workers):
             self.done.extend(self._poll(timeout=1.0))
@@ -271,7 +272,8 @@ class DecoderPool:
         caf = np.ascontiguousarray(caf, dtype=cif.dtype)
         need = cif.nbytes + caf.nbytes
         if need > self.cell_bytes:  # larger frames than reserved for: restart with larger cells
-            self.done.extend(self.drain())
+            finished = self.drain()  # (drain replaces self.done)
+            self.done = finished
             self._start(need)
         while True:
             free = [w for w in self.workers if w.free]
