@@ -171,7 +171,6 @@ class _Worker:
         self.process = None
         self.conn = None
         self.ready = False
-        self.done_any = False
 
 
 class DecoderPool:
@@ -313,7 +312,6 @@ class DecoderPool:
         pending = w.pending.popleft()
         assert pending[0] == task_id, "decoder results out of order"
         w.free.append(pending[2])
-        w.done_any = True
         return self.keys.pop(task_id), result
 
     def _poll(self, timeout) -> list:

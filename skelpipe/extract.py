@@ -269,7 +269,6 @@ class VideoJob:
     info: object = None
     total: int | None = None  # frames, known once the reader is done
     results: dict = field(default_factory=dict)  # frame → (poses, scores) | DecodeFailure
-    started: float = 0.0
 
 
 def sample_id_for(path: Path) -> str:
