@@ -125,6 +125,7 @@ class Plan:
     def __init__(self, cfg: dict, cache: Cache, root: Path | None, device: str):
         self.cfg, self.cache, self.root, self.device = cfg, cache, root, device
         self.steps: dict[str, Step] = {}
+        self.shard = None
         self.records: list[Step] = []  # evaluate steps, in report order
 
     def add(self, stage, label, config, deps, build, meta=None) -> Step:
@@ -230,6 +231,15 @@ class Plan:
         return sorted(self.steps.values(), key=lambda s: STAGE_ORDER.index(s.stage))
 
     def run(self, only=None, until=None):
+        """Run the plan's unfinished stages in order. Under ``torchrun`` (or with RANK and
+        WORLD_SIZE set) only extraction is spread over the ranks, each taking its share of
+        the videos: ``torchrun --nproc-per-node N -m skelpipe run-all ntu --only extract``."""
+        from skelpipe.extract import shard_from_env
+
+        self.shard = shard_from_env()
+        if self.shard and only != "extract":
+            raise SkelpipeError("under torchrun, run-all runs the extract stage only (--only extract); "
+                                "train a stage with `torchrun -m skelpipe train ...`")
         steps = self.ordered()
         if until:
             steps = [s for s in steps if STAGE_ORDER.index(s.stage) <= STAGE_ORDER.index(until)]
@@ -245,7 +255,13 @@ class Plan:
                                     "run without --only")
             console.rule(f"[{n}/{total}] {step.label}  [dim]{step.stage}/{step.key}")
             t0 = time.time()
-            with step.entry.run() as work:
+            run_kwargs = {}
+            if step.stage == "extract" and self.shard:  # one share of the videos per rank
+                from skelpipe import extract
+
+                run_kwargs = {"shard": self.shard,
+                              "on_commit": lambda d: extract.merge_work(d, "skeletons.h5")}
+            with step.entry.run(**run_kwargs) as work:
                 step.build(self, step, work)
             console.print(f"[green]done[/] {step.label} in {time.time() - t0:.1f} s")
 
@@ -281,7 +297,8 @@ def build_extracted(plan: Plan, step: Step, work: Work):
     videos = sources.dataset_videos(cfg["dataset"], cfg["options"], plan.root)
     extract.extract_to_work(videos, work, backbone=cfg["backbone"], checkpoint=cfg["checkpoint"] or None,
                             long_edge=cfg["long_edge"], max_people=cfg["max_people"],
-                            device=plan.device, out_name="skeletons.h5")
+                            device=plan.device, shard=plan.shard,
+                            out_name=None if plan.shard else "skeletons.h5")
 
 
 def build_align(plan: Plan, step: Step, work: Work):
