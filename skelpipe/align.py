@@ -33,14 +33,13 @@ count mismatches.
 
 import csv
 import math
-import os
 from pathlib import Path
 
 import click
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from skelpipe import layouts
+from skelpipe import atomic, layouts
 from skelpipe.errors import SkelpipeError
 from skelpipe.simulate import body_size, image_points
 from skelpipe.store import PoseWriter, open_store
@@ -285,12 +284,10 @@ def align_stores(hq_path, lq_path, work, missing: str = "solitary", outlier: flo
 
 def _write_csv(path: Path, rows: list[dict]):
     fields = ["id", "status", "method", "error", "outlier", "frames_hq", "frames_lq", "lq_order"]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic.replacing(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fields)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _channels(store) -> int:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import click
 
+from skelpipe.atomic import write_json
 from skelpipe.errors import SkelpipeError
 
 MANIFEST = "manifest.json"
@@ -46,14 +47,6 @@ def stage_key(name: str, version: int, config: dict, inputs: dict) -> str:
     payload = json.dumps({"stage": name, "version": version, "config": config, "inputs": inputs},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def write_json(path: Path, data) -> None:
-    """Write JSON atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def _now() -> str:

@@ -42,10 +42,11 @@ class LazyGroup(click.Group):
         except (ImportError, AttributeError) as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            reason = str(e)
 
-            @click.command(name, help=f"(unavailable: {e})")
+            @click.command(name, help=f"(unavailable: {reason})")
             def unavailable():
-                raise SkelpipeError(f"command {name!r} is not available: {e}")
+                raise SkelpipeError(f"command {name!r} is not available: {reason}")
 
             return unavailable
 

@@ -16,7 +16,7 @@ import click
 import numpy as np
 import torch
 
-from skelpipe import noise
+from skelpipe import atomic, noise
 from skelpipe.console import console, progress
 from skelpipe.errors import SkelpipeError
 
@@ -82,13 +82,7 @@ def plot_confusion(cm: np.ndarray, class_names, path, title=""):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    _atomic_write(Path(path), buf.getvalue())
-
-
-def _atomic_write(path: Path, data: bytes):
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic.write_bytes(path, buf.getvalue())
 
 
 def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, seed=None,
@@ -157,10 +151,10 @@ def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, 
         for i in range(len(labels)):
             writer.writerow([ids[i], int(labels[i]), int(preds[i]),
                              " ".join(str(int(c)) for c in top.indices[i]), f"{float(top.values[i, 0]):.6f}"])
-        _atomic_write(out_dir / "predictions.csv", rows.getvalue().encode())
+        atomic.write_text(out_dir / "predictions.csv", rows.getvalue())
         plot_confusion(cm, names, out_dir / "confusion.png",
                        title=f"{meta['stage']} {which.upper()} {split}: top-1 {top1:.3f}")
-        _atomic_write(out_dir / "metrics.json", (json.dumps(result, indent=2) + "\n").encode())
+        atomic.write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result
 
 

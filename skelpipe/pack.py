@@ -35,7 +35,6 @@ instance, the same in every evaluation, without storing a degraded copy per (p, 
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -44,7 +43,7 @@ import click
 import h5py
 import numpy as np
 
-from skelpipe import layouts
+from skelpipe import atomic, layouts
 from skelpipe.errors import SkelpipeError
 from skelpipe.pairing import draw_pairs
 from skelpipe.store import open_store
@@ -277,15 +276,13 @@ def pack(aligned_dir, work, **config) -> dict:
             "hq_fraction": cfg.hq_fraction, "pair_seed": cfg.pair_seed, "test_seed": cfg.test_seed,
             "dtype": cfg.dtype, "config": json.dumps(dataclasses.asdict(cfg)),
         }
-        tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
         counts = {}
-        with h5py.File(tmp, "w") as f:
+        with atomic.replacing(out_path) as tmp, h5py.File(tmp, "w") as f:
             for k, v in attrs.items():
                 f.attrs[k] = v if not isinstance(v, list) else json.dumps(v)
             for split in SPLITS:
                 counts[split] = _pack_split(f.create_group(split), split, members[split], lq, hq,
                                             cfg, lq_3d, hq_3d, (C_L, C_H))
-        os.replace(tmp, out_path)
     counts["outside_benchmark"] = outside
     if hasattr(work, "note"):
         work.mark_done("pack", counts)
@@ -388,8 +385,8 @@ def load_split(pack_dir, split: str, mmap: bool = False) -> Split:
         if split not in f:
             raise SkelpipeError(f"{path}: no {split!r} group")
         g = f[split]
-        attrs = {k: _attr(v) for k, v in f.attrs.items()}
-        attrs.update({k: _attr(v) for k, v in g.attrs.items()})
+        attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
+        attrs.update({k: decode_attr(v) for k, v in g.attrs.items()})
         return Split(
             lq=_memmap(path, g["lq"]) if mmap else g["lq"][()].astype(np.float32, copy=False),
             hq=_memmap(path, g["hq"]) if mmap else g["hq"][()].astype(np.float32, copy=False),
@@ -410,7 +407,8 @@ def _memmap(path: Path, ds) -> np.ndarray:
     return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
 
 
-def _attr(v):
+def decode_attr(v):
+    """An HDF5 attribute of a pack as Python: JSON lists and dicts decoded, numpy scalars unboxed."""
     if isinstance(v, bytes):
         v = v.decode()
     if isinstance(v, str) and v[:1] in "[{":

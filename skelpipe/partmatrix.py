@@ -7,13 +7,13 @@ the five parts; a class without instances gets the uniform row 1/5.
 """
 
 import json
-import os
 from pathlib import Path
 
 import click
 import numpy as np
 import torch
 
+from skelpipe import atomic
 from skelpipe.console import console, progress
 from skelpipe.errors import SkelpipeError
 from skelpipe.layouts import PARTS, Layout
@@ -108,17 +108,9 @@ def plot_part_matrix(E, class_names, part_names=PARTS, path="part_matrix.png") -
     fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, dpi=120, format="png")
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     return path
-
-
-def _atomic_write(path: Path, write):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 def compute_part_matrix(teacher_dir, pack_dir, out_dir, batch_size=256, device="auto") -> np.ndarray:
@@ -151,12 +143,13 @@ def compute_part_matrix(teacher_dir, pack_dir, out_dir, batch_size=256, device="
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     e = part_matrix_from_predictions(labels, predictions, num_classes).numpy()
-    _atomic_write(out_dir / "part_matrix.npy", lambda f: np.save(f, e))
+    with atomic.replacing(out_dir / "part_matrix.npy") as tmp:
+        np.save(tmp, e)
     info = {"parts": list(PARTS), "class_names": [str(c) for c in class_names],
             "E": e.round(6).tolist(), "error_rates": rates.numpy().round(6).tolist(),
             "counts": counts.tolist(), "teacher": str(teacher_dir), "pack": str(pack_dir),
             "num_instances": int(len(index))}
-    _atomic_write(out_dir / "part_matrix.json", lambda f: f.write((json.dumps(info, indent=1) + "\n").encode()))
+    atomic.write_text(out_dir / "part_matrix.json", json.dumps(info, indent=1) + "\n")
     plot_part_matrix(e, class_names, PARTS, out_dir / "part_matrix.png")
     console.print(f"part matrix written to {out_dir}/part_matrix.npy (+ .json, .png)")
     return e

@@ -96,7 +96,7 @@ def pack_attrs(model_dir: Path, meta: dict) -> dict:
     import h5py
 
     from skelpipe.cache import default_root
-    from skelpipe.pack import FILE
+    from skelpipe.pack import FILE, decode_attr
 
     key = (meta.get("data") or {}).get("key")
     if not key:
@@ -106,21 +106,10 @@ def pack_attrs(model_dir: Path, meta: dict) -> dict:
         if path.is_file():
             try:
                 with h5py.File(path, "r") as f:
-                    return {k: _decode(v) for k, v in f.attrs.items()}
+                    return {k: decode_attr(v) for k, v in f.attrs.items()}
             except OSError:
                 return {}
     return {}
-
-
-def _decode(v):
-    if isinstance(v, bytes):
-        v = v.decode()
-    if isinstance(v, str) and v[:1] in "[{":
-        try:
-            return json.loads(v)
-        except ValueError:
-            return v
-    return v.item() if isinstance(v, np.generic) else v
 
 
 def estimator_of(meta: dict, attrs: dict) -> tuple[str | None, bool]:
@@ -139,11 +128,11 @@ def estimator_of(meta: dict, attrs: dict) -> tuple[str | None, bool]:
 
 def temporal_config(meta: dict, attrs: dict):
     """The ``pack.PackConfig`` that fixes T and the frame choice of the student's pack."""
-    from skelpipe.pack import PackConfig
+    from skelpipe.pack import PackConfig, decode_attr
 
     config = attrs.get("config")
     if isinstance(config, str):
-        config = _decode(config)
+        config = decode_attr(config)
     T = int(meta.get("T") or attrs.get("T") or 300)
     if isinstance(config, dict) and (config.get("sample_frames") or config.get("frames")):
         sample = int(config.get("sample_frames") or 0)

@@ -16,7 +16,7 @@ import click
 import h5py
 import numpy as np
 
-from skelpipe.cache import write_json
+from skelpipe.atomic import write_json
 from skelpipe.console import console
 
 # Columns of each dataset's tables: (benchmark, metric, header).
@@ -101,8 +101,10 @@ KD_NAMES = {None: "", "none": "Student (w/o KD)", "kl": "Student (KL)",
 
 
 def _pack_attrs(pack_dir: Path) -> dict:
-    with h5py.File(Path(pack_dir) / "data.h5", "r") as f:
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    from skelpipe.pack import FILE, decode_attr
+
+    with h5py.File(Path(pack_dir) / FILE, "r") as f:
+        return {k: decode_attr(v) for k, v in f.attrs.items()}
 
 
 def collect(plan) -> list[dict]:

@@ -40,7 +40,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from skelpipe import losses, noise
+from skelpipe import atomic, losses, noise
 from skelpipe.console import console, progress
 from skelpipe.device import resolve
 from skelpipe.errors import SkelpipeError
@@ -139,7 +139,7 @@ def save_model(out_dir, model, meta: dict):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / "model.pt")
-    _atomic_write_text(out_dir / "model.json", json.dumps(meta, indent=2, default=list) + "\n")
+    atomic.write_text(out_dir / "model.json", json.dumps(meta, indent=2, default=list) + "\n")
 
 
 def load_model(model_dir, device="cpu"):
@@ -190,15 +190,8 @@ def load_part_matrix(path) -> torch.Tensor:
 
 
 def _atomic_save(obj, path: Path):
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str):
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:
+        torch.save(obj, tmp)
 
 
 # ----------------------------------------------------------------------------- data plumbing
@@ -536,7 +529,7 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
                 _atomic_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "rng": rng, "epoch": epoch + 1,
                               "metrics": history, "config_key": key}, last)
-                _atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+                atomic.write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
                 console.print(_epoch_line(record))
     if rank == 0:
         save_model(out_dir, raw_model, {**meta, "epochs_done": len(history), "metrics": history[-1]})

@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from skelpipe import layouts, predict
+from skelpipe import predict
 from skelpipe.cache import Cache
 from skelpipe.errors import SkelpipeError
 from skelpipe.models import build_model

@@ -1,0 +1,37 @@
+"""Crash-safe file writes: a temporary file beside the target, renamed over it when complete
+(atomic on one filesystem), so a kill at any moment leaves the old file or the new one, never
+half of one."""
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def replacing(path):
+    """Yield a temporary path to write; on a clean exit it replaces ``path``, else it is removed.
+
+    The temporary name keeps the suffix (writers such as OpenCV choose the format by it).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path, data: bytes) -> None:
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path, text: str) -> None:
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path, data) -> None:
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
