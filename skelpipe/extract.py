@@ -845,12 +845,12 @@ def _first_frames(video: Path, n: int, tmp: Path) -> Path:
     """The first ``n`` frames of ``video`` as an MJPG .avi (so every tool sees the same frames)."""
     import cv2
 
-    from skelpipe.video import _frames, probe
+    from skelpipe.video import frames, probe
 
     info = probe(video)
     out = tmp / f"{sample_id_for(video)}_first{n}.avi"
     w = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), info.fps, (info.width, info.height))
-    for i, img in enumerate(_frames(info)):
+    for i, img in enumerate(frames(info)):
         if i >= n:
             break
         w.write(img)

@@ -56,9 +56,27 @@ def draw_skeleton(ax, xy: np.ndarray, layout, colour: str, conf: np.ndarray | No
     ax.scatter(xy[present, 0], xy[present, 1], s=6, color=colour)
 
 
+def video_frames(video, picks) -> dict:
+    """RGB images of the frames ``picks`` of a video file or frame folder ({} if unreadable)."""
+    from skelpipe.errors import SkelpipeError
+    from skelpipe.video import frames, probe
+
+    wanted, out = set(int(t) for t in picks), {}
+    try:
+        for t, bgr in enumerate(frames(probe(video))):
+            if t in wanted:
+                out[t] = bgr[..., ::-1]
+            if t >= max(wanted):
+                break
+    except SkelpipeError:
+        return {}
+    return out
+
+
 def skeleton_figure(hq_sample, lq_sample, hq_layout, lq_layout, hq_attrs, lq_attrs, path: Path,
-                    ops=(0.0, 0.3, 0.6), frames=4, image=None, title="") -> Path | None:
-    """Rows: HQ, then LQ at each occlusion probability; columns: frames across the clip."""
+                    ops=(0.0, 0.3, 0.6), frames=4, video=None, title="") -> Path | None:
+    """Rows: HQ, then LQ at each occlusion probability; columns: frames across the clip, drawn
+    over the video's frames when ``video`` (a file or frame folder) is given."""
     from skelpipe.noise import occlude
 
     hq_xy = _pixels(hq_sample, hq_layout, hq_attrs)
@@ -67,6 +85,7 @@ def skeleton_figure(hq_sample, lq_sample, hq_layout, lq_layout, hq_attrs, lq_att
         return None
     n = min(hq_xy.shape[1], lq_xy.shape[1])
     picks = np.linspace(0, n - 1, frames).astype(int)
+    images = video_frames(video, picks) if video else {}
     fig, axes = plt.subplots(1 + len(ops), frames, figsize=(3 * frames, 2.6 * (1 + len(ops))))
     lq_chw = np.transpose(lq_sample.keypoints, (3, 1, 2, 0))  # (C, T, V, M)
     rows = [("HQ", hq_xy, None, hq_layout, "tab:blue")]
@@ -77,8 +96,8 @@ def skeleton_figure(hq_sample, lq_sample, hq_layout, lq_layout, hq_attrs, lq_att
     for r, (name, xy, conf, layout, colour) in enumerate(rows):
         for c, t in enumerate(picks):
             ax = axes[r, c]
-            if image is not None:
-                ax.imshow(image)
+            if t in images:
+                ax.imshow(images[t])
             for m in range(xy.shape[0]):
                 draw_skeleton(ax, xy[m, t], layout, colour, None if conf is None else conf[m, t])
             ax.set_xlim(0, size[0])
@@ -99,6 +118,13 @@ def skeleton_figure(hq_sample, lq_sample, hq_layout, lq_layout, hq_attrs, lq_att
 def skeleton_overlays(plan, out_dir: Path) -> list[Path]:
     """One figure per aligned HQ/LQ pair of the plan: the first test instance's skeletons."""
     written = []
+    from skelpipe.errors import SkelpipeError
+    from skelpipe.sources import dataset_videos
+
+    try:
+        videos = dict(dataset_videos(plan.cfg["dataset"], plan.cfg.get("data", {}), plan.root))
+    except SkelpipeError:  # no data root, or a dataset without videos: skeletons on a blank canvas
+        videos = {}
     for step in plan.ordered():
         if step.stage != "align" or not step.entry.done:
             continue
@@ -112,6 +138,7 @@ def skeleton_overlays(plan, out_dir: Path) -> list[Path]:
             label = lq_sample.attrs.get("label_name", lq_sample.attrs.get("label", ""))
             path = out_dir / f"skeletons_{step.label.replace(' ', '_')}.png"
             if skeleton_figure(hq_sample, lq_sample, hq.layout, lq.layout, hq.attrs, lq.attrs, path,
+                               video=videos.get(sid),
                                title=f"{sid}: {label} — {step.deps['hq'].meta['label']} (HQ) vs "
                                      f"{step.deps['lq'].meta['label']} (LQ)"):
                 written.append(path)

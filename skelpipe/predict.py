@@ -328,7 +328,7 @@ def write_video(video, out_path, keypoints: np.ndarray, label: str) -> Path:
     try:
         if not writer.isOpened():
             raise SkelpipeError(f"{out_path}: cannot write an mp4v video here")
-        for t, frame in enumerate(videos._frames(info)):
+        for t, frame in enumerate(videos.frames(info)):
             if t < keypoints.shape[1]:
                 draw_skeletons(frame, keypoints[:, t], edges)
             writer.write(draw_label(frame, label))

@@ -99,7 +99,7 @@ def probe(path, long_edge: int | None = None, fps: float = 30.0) -> VideoInfo:
     return VideoInfo(path, w, h, float(fps), count, resized, padded)
 
 
-def _frames(info: VideoInfo):
+def frames(info: VideoInfo):
     """Yield BGR frames of a video file or frame folder."""
     import cv2
 
@@ -173,7 +173,7 @@ class VideoReader:
         try:
             batch = np.empty((self.batch_size, h, w, 3), np.uint8)
             n, start = 0, 0
-            for bgr in _frames(self.info):
+            for bgr in frames(self.info):
                 if bgr.shape[:2] != (self.info.height, self.info.width):
                     raise VideoError(f"{self.info.path}: frame {start + n} is {bgr.shape[1]}x{bgr.shape[0]}, "
                                      f"not {self.info.width}x{self.info.height}")
