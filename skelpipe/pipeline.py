@@ -151,9 +151,11 @@ class Plan:
             if extractor == "simulated":
                 base = self.source(src.get("simulate_from", extract_cfg.get("simulate_from", "")))
                 config = {"profile": src["backbone"], "seed": extract_cfg.get("seed", 0)}
+                label = src.get("label", name)
+                if "simulated" not in label:  # simulated data say so in every table
+                    label += " (simulated)"
                 return self.add("simulate", f"simulated {src['backbone']}", config, {"hq": base},
-                                build_simulated, {"source": name, "label": src.get("label", name),
-                                                  "extractor": "simulated"})
+                                build_simulated, {"source": name, "label": label, "extractor": "simulated"})
             if extractor != "openpifpaf":
                 raise SkelpipeError(f"{cfg['_path']}: extract.extractor must be openpifpaf or "
                                     f"simulated, not {extractor!r}")
@@ -212,7 +214,7 @@ class Plan:
                                     deps["partmatrix"] = partmatrix
                                 scfg = {**_train_config(cfg["student"], stage="student"), "kd": kd, "op": op,
                                         "lq_data": data}
-                                student = self.add("student", f"student kd={kd} OP {op} {benchmark} "
+                                student = self.add("student", f"student {setting['name']} kd={kd} OP {op} {benchmark} "
                                                    f"HQ {fraction:.0%}{' (pairs only)' if data == 'pair' else ''}",
                                                    scfg, deps, build_train)
                                 self._evaluate(student, pack, op, {**where, "model": "student", "kd": kd,
