@@ -13,6 +13,7 @@ Every stage is a ``skelpipe.cache`` entry: a rerun reuses what is finished, a ki
 
 import copy
 import os
+import shutil
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -162,7 +163,8 @@ class Plan:
             config = {"dataset": cfg["dataset"], "options": cfg.get("data", {}),
                       "backbone": src["backbone"], "checkpoint": src.get("checkpoint", ""),
                       "long_edge": extract_cfg.get("long_edge", 641),
-                      "max_people": extract_cfg.get("max_people", 2)}
+                      "max_people": extract_cfg.get("max_people", 2),
+                      "decoder": extract_cfg.get("decoder", {})}
             return self.add("extract", f"OpenPifPaf {src['backbone']}", config, {}, build_extracted,
                             {"source": name, "label": src.get("label", name),
                              "extractor": "openpifpaf"})
@@ -265,6 +267,8 @@ class Plan:
                               "on_commit": lambda d: extract.merge_work(d, "skeletons.h5")}
             with step.entry.run(**run_kwargs) as work:
                 step.build(self, step, work)
+            if step.stage == "extract" and step.entry.done:  # merged into skeletons.h5 by now
+                shutil.rmtree(step.entry.path / "videos", ignore_errors=True)
             console.print(f"[green]done[/] {step.label} in {time.time() - t0:.1f} s")
 
 
@@ -299,6 +303,8 @@ def build_extracted(plan: Plan, step: Step, work: Work):
     videos = sources.dataset_videos(cfg["dataset"], cfg["options"], plan.root)
     extract.extract_to_work(videos, work, backbone=cfg["backbone"], checkpoint=cfg["checkpoint"] or None,
                             long_edge=cfg["long_edge"], max_people=cfg["max_people"],
+                            decoder_config=cfg["decoder"] or None,
+                            decoder_workers=plan.cfg.get("extract", {}).get("decoder_workers"),
                             device=plan.device, shard=plan.shard,
                             out_name=None if plan.shard else "skeletons.h5")
 

@@ -132,3 +132,45 @@ def test_kill_during_run_all_then_resume(tmp_path):
     teacher = next((tmp_path / "cache" / "teacher").glob("*/metrics.jsonl"))
     assert [json.loads(line)["epoch"] for line in teacher.read_text().splitlines()] == [0, 1, 2, 3] \
         or [json.loads(line)["epoch"] for line in teacher.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_ntu_with_real_openpifpaf_extraction(tmp_path):
+    """Kinect skeletons + RGB videos → extract (a random-weight, biased OpenPifPaf) → align."""
+    pytest.importorskip("openpifpaf")
+    import cv2
+    import numpy as np
+
+    from skelpipe import extract
+    from skelpipe.store import open_store
+    from test_datasets_ntu import FRAMES, skeleton_text
+
+    root = tmp_path / "ntu"
+    (root / "nturgb+d_skeletons").mkdir(parents=True)
+    (root / "nturgb+d_rgb").mkdir()
+    names = ["S001C001P001R001A001", "S001C001P003R001A002"]  # a training and a test subject
+    for name in names:
+        (root / "nturgb+d_skeletons" / f"{name}.skeleton").write_bytes(skeleton_text(FRAMES))
+        video = cv2.VideoWriter(str(root / "nturgb+d_rgb" / f"{name}_rgb.avi"),
+                                cv2.VideoWriter_fourcc(*"MJPG"), 30, (96, 64))
+        for t in range(len(FRAMES)):
+            video.write(np.full((64, 96, 3), 40 * t, np.uint8))
+        video.release()
+    (root / "nturgb+d_rgb" / "S001C001P001R001A003_rgb.avi").write_bytes(b"")  # a zero-byte video
+    checkpoint = extract.random_checkpoint("mobilenetv3small", tmp_path / "mnv3s.pkl", biased=True)
+    overrides = ["experiments.settings=['heterogeneous']", "sources.k16.backbone=mobilenetv3small",
+                 f"sources.k16.checkpoint='{checkpoint}'", "extract.long_edge=65",
+                 "extract.decoder_workers=0", "extract.decoder={cif_neighbors = 1}"]
+    result = CliRunner().invoke(cli, ["run-all", "ntu", "--data-root", str(root), "--until", "align",
+                                      "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
+                                      *_set_args(overrides)])
+    assert result.exit_code == 0, result.output
+    extracted = next((tmp_path / "cache" / "extract").glob("*/manifest.json")).parent
+    assert not (extracted / "videos").exists()  # per-video files merged, then removed
+    bad = json.loads((extracted / "manifest.json").read_text())["bad_items"]
+    assert [b["item"] for b in bad] == ["S001C001P001R001A003"]
+    with open_store(extracted / "skeletons.h5") as s:
+        assert s.ids() == names and s.layout.name == "coco17"
+        assert s.read(names[0]).keypoints.shape[1] == len(FRAMES)
+    aligned = next((tmp_path / "cache" / "align").glob("*/manifest.json")).parent
+    with open_store(aligned / "lq.h5") as lq:
+        assert lq.ids() == names and lq.read(names[1]).attrs["label"] == 1
