@@ -8,6 +8,17 @@ import os
 from pathlib import Path
 
 
+def _temporary(path: Path, tag) -> Path:
+    return path.with_name(f".{path.stem}.tmp-{tag}{path.suffix}")
+
+
+def remove_stale(path) -> None:
+    """Remove the temporaries of ``path`` that killed writers left behind."""
+    path = Path(path)
+    for stale in path.parent.glob(_temporary(path, "*").name):
+        stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def replacing(path):
     """Yield a temporary path to write; on a clean exit it replaces ``path``, else it is removed.
@@ -15,7 +26,7 @@ def replacing(path):
     The temporary name keeps the suffix (writers such as OpenCV choose the format by it).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    tmp = _temporary(path, os.getpid())
     try:
         yield tmp
         os.replace(tmp, path)

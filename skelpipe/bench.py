@@ -1,24 +1,13 @@
 """``skelpipe bench``: speed benchmarks. Each benchmark lives with the code it measures."""
 
-import importlib
-
 import click
+
+from skelpipe.cli import LazyGroup
 
 BENCHMARKS = {"train": "skelpipe.train:bench_command", "extract": "skelpipe.extract:bench_command"}
 
 
-class _Benchmarks(click.Group):
-    def list_commands(self, ctx):
-        return sorted(BENCHMARKS)
-
-    def get_command(self, ctx, name):
-        if name not in BENCHMARKS:
-            return None
-        module, attr = BENCHMARKS[name].split(":")
-        return getattr(importlib.import_module(module), attr)
-
-
-@click.group("bench", cls=_Benchmarks)
+@click.group("bench", cls=LazyGroup, commands=BENCHMARKS)
 def bench_command():
     """Speed benchmarks; print tables of measured throughput.
 

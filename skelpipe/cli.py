@@ -30,13 +30,19 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
+    """A group whose commands (``name → "module:attr"``) are imported when first used."""
+
+    def __init__(self, *args, commands: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = COMMANDS if commands is None else commands
+
     def list_commands(self, ctx):
-        return sorted(COMMANDS)
+        return sorted(self.lazy)
 
     def get_command(self, ctx, name):
-        if name not in COMMANDS:
+        if name not in self.lazy:
             return None
-        module, attr = COMMANDS[name].split(":")
+        module, attr = self.lazy[name].split(":")
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:

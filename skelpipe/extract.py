@@ -29,6 +29,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from skelpipe import atomic
 from skelpipe.console import console, progress
 from skelpipe.errors import SkelpipeError
 
@@ -597,9 +598,7 @@ def extract_file(video_paths, out, *, backbone: str, checkpoint: str | None = No
         if stage.done and (stage.path / "poses.h5").exists():
             manifest = stage.manifest()
             os.replace(stage.path / "poses.h5", out)
-            tmp = manifest_path.with_name(manifest_path.name + ".tmp")
-            tmp.write_text(json.dumps(manifest, indent=1))
-            os.replace(tmp, manifest_path)
+            atomic.write_json(manifest_path, manifest)
             shutil.rmtree(root, ignore_errors=True)
             console.print(f"wrote {out} ({manifest.get('units', 0)} videos; manifest {manifest_path})")
             return manifest

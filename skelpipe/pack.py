@@ -220,8 +220,7 @@ def pack(aligned_dir, work, **config) -> dict:
     out_dir = Path(getattr(work, "dir", work))
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / FILE
-    for stale in out_dir.glob(f".{FILE}.tmp-*"):  # left by a killed run
-        stale.unlink()
+    atomic.remove_stale(out_path)
     report_bad = work.report_bad if hasattr(work, "report_bad") else (lambda item, reason: None)
     with open_store(aligned_dir / "lq.h5") as lq, open_store(aligned_dir / "hq.h5") as hq:
         if not len(lq):
