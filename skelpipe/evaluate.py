@@ -2,7 +2,8 @@
 
 Teachers are evaluated on the HQ test data, students on the LQ test data occluded with the
 same probability (OP) as in training, one fixed draw per instance
-(``noise.instance_seeds(test_seed, instance index)``, the pack's ``test_seed``; exactly what
+(``noise.test_seeds(test_seed, split)``: a hash of the pack's ``test_seed``, the split and each
+sample's id, in a stream of its own that no training mask can repeat; exactly what
 ``pack.degrade`` gives), so every student sees the same test set.
 """
 
@@ -22,12 +23,14 @@ from skelpipe.errors import SkelpipeError
 
 
 @torch.no_grad()
-def predict(model, x, batch_size=256, device="cpu", amp=True, op=0.0, mode="track", seed=0,
+def predict(model, x, batch_size=256, device="cpu", amp=True, op=0.0, mode="track", seeds=None,
             show_progress=False) -> torch.Tensor:
     """Logits (N, K) float32 on the CPU of ``model`` (put in eval mode) on ``x`` (N, C, T, V, M).
 
-    With ``op > 0`` instance i is occluded with seed ``noise.instance_seeds(seed, i)``.
+    With ``op > 0`` instance i is occluded with the mask seed ``seeds[i]`` (``noise.test_seeds``).
     """
+    if op > 0 and (seeds is None or len(seeds) != len(x)):
+        raise ValueError("predict with op > 0 needs one occlusion seed per instance")
     device = torch.device(device)
     model.eval()
     x = torch.as_tensor(x)
@@ -38,8 +41,7 @@ def predict(model, x, batch_size=256, device="cpu", amp=True, op=0.0, mode="trac
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device, non_blocking=True).float()
             if op > 0:
-                seeds = noise.instance_seeds(seed, torch.arange(start, start + len(xb), device=device))
-                xb = xb * noise.occlusion_mask(seeds, op, xb.shape[2:], mode)
+                xb = xb * noise.occlusion_mask(seeds[start:start + len(xb)].to(device), op, xb.shape[2:], mode)
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 logits = model(xb)[0]
             out.append(logits.float().cpu())
@@ -127,7 +129,8 @@ def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, 
     if len(labels) == 0:
         raise SkelpipeError(f"{pack_dir}: the {split} split has no {which.upper()} instance to evaluate")
 
-    logits = predict(model, x, batch_size=batch_size, device=device, op=op, mode=mode, seed=seed,
+    seeds = noise.instance_seeds(seed, noise.sample_keys(ids), "eval", getattr(data, "name", split)) if op > 0 else None
+    logits = predict(model, x, batch_size=batch_size, device=device, op=op, mode=mode, seeds=seeds,
                      amp=cfg.get("amp", True), show_progress=True)
     num_classes = meta["num_classes"]
     names = meta.get("class_names") or [str(c) for c in range(num_classes)]

@@ -16,16 +16,25 @@ Modes (METHOD.md; each keeps the expected occluded fraction of joint-frames equa
 An occluded joint loses all its channels (confidence included); padding stays zero because the
 mask is applied by multiplication.
 
-Draws: instance i of a split gets the seed ``instance_seeds(base_seed, i)``. Test data always
-use this one fixed draw per instance. Training uses it too by default (``fixed``: the same
-degraded copy of the data set every epoch, as the paper's "synthesized low-quality skeletons"
-reads), or mixes the epoch in (``fresh``: a new mask every epoch, i.e. augmentation).
+Draws: a mask follows its sample, never its position. Its seed is a hash of (occlusion seed,
+purpose, split, sample id[, epoch]) — ``instance_seeds(seed, sample_keys(ids), purpose, split)``
+— with ``purpose`` ``"train"`` (the masks a student trains on) or ``"eval"`` (the fixed test
+draw). Purpose and split are separate hash streams, so no choice of seeds can make a test mask
+the copy of a training mask (with the sorted ids of two splits, seeding by index made test
+instance i and training instance i — same class — share their mask whenever the two seeds were
+equal: a leak, since a fixed mask is a fingerprint). Test data always use one fixed draw per
+instance. Training uses one too by default (``fixed``: the same degraded copy of the data set
+every epoch, as the paper's "synthesized low-quality skeletons" reads), or mixes the epoch in
+(``fresh``: a new mask every epoch, i.e. augmentation).
 """
+
+import hashlib
 
 import numpy as np
 import torch
 
 MODES = ("track", "joint", "block")
+PURPOSES = ("train", "eval")
 
 _BITS = 24  # uniform numbers are 24-bit integers; p is compared as an integer threshold
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -64,21 +73,42 @@ def _as_seeds(seeds, device) -> torch.Tensor:
     arr = np.asarray(seeds)
     if arr.dtype == np.uint64:
         arr = arr.view(np.int64)
-    return torch.as_tensor(arr.astype(np.int64, copy=False), device=device).reshape(-1)
+    return torch.as_tensor(np.ascontiguousarray(arr, dtype=np.int64), device=device).reshape(-1)
 
 
-def instance_seeds(base_seed: int, index, epoch: int | None = None, device=None) -> torch.Tensor:
-    """One seed per instance: a hash of (base seed, instance index[, epoch]) → int64 (N,).
+def _text_key(text: str) -> int:
+    """A 64-bit int64 key of a string (blake2b): stable across runs, machines and Python versions."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
 
-    Test data use ``epoch=None``: one fixed draw per instance. Training uses the same
-    (``fixed``, default) or mixes in the epoch (``fresh``: a new draw every epoch).
+
+def sample_keys(ids) -> np.ndarray:
+    """(N,) int64: one key per sample id, so that a sample's mask does not depend on its position."""
+    return np.fromiter((_text_key(str(i)) for i in ids), dtype=np.int64, count=len(ids))
+
+
+def instance_seeds(seed: int, keys, purpose: str, split: str, epoch: int | None = None,
+                   device=None) -> torch.Tensor:
+    """One mask seed per instance: a hash of (seed, purpose, split, key[, epoch]) → int64 (N,).
+
+    ``keys``: ``sample_keys(ids)`` of the instances (or any int64 keys). ``purpose``: ``"train"``
+    (a student's training masks) or ``"eval"`` (the fixed test draw); with ``split`` it selects
+    an independent stream. ``epoch``: None for a fixed draw, the epoch for fresh draws.
     """
-    index = _as_seeds(index, device)
-    base = torch.full_like(index, _i64(int(base_seed) % (1 << 64)))
-    h = _mix(_mix(base ^ _SALT["instance"]) + index)
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown purpose {purpose!r}; known: {', '.join(PURPOSES)}")
+    keys = _as_seeds(keys, device)
+    stream = _mix(torch.full_like(keys, _i64(int(seed) % (1 << 64))) ^ _SALT["instance"])
+    stream = _mix(stream + _text_key(f"{purpose}/{split}"))
+    h = _mix(stream + keys)
     if epoch is not None:
         h = _mix(h ^ _mix(torch.full_like(h, int(epoch)) ^ _SALT["epoch"]))
     return h
+
+
+def test_seeds(seed: int, split, device=None) -> torch.Tensor:
+    """The fixed evaluation draw of a split (anything with ``ids`` and ``name``, e.g. a packed
+    split): ``instance_seeds(seed, sample_keys(split.ids), "eval", split.name)``."""
+    return instance_seeds(seed, sample_keys(split.ids), "eval", getattr(split, "name", "test"), device=device)
 
 
 def occlusion_mask(seeds, p: float, shape=(300, 25, 2), mode: str = "track", device=None,
@@ -126,8 +156,9 @@ def occlude(x, p: float, seed, mode: str = "track", block_len: int = 15):
     """``x`` (..., C, T, V, M) tensor or array with joints zeroed; the same type comes back.
 
     ``seed``: an int, or one seed per instance of the leading dimensions. An int seed on a
-    batch gives instance i the seed ``instance_seeds(seed, i)``; for a single instance
-    (x of 4 dims) the int is the instance's seed itself.
+    batch gives instance i the seed ``instance_seeds(seed, i, "eval", "index")`` (positional:
+    for ad-hoc use; data sets go through ``sample_keys``); for a single instance (x of 4 dims)
+    the int is the instance's seed itself.
     """
     is_numpy = not isinstance(x, torch.Tensor)
     t = torch.as_tensor(x) if is_numpy else x
@@ -138,7 +169,7 @@ def occlude(x, p: float, seed, mode: str = "track", block_len: int = 15):
     if np.ndim(seed) == 0 and not (isinstance(seed, torch.Tensor) and seed.numel() > 1):
         seed = int(seed)
         seeds = (torch.tensor([seed], dtype=torch.int64, device=t.device) if not lead
-                 else instance_seeds(seed, torch.arange(n, device=t.device)))
+                 else instance_seeds(seed, torch.arange(n, device=t.device), "eval", "index"))
     else:
         seeds = _as_seeds(seed, t.device)
         if seeds.numel() != n:

@@ -26,10 +26,10 @@ Time: sequences longer than T are truncated, shorter ones zero-padded at the end
 ``sample_frames = K`` a sequence longer than K is sampled uniformly to K frames (T becomes K).
 
 Occlusion is not baked in: the LQ test tensors are clean, and evaluation applies
-``skelpipe.noise.occlusion_mask`` with seeds ``instance_seeds(test_seed, i)`` for instance i of
-the split. The mask is a pure function of (seed, instance), so this IS one fixed draw per test
-instance, the same in every evaluation, without storing a degraded copy per (p, mode, seed)
-(see ``degrade``).
+``skelpipe.noise.occlusion_mask`` with seeds ``noise.test_seeds(test_seed, split)`` (a hash of
+the seed, the split's name and each sample's id). The mask is a pure function of those, so this
+IS one fixed draw per test instance, the same in every evaluation, without storing a degraded
+copy per (p, mode, seed) (see ``degrade``).
 """
 
 import dataclasses
@@ -112,6 +112,7 @@ class Split:
     attrs: dict
     length: np.ndarray = field(default=None)        # int32 (N,)
     hq_available: np.ndarray = field(default=None)  # bool (N,)
+    name: str = "train"     # the split's name: with the ids, it selects the occlusion stream
 
     def __len__(self):
         return len(self.label)
@@ -395,6 +396,7 @@ def load_split(pack_dir, split: str, mmap: bool = False) -> Split:
             attrs=attrs,
             length=g["length"][()],
             hq_available=g["hq_available"][()].astype(bool),
+            name=split,
         )
 
 
@@ -421,19 +423,19 @@ def decode_attr(v):
 
 
 def degrade(pack_dir, split: str, op: float, mode: str = "track", seed: int | None = None) -> np.ndarray:
-    """The occluded LQ tensors of a split: ``occlude(lq, op, seed, mode)``, instance i with seed
-    ``instance_seeds(seed, i)`` — exactly what evaluation applies on the fly. ``seed`` defaults
-    to the pack's ``test_seed``.
+    """The occluded LQ tensors of a split, one fixed draw per instance (seeds
+    ``noise.test_seeds``) — exactly what evaluation applies on the fly. ``seed`` defaults to
+    the pack's ``test_seed``.
 
     Degradation is kept virtual (not a cached stage): the mask is a pure function of (seed,
-    instance) made on the device in microseconds, whereas a stored copy per (op, mode, seed)
-    would repeat the LQ tensors (GBs for NTU) and could not serve fresh per-epoch draws.
+    split, sample id) made on the device in microseconds, whereas a stored copy per (op, mode,
+    seed) would repeat the LQ tensors (GBs for NTU) and could not serve fresh per-epoch draws.
     """
-    from skelpipe.noise import occlude
+    from skelpipe.noise import occlude, test_seeds
 
     sp = load_split(pack_dir, split)
     seed = sp.attrs.get("test_seed", 0) if seed is None else seed
-    return occlude(sp.lq, op, seed, mode)
+    return occlude(sp.lq, op, test_seeds(seed, sp), mode)
 
 
 # ---------------------------------------------------------------- stage and CLI

@@ -3,8 +3,11 @@
 A pipeline names its data, its skeleton sources (the dataset's own skeletons, a pose estimator
 — OpenPifPaf or its simulation), its settings (which source is HQ and which LQ), the stages'
 options, and an experiment matrix (``[[experiments]]``: settings × benchmarks × occlusion
-probabilities × distillation variants × HQ fractions). The plan is the list of stages this
-matrix needs, deduplicated by cache key, so experiments share every stage they have in common:
+probabilities × distillation variants × HQ fractions × student seeds). The plan is the list of
+stages this matrix needs, deduplicated by cache key, so experiments share every stage they have
+in common. ``seeds = [0, 1, 2]`` trains every student cell once per seed (initialisation and data
+order; the training occlusion masks follow ``student.occlusion_seed``, or the seed too with
+``seed_occlusion = true``); the report gives mean ± sd and the paired KD gain with its interval:
 
     skeletons / extract / simulate → align → pack → teacher → partmatrix → student → evaluate → report
 
@@ -29,7 +32,7 @@ from skelpipe.errors import SkelpipeError
 # Bump a stage's version when its code changes what it writes: that re-keys it and everything
 # downstream.
 VERSIONS = {"skeletons": 1, "extract": 1, "simulate": 1, "align": 1, "pack": 1, "teacher": 1,
-            "partmatrix": 1, "student": 1, "evaluate": 1}
+            "partmatrix": 1, "student": 2, "evaluate": 2}  # 2: occlusion masks keyed by sample id
 STAGE_ORDER = ("skeletons", "extract", "simulate", "align", "pack", "teacher", "partmatrix",
                "student", "evaluate", "report")
 
@@ -186,6 +189,11 @@ class Plan:
         hq, lq = self.source(setting["hq"]), self.source(setting["lq"])
         align = self.add("align", f"align {setting['name']}", dict(cfg.get("align", {})),
                          {"hq": hq, "lq": lq}, build_align)
+        seeds = exp.get("seeds", [cfg["student"].get("seed", 0)])
+        if not (isinstance(seeds, list) and seeds and all(isinstance(v, int) for v in seeds)
+                and len(set(seeds)) == len(seeds)):
+            raise SkelpipeError(f"{cfg['_path']}: experiments.seeds must be a list of distinct integers, "
+                                f"got {seeds!r}")
         common = {"setting": setting["name"], "table": exp.get("table"),
                   "hq_source": hq.meta["label"], "lq_source": lq.meta["label"],
                   "extractor": lq.meta.get("extractor", "dataset")}
@@ -201,7 +209,8 @@ class Plan:
                     teacher = self.add("teacher", f"teacher {setting['name']} {benchmark} HQ {fraction:.0%}",
                                        _train_config(cfg["teacher"], stage="teacher"),
                                        {"pack": pack}, build_train)
-                    self._evaluate(teacher, pack, 0.0, {**where, "model": "teacher", "kd": None, "op": 0.0})
+                    self._evaluate(teacher, pack, 0.0, {**where, "model": "teacher", "kd": None, "op": 0.0,
+                                                        "seed": cfg["teacher"].get("seed", 0)})
                     partmatrix = None
                     for op in exp.get("op", [0.0]):
                         for kd in exp.get("kd", ["pmsc"]):
@@ -214,13 +223,17 @@ class Plan:
                                         "partmatrix", f"part matrix {setting['name']} {benchmark} HQ {fraction:.0%}",
                                         {}, {"teacher": teacher, "pack": pack}, build_partmatrix)
                                     deps["partmatrix"] = partmatrix
-                                scfg = {**_train_config(cfg["student"], stage="student"), "kd": kd, "op": op,
-                                        "lq_data": data}
-                                student = self.add("student", f"student {setting['name']} kd={kd} OP {op} {benchmark} "
-                                                   f"HQ {fraction:.0%}{' (pairs only)' if data == 'pair' else ''}",
-                                                   scfg, deps, build_train)
-                                self._evaluate(student, pack, op, {**where, "model": "student", "kd": kd,
-                                                                   "op": op, "lq_data": data})
+                                for seed in seeds:
+                                    scfg = {**_train_config(cfg["student"], stage="student"), "kd": kd, "op": op,
+                                            "lq_data": data, "seed": seed}
+                                    if exp.get("seed_occlusion", False):
+                                        scfg["occlusion_seed"] = seed
+                                    student = self.add(
+                                        "student", f"student {setting['name']} kd={kd} OP {op} {benchmark} "
+                                        f"HQ {fraction:.0%}{' (pairs only)' if data == 'pair' else ''}"
+                                        f"{f' seed {seed}' if len(seeds) > 1 else ''}", scfg, deps, build_train)
+                                    self._evaluate(student, pack, op, {**where, "model": "student", "kd": kd,
+                                                                       "op": op, "lq_data": data, "seed": seed})
 
     def _evaluate(self, model: Step, pack: Step, op: float, meta: dict):
         scfg = self.cfg["student"]

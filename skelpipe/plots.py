@@ -34,6 +34,37 @@ def training_curves(runs: list[tuple[str, Path]], path: Path) -> Path:
     return path
 
 
+def kd_gains(records: list[dict], path: Path) -> Path | None:
+    """The paired KD gain (top-1, points) per OP with its 95 % interval, one line per
+    (table, setting, benchmark, HQ amount, LQ data, distillation variant); None when no aggregate
+    record has a gain."""
+    lines = {}
+    for r in records:
+        if r.get("aggregate") and r.get("gain_top1"):
+            key = (r["table"] or 0, r["setting"], r["benchmark"], r["hq_fraction"], r.get("lq_data"), r["kd"])
+            lines.setdefault(key, []).append(r)
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for n, (key, rows) in enumerate(sorted(lines.items(), key=lambda kv: str(kv[0]))):
+        rows.sort(key=lambda r: r["op"])
+        ops = np.array([r["op"] for r in rows]) + 0.01 * n  # side by side, not on top of each other
+        gain = np.array([r["gain_top1"]["mean"] for r in rows])
+        ci = np.array([r["gain_top1"]["ci95"] or [g, g] for r, g in zip(rows, gain)])
+        table, setting, bench, fraction, data, kd = key
+        label = (f"T{table} {setting} {bench} {kd}" + (f" HQ {fraction:.0%}" if fraction != 1 else "")
+                 + (" pairs only" if data == "pair" else "") + f" (n={rows[0]['gain_top1']['n']})")
+        ax.errorbar(ops, gain, yerr=[gain - ci[:, 0], ci[:, 1] - gain], marker="o", capsize=4, label=label)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel="occlusion probability (OP)", ylabel="top-1 gain over w/o KD (points)",
+           title="KD gain, paired over seeds, 95 % interval")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _pixels(sample, layout, store_attrs) -> np.ndarray | None:
     """(M, T, V, 2) image coordinates of a stored sample, or None when it has none."""
     if "color_xy" in sample.arrays:

@@ -1,10 +1,15 @@
-"""Reports: ``results.json`` (one record per evaluated model), ``results.md`` (tables shaped like
-the paper's, with the paper's figure beside ours where the setting matches) and plots.
+"""Reports: ``results.json`` (one record per evaluated model and seed, plus one aggregate per
+cell), ``results.md`` (tables shaped like the paper's: mean ± sd over seeds, the paired KD gain
+with its 95 % interval, the paper's figure beside ours where the setting matches) and plots.
 
 A record: ``{"benchmark", "model": "teacher"|"student", "kd": "none"|"kl"|"global-msc"|"pmsc"|null,
 "op", "hq_fraction", "hq_layout", "lq_layout", "extractor", "top1", "top5"}`` (accuracies in
-percent) plus ``setting``, ``table``, ``lq_data`` ("all" or "pair"), ``hq_source``, ``lq_source``
-and ``splits`` (the number of random splits averaged: SYSU's protocol).
+percent) plus ``setting``, ``table``, ``lq_data`` ("all" or "pair"), ``hq_source``, ``lq_source``,
+``n_test`` (test instances) and ``aggregate``. A run record (``aggregate: false``) has its
+``seed`` and ``splits`` (the number of random splits averaged: SYSU's protocol). An aggregate
+(``aggregate: true``, ``seed: null``) has ``seeds``, ``n``, ``top1``/``top5`` as means,
+``top1_sd``/``top5_sd``, and for a student with distillation ``gain_top1``/``gain_top5``:
+``{"mean", "ci95": [lo, hi] or null, "n", "significant"}`` (``stats.paired_difference``).
 """
 
 import json
@@ -16,6 +21,7 @@ import click
 import h5py
 import numpy as np
 
+from skelpipe import stats
 from skelpipe.atomic import write_json
 from skelpipe.console import console
 
@@ -107,8 +113,19 @@ def _pack_attrs(pack_dir: Path) -> dict:
         return {k: decode_attr(v) for k, v in f.attrs.items()}
 
 
+_SCORES = ("top1", "top5")
+_PER_RUN = ("split", "splits", "seed", "model_dir", "eval_dir", "n_test", "aggregate") + _SCORES
+
+
+def _identity(record: dict, leave_out=_PER_RUN) -> tuple:
+    return tuple((k, json.dumps(v)) for k, v in sorted(record.items()) if k not in leave_out)
+
+
 def collect(plan) -> list[dict]:
-    """One record per finished evaluate stage of the plan; SYSU's splits averaged."""
+    """The records of a plan's finished evaluate stages: one per (cell, seed) with its scores
+    (SYSU's splits averaged), then one aggregate per cell over its seeds (``"aggregate": true``,
+    mean, sd and n; for a student with distillation, the paired gain over the student without
+    KD of the same seeds, with its 95 % interval: ``stats.paired_difference``)."""
     per_split = []
     for step in plan.records:
         if not step.entry.done:
@@ -122,42 +139,92 @@ def collect(plan) -> list[dict]:
             "hq_layout": pack.get("hq_layout"), "lq_layout": pack.get("lq_layout"),
             "extractor": meta["extractor"],
             "top1": 100 * float(metrics["top1"]), "top5": 100 * float(metrics["top5"]),
+            "n_test": int(metrics.get("n", 0)),
             "setting": meta["setting"], "table": meta.get("table"), "lq_data": meta.get("lq_data"),
             "hq_source": meta["hq_source"], "lq_source": meta["lq_source"], "split": meta["split"],
+            "seed": meta.get("seed", 0),
             "model_dir": str(step.deps["model"].entry.path), "eval_dir": str(step.entry.path),
         })
-    groups = defaultdict(list)
+    runs = defaultdict(list)
     for r in per_split:
-        groups[tuple((k, json.dumps(v)) for k, v in r.items()
-                     if k not in ("top1", "top5", "split", "model_dir", "eval_dir"))].append(r)
+        runs[_identity(r) + (("seed", r["seed"]),)].append(r)
     records = []
-    for rows in groups.values():
+    for rows in runs.values():
         rec = {k: v for k, v in rows[0].items() if k not in ("split", "model_dir", "eval_dir")}
-        rec["top1"] = round(float(np.mean([r["top1"] for r in rows])), 2)
-        rec["top5"] = round(float(np.mean([r["top5"] for r in rows])), 2)
+        for score in _SCORES:
+            rec[score] = round(float(np.mean([r[score] for r in rows])), 2)
         rec["splits"] = len(rows)
+        rec["aggregate"] = False
         if len(rows) == 1:
             rec["model_dir"], rec["eval_dir"] = rows[0]["model_dir"], rows[0]["eval_dir"]
         records.append(rec)
-    return records
+    return records + aggregate(records)
 
 
-def _cell(ours, paper, base=None):
-    if ours is None:
-        return "–" if paper is None else f"– ({paper:.2f})"
-    text = f"{ours:.2f}"
-    if base is not None:
-        text += f" ({ours - base:+.2f})"
+def aggregate(runs: list[dict]) -> list[dict]:
+    """One record per cell over its seeds: mean and sd of each score, the seeds, and for students
+    with distillation ``gain_top1`` / ``gain_top5``: the paired difference to the student
+    without KD (same cell otherwise, same seeds)."""
+    cells = defaultdict(list)
+    for r in runs:
+        cells[_identity(r)].append(r)
+    out = []
+    for rows in cells.values():
+        rows.sort(key=lambda r: r["seed"])
+        rec = {k: v for k, v in rows[0].items() if k not in _PER_RUN}
+        rec.update(aggregate=True, seed=None, seeds=[r["seed"] for r in rows], n=len(rows),
+                   n_test=rows[0].get("n_test"))
+        for score in _SCORES:
+            s = stats.summary([r[score] for r in rows])
+            rec[score] = round(s["mean"], 2)
+            rec[f"{score}_sd"] = None if s["sd"] is None else round(s["sd"], 2)
+        if rec["model"] == "student" and rec["kd"] not in (None, "none"):
+            base = {r["seed"]: r for r in cells.get(_identity({**rows[0], "kd": "none"}), [])}
+            pairs = [(r, base[r["seed"]]) for r in rows if r["seed"] in base]
+            for score in _SCORES if pairs else ():
+                d = stats.paired_difference([a[score] for a, _ in pairs], [b[score] for _, b in pairs])
+                rec[f"gain_{score}"] = {"mean": round(d["mean"], 2), "n": d["n"],
+                                        "ci95": None if d["ci"] is None else [round(c, 2) for c in d["ci"]],
+                                        "significant": d["significant"]}
+        out.append(rec)
+    return out
+
+
+def _cell(rec, metric, paper):
+    """``mean ± sd`` of a cell, its paired KD gain with the 95 % interval, the paper's figure."""
+    if rec is None:
+        return "–" if paper is None else f"– [paper {paper:.2f}]"
+    text = f"{rec[metric]:.2f}"
+    if rec.get(f"{metric}_sd") is not None:
+        text += f" ± {rec[f'{metric}_sd']:.2f}"
+    gain = rec.get(f"gain_{metric}")
+    if gain is not None:
+        text += f" ({gain['mean']:+.2f}"
+        if gain["ci95"] is not None:
+            lo, hi = gain["ci95"]
+            text += f", CI [{lo:+.2f}, {hi:+.2f}]" + ("" if gain["significant"] else " n.s.")
+        text += ")"
     if paper is not None:
         text += f" [paper {paper:.2f}]"
     return text
 
 
 def markdown(records: list[dict], dataset: str, name: str) -> str:
+    """The paper-shaped tables of the aggregate records (mean ± sd over seeds, paired gains)."""
     columns = COLUMNS.get(dataset, COLUMNS["demo"])
+    records = [r for r in records if r.get("aggregate", True)]
+    seeds = sorted({r["n"] for r in records if r["model"] == "student"}) or [1]
+    tests = sorted({r["n_test"] for r in records if r.get("n_test")})
     lines = [f"# Results: {name}", "",
-             "Accuracy in %; (±x) is the gain over the student without KD at the same OP; "
+             "Accuracy in %: mean ± sd over the seeds of each student cell "
+             f"({'/'.join(map(str, seeds))} seeds; teachers: one run). (+x, CI [lo, hi]) is the KD gain: the "
+             "mean over seeds of the paired difference to the student without KD (same seed, same test "
+             "draw) with its 95 % Student-t interval; n.s. = the interval contains 0. "
              "[paper x] is the paper's figure for the same setting where there is one.", ""]
+    if tests:
+        se = stats.binomial_se(0.75, min(tests))
+        lines += [f"Test instances per cell: {', '.join(map(str, tests))} (one run's standard error at 75 %: "
+                  f"{100 * se:.1f} points).", ""]
     tables = sorted({(r["table"] or 0, r["setting"]) for r in records})
     for table, setting in tables:
         rows = [r for r in records if (r["table"] or 0) == table and r["setting"] == setting]
@@ -176,17 +243,12 @@ def markdown(records: list[dict], dataset: str, name: str) -> str:
                 match = [r for r in rows if r["benchmark"] == bench and r["model"] == model
                          and r["kd"] == kd and r["op"] == op and r["hq_fraction"] == fraction
                          and (r.get("lq_data") or "") == data]
-                base = [r for r in rows if r["benchmark"] == bench and r["model"] == "student"
-                        and r["kd"] == "none" and r["op"] == op and r["hq_fraction"] == fraction
-                        and (r.get("lq_data") or "") == data]
-                ours = match[0][metric] if match else None
-                ref = base[0][metric] if base and kd not in (None, "none") else None
                 if table == 5:
                     paper = PAPER_TABLE5.get((setting, fraction, model, kd, data or None))
                 else:
                     paper = PAPER.get((dataset, table, model, kd, op))
                 paper = None if paper is None else paper[columns.index((bench, metric, _))]
-                cells.append(_cell(ours, paper, ref))
+                cells.append(_cell(match[0] if match else None, metric, paper))
             source = rows[0]["hq_source"] if model == "teacher" else rows[0]["lq_source"]
             label = "Teacher" if model == "teacher" else KD_NAMES[kd]
             extra_cells = [f"{fraction:.0%}", data or ""] if table == 5 else []
@@ -207,6 +269,7 @@ def write_report(plan, out_dir) -> list[dict]:
     (out_dir / "results.md").write_text(md + "\n")
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(exist_ok=True)
+    plots.kd_gains(records, plots_dir / "kd_gain.png")
     trained = [s for s in plan.ordered() if s.stage in ("teacher", "student") and s.entry.done]
     if trained:
         plots.training_curves([(s.label, s.entry.path / "metrics.jsonl") for s in trained],

@@ -16,7 +16,8 @@ under ``torchrun``, and a checkpoint every epoch with exact resume.
   (``teacher_features="cached"``); ``"online"`` re-runs it on every batch (same loss).
 
 Exact resume: the data order of an epoch comes from a generator seeded by (seed, epoch), the
-occlusion draws from (seed, instance[, epoch]); ``last.pt`` (written atomically at the end of
+occlusion draws from (occlusion_seed, "train", split, sample id[, epoch]) (``noise``: a stream
+that no test draw can repeat; ``seed`` changes initialisation and order, not the degraded data); ``last.pt`` (written atomically at the end of
 every epoch) holds model, optimiser, scheduler, every rank's RNG states and the metrics so far.
 A run killed at any moment restarts from the last finished epoch and ends with the weights an
 uninterrupted run would have (bit for bit on CPU).
@@ -81,7 +82,8 @@ class TrainConfig:
     op: float = 0.0                        # occlusion probability of the LQ input (student)
     occlusion_mode: str = "track"          # track | joint | block
     occlusion_draws: str = "fixed"         # fixed: one draw per instance; fresh: new every epoch
-    seed: int = 0
+    occlusion_seed: int = 0                # the training masks' seed (seed leaves them alone)
+    seed: int = 0                          # initialisation and data order
     amp: bool = True                       # bf16 autocast (CUDA only; CPU runs in fp32)
     device: str = "auto"
     compile: bool = False
@@ -380,6 +382,7 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
     x_all = _resident(x_np, device, on_device)
     data_device = x_all.device
     labels = torch.from_numpy(labels_np).to(device)
+    sample_keys = torch.from_numpy(noise.sample_keys(split.ids)).to(device) if student and cfg.op > 0 else None
     num_classes = int(attrs["num_classes"])
     n_channels, t_len, _, n_persons = x_np.shape[1:]
 
@@ -478,7 +481,8 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
                 x = x_all[order_data[s0:s1]].to(device, non_blocking=True).float()
                 y = labels[idx]
                 if student and cfg.op > 0:
-                    seeds = noise.instance_seeds(cfg.seed, idx, draw_epoch)
+                    seeds = noise.instance_seeds(cfg.occlusion_seed, sample_keys[idx], "train",
+                                                 getattr(split, "name", "train"), draw_epoch)
                     x = x * noise.occlusion_mask(seeds, cfg.op, x.shape[2:], cfg.occlusion_mode)
                 with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                     logits, glob, parts = model(x)
@@ -548,13 +552,16 @@ def _test_accuracy(model, test, cfg, device, amp) -> dict:
     """Top-1/top-5 on the test split: HQ for a teacher, occluded LQ (fixed draws) for a student."""
     student = cfg.stage == "student"
     labels = np.asarray(test.label)
+    seeds = None
     if student:
-        x, seed = test.lq, int(test.attrs.get("test_seed", 0))
+        x = test.lq
+        if cfg.op > 0:
+            seeds = noise.test_seeds(int(test.attrs.get("test_seed", 0)), test)
     else:
         keep = np.asarray(test.has_hq, dtype=bool)
-        x, labels, seed = test.hq[keep], labels[keep], 0
+        x, labels = test.hq[keep], labels[keep]
     logits = predict(model, x, batch_size=cfg.eval_batch_size, device=device, amp=amp,
-                     op=cfg.op if student else 0.0, mode=cfg.occlusion_mode, seed=seed)
+                     op=cfg.op if student else 0.0, mode=cfg.occlusion_mode, seeds=seeds)
     model.train()
     top1, top5 = topk_accuracy(logits, torch.from_numpy(labels), (1, 5))
     return {"test_top1": top1, "test_top5": top5}
@@ -614,7 +621,8 @@ def _default(name):
 @click.option("--op", type=float, help="Occlusion probability of the LQ input. " + _default("op"))
 @click.option("--occlusion-mode", type=click.Choice(list(noise.MODES)), help=_default("occlusion_mode"))
 @click.option("--occlusion-draws", type=click.Choice(["fixed", "fresh"]), help=_default("occlusion_draws"))
-@click.option("--seed", type=int, help=_default("seed"))
+@click.option("--seed", type=int, help="Seed of the initialisation and the data order. " + _default("seed"))
+@click.option("--occlusion-seed", type=int, help="Seed of the training occlusion masks. " + _default("occlusion_seed"))
 @click.option("--device", help="auto, cpu, cuda or cuda:<i>. " + _default("device"))
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA. [default: on]")
 @click.option("--compile", is_flag=True, default=None, help="torch.compile the model.")

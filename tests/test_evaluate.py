@@ -85,11 +85,12 @@ class SumModel(torch.nn.Module):
         return x.sum(dim=(2, 3, 4)), None, None
 
 
-def test_predict_occludes_instance_i_with_its_fixed_seed_in_any_batching():
+def test_predict_occludes_instance_i_with_its_seed_in_any_batching():
     x = torch.rand(7, 3, 5, 4, 2) + 0.1
-    expected = noise.occlude(x, 0.5, 11).sum(dim=(2, 3, 4))    # instance i: instance_seeds(11, i)
+    seeds = noise.instance_seeds(11, noise.sample_keys([f"s{i}" for i in range(7)]), "eval", "test")
+    expected = noise.occlude(x, 0.5, seeds).sum(dim=(2, 3, 4))
     for batch_size in (1, 3, 7):
-        got = predict(SumModel(), x, batch_size=batch_size, device="cpu", op=0.5, seed=11)
+        got = predict(SumModel(), x, batch_size=batch_size, device="cpu", op=0.5, seeds=seeds)
         torch.testing.assert_close(got, expected)
     assert not torch.allclose(expected, x.sum(dim=(2, 3, 4)))
     assert torch.equal(predict(SumModel(), x, op=0.0), x.sum(dim=(2, 3, 4)))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from skelpipe.noise import MODES, _mix, instance_seeds, occlude, occlusion_mask
+from skelpipe.noise import MODES, _mix, instance_seeds, occlude, occlusion_mask, sample_keys
 
 
 def _splitmix_ref(x: np.ndarray) -> np.ndarray:
@@ -23,7 +23,7 @@ def test_hash_matches_reference_splitmix64():
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.6])
 def test_rate_within_one_percent(mode, p):
-    seeds = instance_seeds(7, np.arange(400))
+    seeds = instance_seeds(7, np.arange(400), "eval", "test")
     mask = occlusion_mask(seeds, p, (60, 17, 2), mode)
     assert mask.shape == (400, 1, 60, 17, 2) and mask.dtype == torch.bool
     rate = 1 - mask.float().mean().item()
@@ -75,12 +75,54 @@ def test_deterministic_per_seed_and_batch_independent(mode):
 
 
 def test_instance_seeds_fixed_and_fresh():
-    idx = np.arange(10)
-    assert torch.equal(instance_seeds(1, idx), instance_seeds(1, idx))
-    assert not torch.equal(instance_seeds(1, idx), instance_seeds(2, idx))
-    assert torch.equal(instance_seeds(1, idx, epoch=3), instance_seeds(1, idx, epoch=3))
-    assert not torch.equal(instance_seeds(1, idx, epoch=3), instance_seeds(1, idx, epoch=4))
-    assert len(set(instance_seeds(1, np.arange(1000)).tolist())) == 1000
+    keys = sample_keys([f"S{i:03d}" for i in range(10)])
+
+    def seeds(seed, epoch=None, keys=keys):
+        return instance_seeds(seed, keys, "train", "train", epoch)
+
+    assert torch.equal(seeds(1), seeds(1))
+    assert not torch.equal(seeds(1), seeds(2))
+    assert torch.equal(seeds(1, 3), seeds(1, 3))
+    assert not torch.equal(seeds(1, 3), seeds(1, 4))
+    assert len(set(seeds(1, keys=np.arange(1000)).tolist())) == 1000
+    # a sample keeps its seed wherever it sits in a batch or a split
+    assert torch.equal(seeds(1, keys=keys[::-1]), seeds(1).flip(0))
+    with pytest.raises(ValueError, match="purpose"):
+        instance_seeds(1, keys, "test", "test")
+
+
+def _class_masks(ids, labels, seed, purpose, split, p=0.6, shape=(32, 17, 2)):
+    """{class: set of mask bit-strings} for the instances of a split."""
+    masks = occlusion_mask(instance_seeds(seed, sample_keys(ids), purpose, split), p, shape)
+    out = {}
+    for mask, label in zip(masks[:, 0, 0].reshape(len(ids), -1).numpy(), labels):
+        out.setdefault(int(label), set()).add(mask.tobytes())
+    return out
+
+
+@pytest.mark.parametrize("train_seed,test_seed", [(0, 0), (1, 1), (0, 1), (1, 0), (7, 7), (3, 1000)])
+def test_test_masks_never_repeat_training_masks(train_seed, test_seed):
+    """The old defect: seeds by position in two sorted splits gave test instance i the mask of
+    training instance i (same class) whenever the seeds were equal. Masks now hash purpose, split
+    and sample id, so a test mask equals a same-class training mask only by chance (the chance
+    for 34 independent draws at p = 0.6 is 0.52 ** 34 ~ 2e-10 per pair)."""
+    classes = 12
+    train_ids = [f"S{s:03d}A{a:03d}R{r}" for s in range(11) for a in range(classes) for r in range(4)]
+    test_ids = [f"S{s:03d}A{a:03d}R{r}" for s in range(11, 16) for a in range(classes) for r in range(4)]
+    labels = [int(i[5:8]) for i in train_ids], [int(i[5:8]) for i in test_ids]
+    train = _class_masks(train_ids, labels[0], train_seed, "train", "train")
+    test = _class_masks(test_ids, labels[1], test_seed, "eval", "test")
+    shared = sum(len(test[c] & train.get(c, set())) for c in test)
+    assert shared == 0
+    # the same sample evaluated on its own split still differs from its training mask
+    own = instance_seeds(train_seed, sample_keys(train_ids), "eval", "train")
+    trained = instance_seeds(train_seed, sample_keys(train_ids), "train", "train")
+    assert not (own == trained).any()
+    # and the old positional scheme would have failed this test at equal seeds
+    if train_seed == test_seed:
+        by_index = occlusion_mask(instance_seeds(train_seed, np.arange(len(test_ids)), "eval", "x"), 0.6, (32, 17, 2))
+        old_train = occlusion_mask(instance_seeds(train_seed, np.arange(len(train_ids)), "eval", "x"), 0.6, (32, 17, 2))
+        assert torch.equal(by_index, old_train[:len(test_ids)])
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -120,7 +162,7 @@ def test_lengths_mark_padding():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 def test_same_mask_on_gpu():
-    seeds = instance_seeds(5, np.arange(64))
+    seeds = instance_seeds(5, np.arange(64), "train", "train")
     for mode in MODES:
         cpu = occlusion_mask(seeds, 0.3, (300, 17, 2), mode)
         gpu = occlusion_mask(seeds.cuda(), 0.3, (300, 17, 2), mode)

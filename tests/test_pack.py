@@ -9,7 +9,7 @@ from skelpipe.errors import SkelpipeError
 from skelpipe.pack import (PackConfig, degrade, frame_indices, load_split, normalise_2d,
                            normalise_3d, pack, run_pack)
 from skelpipe import layouts
-from skelpipe.noise import instance_seeds, occlusion_mask
+from skelpipe.noise import instance_seeds, occlusion_mask, sample_keys
 from skelpipe.store import PoseWriter
 
 
@@ -128,7 +128,7 @@ def test_test_occlusion_is_a_fixed_function_of_instance(tmp_path):
     pack(d, tmp_path, frames=32)
     te = load_split(tmp_path / "data.h5", "test")
     a = degrade(tmp_path / "data.h5", "test", 0.5, "track", seed=3)
-    mask = occlusion_mask(instance_seeds(3, np.arange(len(te))), 0.5, te.lq.shape[2:]).numpy()
+    mask = occlusion_mask(instance_seeds(3, sample_keys(te.ids), "eval", "test"), 0.5, te.lq.shape[2:]).numpy()
     np.testing.assert_array_equal(a, te.lq * mask)
     np.testing.assert_array_equal(a, degrade(tmp_path / "data.h5", "test", 0.5, "track", seed=3))
     pack(_aligned_pair(tmp_path / "aligned2"), tmp_path / "p2", frames=32, test_seed=3)

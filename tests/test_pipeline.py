@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from skelpipe.cache import Cache
 from skelpipe.cli import cli
+from skelpipe.errors import SkelpipeError
 from skelpipe.pipeline import Plan, load_pipeline, parse_override
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
@@ -56,6 +57,27 @@ def test_plan_shares_stages_and_rekeys_downstream(tmp_path):
     assert base["student"] != changed["student"]
 
 
+def test_seeds_multiply_student_cells_only(tmp_path):
+    cache = Cache(tmp_path)
+    one = Plan(load_pipeline("demo"), cache, None, "cpu").build()
+    three = Plan(load_pipeline("demo", ["experiments.seeds=[0, 1, 2]"]), cache, None, "cpu").build()
+    count = lambda plan, stage: sum(s.stage == stage for s in plan.steps.values())  # noqa: E731
+    assert count(three, "student") == 3 * count(one, "student")
+    assert count(three, "teacher") == count(one, "teacher") == 1
+    students = [s for s in three.steps.values() if s.stage == "student"]
+    assert sorted({s.entry.config["seed"] for s in students}) == [0, 1, 2]
+    # the seed moves initialisation and order; the training masks stay put unless asked
+    assert {s.entry.config.get("occlusion_seed", 0) for s in students} == {0}
+    moved = Plan(load_pipeline("demo", ["experiments.seeds=[0, 1]", "experiments.seed_occlusion=true"]),
+                 cache, None, "cpu").build()
+    assert {s.entry.config["occlusion_seed"] for s in moved.steps.values() if s.stage == "student"} == {0, 1}
+    evaluations = [s for s in three.records if s.deps["model"].stage == "student"]
+    assert sorted({s.meta["seed"] for s in evaluations}) == [0, 1, 2]
+    for bad in ("[]", "[0, 0]", "['a']"):
+        with pytest.raises(SkelpipeError, match="seeds"):
+            Plan(load_pipeline("demo", [f"experiments.seeds={bad}"]), cache, None, "cpu").build()
+
+
 def test_override_parsing():
     assert parse_override("teacher.epochs=5") == (["teacher", "epochs"], 5)
     assert parse_override("teacher.channels=[8, 16]") == (["teacher", "channels"], [8, 16])
@@ -89,7 +111,12 @@ def test_demo_end_to_end_then_cached_rerun(tmp_path):
     records = json.loads((tmp_path / "report" / "results.json").read_text())
     fields = {"benchmark", "model", "kd", "op", "hq_fraction", "hq_layout", "lq_layout", "extractor",
               "top1", "top5"}
-    assert len(records) == 1 + 2 * 2  # the teacher, and students kd none / pmsc at OP 0 and 0.6
+    runs = [r for r in records if not r["aggregate"]]
+    cells = [r for r in records if r["aggregate"]]
+    assert len(runs) == len(cells) == 1 + 2 * 2  # the teacher, and students kd none / pmsc at OP 0 and 0.6
+    assert all(r["seed"] == 0 and r["n_test"] > 0 for r in runs)
+    assert all(r["seeds"] == [0] and r["n"] == 1 and r["top1_sd"] is None for r in cells)
+    assert all(r["gain_top1"]["ci95"] is None for r in cells if r["kd"] == "pmsc")
     for r in records:
         assert fields <= set(r)
         assert r["model"] in ("teacher", "student") and r["kd"] in (None, "none", "kl", "global-msc", "pmsc")

@@ -20,6 +20,7 @@ from skelpipe import layouts
 from skelpipe.errors import SkelpipeError
 from skelpipe.evaluate import predict
 from skelpipe.models import build_model
+from skelpipe.noise import instance_seeds, sample_keys
 from skelpipe.train import TrainConfig, load_model, save_model, train
 
 TINY = dict(channels=(8, 8, 16, 16), temporal_kernel=3, device="cpu")
@@ -108,7 +109,8 @@ def test_student_overfits_with_each_distillation(kd, trained_teacher, tmp_path):
     model, meta = load_model(tmp_path / "s")
     assert meta["layout"] == "coco17"
     # every training instance (D_pair and D_sol), occluded as in training, is classified right
-    pred = predict(model, split.lq, op=cfg.op, seed=cfg.seed).argmax(1).numpy()
+    seeds = instance_seeds(cfg.occlusion_seed, sample_keys(split.ids), "train", "train")
+    pred = predict(model, split.lq, op=cfg.op, seeds=seeds).argmax(1).numpy()
     assert (pred == split.label).all()
 
 
