@@ -32,7 +32,7 @@ from skelpipe.errors import SkelpipeError
 # Bump a stage's version when its code changes what it writes: that re-keys it and everything
 # downstream.
 VERSIONS = {"skeletons": 1, "extract": 1, "simulate": 1, "align": 1, "pack": 1, "teacher": 1,
-            "partmatrix": 1, "student": 2, "evaluate": 2}  # 2: occlusion masks keyed by sample id
+            "partmatrix": 2, "student": 2, "evaluate": 2}  # 2: masks keyed by sample id; E measures
 STAGE_ORDER = ("skeletons", "extract", "simulate", "align", "pack", "teacher", "partmatrix",
                "student", "evaluate", "report")
 
@@ -78,12 +78,33 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return dotted.strip().split("."), value
 
 
-def load_pipeline(name: str, overrides=()) -> dict:
-    path = find_pipeline(name)
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``: tables merge key by key, anything else (arrays of tables
+    included) is replaced whole."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _read_toml(path: Path, seen=()) -> dict:
+    """A pipeline file as a dict; ``base = "penn"`` (a name or a path) starts from that file."""
     try:
         cfg = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise SkelpipeError(f"{path}: invalid TOML ({e})") from None
+    base = cfg.pop("base", None)
+    if base is None:
+        return cfg
+    base_path = find_pipeline(base)
+    if base_path.resolve() in seen:
+        raise SkelpipeError(f"{path}: base {base!r} includes itself")
+    return _merge(_read_toml(base_path, (*seen, path.resolve())), cfg)
+
+
+def load_pipeline(name: str, overrides=()) -> dict:
+    path = find_pipeline(name)
+    cfg = _read_toml(path, (path.resolve(),))
     for text in overrides:
         keys, value = parse_override(text)
         nodes = [cfg]
@@ -221,7 +242,8 @@ class Plan:
                                 if kd == "pmsc":
                                     partmatrix = partmatrix or self.add(
                                         "partmatrix", f"part matrix {setting['name']} {benchmark} HQ {fraction:.0%}",
-                                        {}, {"teacher": teacher, "pack": pack}, build_partmatrix)
+                                        dict(cfg.get("partmatrix", {})), {"teacher": teacher, "pack": pack},
+                                        build_partmatrix)
                                     deps["partmatrix"] = partmatrix
                                 for seed in seeds:
                                     scfg = {**_train_config(cfg["student"], stage="student"), "kd": kd, "op": op,
@@ -351,7 +373,7 @@ def build_partmatrix(plan: Plan, step: Step, work: Work):
     from skelpipe import partmatrix
 
     partmatrix.compute_part_matrix(step.deps["teacher"].entry.path, step.deps["pack"].entry.path,
-                                   work.dir, device=plan.device)
+                                   work.dir, device=plan.device, **step.entry.config)
 
 
 def build_evaluate(plan: Plan, step: Step, work: Work):

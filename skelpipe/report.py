@@ -225,10 +225,10 @@ def markdown(records: list[dict], dataset: str, name: str) -> str:
         se = stats.binomial_se(0.75, min(tests))
         lines += [f"Test instances per cell: {', '.join(map(str, tests))} (one run's standard error at 75 %: "
                   f"{100 * se:.1f} points).", ""]
-    tables = sorted({(r["table"] or 0, r["setting"]) for r in records})
+    tables = sorted({(r["table"] or 0, r["setting"]) for r in records}, key=lambda t: (str(t[0]), t[1]))
     for table, setting in tables:
         rows = [r for r in records if (r["table"] or 0) == table and r["setting"] == setting]
-        title = f"Table {table}" if table else "Results"
+        title = f"Table {table}" if isinstance(table, int) and table else (str(table) if table else "Results")
         lines += [f"## {title} — {setting} ({rows[0]['hq_source']} → {rows[0]['lq_source']})", ""]
         heads = [h for _, _, h in columns]
         extra = ["HQ amount", "LQ data"] if table == 5 else []
@@ -257,6 +257,34 @@ def markdown(records: list[dict], dataset: str, name: str) -> str:
     return "\n".join(lines)
 
 
+def part_matrix_section(plan) -> str:
+    """The top-ranked part of each class in every finished part matrix; on the demo, whose
+    generator knows which parts each action uses (``demo.ACTION_PARTS``), how many classes rank
+    one of them first."""
+    from skelpipe.partmatrix import agreement
+
+    lines = []
+    for step in plan.ordered():
+        if step.stage != "partmatrix" or not step.entry.done:
+            continue
+        info = json.loads((step.entry.path / "part_matrix.json").read_text())
+        expected = {}
+        if plan.cfg["dataset"] == "demo":
+            from skelpipe.datasets.demo import ACTION_PARTS
+            expected = ACTION_PARTS
+        a = agreement(info["E"], info["class_names"], expected)
+        teacher = step.deps["teacher"].entry.config
+        head = (f"## {step.label}: measure {info.get('measure', 'error')}, teacher part dropout "
+                f"{teacher.get('part_dropout', 0.0):g}")
+        if a["classes"]:
+            head += f" — {a['hits']} of {a['classes']} classes rank a part their generator moves first"
+        lines += ["", head, "", "| class | top part | " + (" expected |" if expected else ""),
+                  "|---|---|" + ("---|" if expected else "")]
+        for c, part in a["top_part"].items():
+            lines.append(f"| {c} | {part} | " + (f"{', '.join(expected.get(c, ()))} |" if expected else ""))
+    return "\n".join(lines)
+
+
 def write_report(plan, out_dir) -> list[dict]:
     """results.json, results.md and plots for a pipeline's plan, in ``out_dir``."""
     from skelpipe import plots
@@ -265,7 +293,7 @@ def write_report(plan, out_dir) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     records = collect(plan)
     write_json(out_dir / "results.json", records)
-    md = markdown(records, plan.cfg["dataset"], plan.cfg["name"])
+    md = markdown(records, plan.cfg["dataset"], plan.cfg["name"]) + part_matrix_section(plan)
     (out_dir / "results.md").write_text(md + "\n")
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(exist_ok=True)

@@ -22,7 +22,8 @@ def write_dataset_store(dataset: str, options: dict, root: Path | None, out_path
         from skelpipe.datasets import demo
 
         path = demo.write_stores(work.dir, num_subjects=options.get("subjects", 16),
-                                 reps_per_subject=options.get("reps", 4), seed=options.get("seed", 0))
+                                 reps_per_subject=options.get("reps", 4), seed=options.get("seed", 0),
+                                 test_reps=options.get("test_reps"))
         os.replace(path, out_path)
         return out_path
     items, layout, attrs, read = _dataset(dataset, options, root, work)
@@ -84,20 +85,31 @@ def _dataset(dataset: str, options: dict, root: Path | None, work):
         found = penn.scan(labels_dir)
         for path, reason in found.bad:
             work.report_bad(str(path), reason)
+        split_mode = options.get("split", "official")
+        if split_mode not in penn.SPLITS:
+            raise SkelpipeError(f"Penn Action: data.split must be one of {', '.join(penn.SPLITS)}, "
+                                f"got {split_mode!r}")
+        samples = found.samples
+        if split_mode == "dev":
+            dev = penn.dev_split(samples, options.get("dev_fraction", 0.3), options.get("dev_seed", 0))
+            samples = [s for s in samples if s.video_id in dev]
+            if not samples:
+                raise SkelpipeError(f"{labels_dir}: no official training sample to make a dev split of")
 
         def read(item):
             path = item[1]
             label = penn.read_label_file(path)
             h, w = int(label["dimensions"][0]), int(label["dimensions"][1])
+            split = dev[penn.video_id(path)] if split_mode == "dev" else ("train" if label["train"] else "test")
             return (Path(path).stem, penn.to_array(label), {"bbox": label["bbox"]},
                     {"label": penn.ACTIONS.index(label["action"]), "label_name": label["action"],
-                     "split": "train" if label["train"] else "test", "fps": 30.0,
+                     "split": split, "fps": 30.0,
                      "num_frames": label["nframes"], "image_size": [w, h],
                      "channels": "x,y,conf"})
 
         attrs = {"dataset": "penn", "source": "human annotation", "channels": "x,y,conf",
-                 "class_names": list(penn.ACTIONS), "fps": 30.0}
-        return [(Path(p).stem, p) for p in found.paths], "penn13", attrs, read
+                 "class_names": list(penn.ACTIONS), "fps": 30.0, "split_protocol": split_mode}
+        return [(s.path.stem, s.path) for s in samples], "penn13", attrs, read
     if dataset == "sysu":
         from skelpipe.datasets import sysu
 

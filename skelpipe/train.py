@@ -41,12 +41,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from skelpipe import atomic, losses, noise
+from skelpipe import atomic, layouts, losses, noise, partmatrix
 from skelpipe.console import console, progress
 from skelpipe.device import resolve
 from skelpipe.errors import SkelpipeError
 from skelpipe.evaluate import predict, topk_accuracy
 from skelpipe.models import DEFAULT_CHANNELS, build_model
+from skelpipe.models.stgcn import PART_POOLS
 
 STAGES = ("teacher", "student")
 KD_VARIANTS = ("none", "kl", "global-msc", "pmsc")
@@ -66,6 +67,8 @@ class TrainConfig:
     channels: tuple = DEFAULT_CHANNELS
     temporal_kernel: int = 9
     dropout: float = 0.0
+    part_pool: str = "mean"                # part features over the person slots: mean | present
+    part_dropout: float = 0.0              # probability of zeroing one random body part of a training input
     epochs: int = 60
     batch_size: int = 64                   # global batch (split over the ranks under DDP)
     lr: float = 0.1
@@ -106,6 +109,8 @@ class TrainConfig:
             (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch size must be >= 1"),
             (self.hq_topup >= 0, "hq_topup must be >= 0"),
             (self.lq_data in ("all", "pair"), f"lq_data must be all or pair, got {self.lq_data!r}"),
+            (self.part_pool in PART_POOLS, f"part_pool must be one of {PART_POOLS}, got {self.part_pool!r}"),
+            (0.0 <= self.part_dropout <= 1.0, f"part_dropout must lie in [0, 1], got {self.part_dropout}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -157,7 +162,7 @@ def load_model(model_dir, device="cpu"):
         raise SkelpipeError(f"{meta_path}: not valid JSON ({e})") from None
     model = build_model(meta["backbone"], meta["layout"], meta["in_channels"], meta["num_classes"],
                         meta["channels"], meta["temporal_kernel"], meta["num_persons"],
-                        meta.get("dropout", 0.0))
+                        meta.get("dropout", 0.0), meta.get("part_pool", "mean"))
     try:
         state = torch.load(weights, map_location=device, weights_only=True)
         model.load_state_dict(state)
@@ -417,7 +422,7 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
     meta = {"backbone": cfg.backbone, "layout": layout, "in_channels": int(n_channels),
             "num_classes": num_classes, "class_names": list(attrs.get("class_names", [])),
             "channels": list(cfg.channels), "temporal_kernel": cfg.temporal_kernel,
-            "num_persons": int(n_persons), "dropout": cfg.dropout, "T": int(t_len),
+            "num_persons": int(n_persons), "dropout": cfg.dropout, "part_pool": cfg.part_pool, "T": int(t_len),
             "stage": cfg.stage, "kd": cfg.kd, "config": cfg.to_dict(), "config_key": key,
             "teacher_key": teacher_meta and teacher_meta["config_key"],
             "data": {"key": data_key, **{k: attrs[k] for k in ("benchmark", "extractor", "hq_layout",
@@ -425,7 +430,8 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
 
     # --- model, optimiser, schedule; resume from last.pt
     model = build_model(cfg.backbone, layout, int(n_channels), num_classes, cfg.channels,
-                        cfg.temporal_kernel, int(n_persons), cfg.dropout).to(device)
+                        cfg.temporal_kernel, int(n_persons), cfg.dropout, cfg.part_pool).to(device)
+    part_keep = partmatrix.part_keep_masks(layouts.get(layout)).to(device) if cfg.part_dropout > 0 else None
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma)
@@ -484,6 +490,8 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
                     seeds = noise.instance_seeds(cfg.occlusion_seed, sample_keys[idx], "train",
                                                  getattr(split, "name", "train"), draw_epoch)
                     x = x * noise.occlusion_mask(seeds, cfg.op, x.shape[2:], cfg.occlusion_mode)
+                if part_keep is not None:
+                    x = x * part_dropout_mask(part_keep, len(x), cfg.part_dropout, device)
                 with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                     logits, glob, parts = model(x)
                 ce = F.cross_entropy(logits.float(), y)
@@ -537,6 +545,16 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
                 console.print(_epoch_line(record))
     if rank == 0:
         save_model(out_dir, raw_model, {**meta, "epochs_done": len(history), "metrics": history[-1]})
+
+
+def part_dropout_mask(part_keep: torch.Tensor, n: int, p: float, device) -> torch.Tensor:
+    """(n, 1, 1, V, 1) keep-mask: with probability ``p`` an instance loses one body part drawn
+    uniformly (all its joints, frames, persons and channels), as the part matrix occludes it; so
+    a teacher trained with it has seen occluded parts and E measures reliance, not surprise."""
+    drop = torch.rand(n, device=device) < p
+    part = torch.randint(len(part_keep), (n,), device=device)
+    keep = torch.where(drop[:, None], part_keep[part], torch.ones_like(part_keep[part]))
+    return keep[:, None, None, :, None]
 
 
 def _distillation(cfg, logits, glob, parts, y, t_logits, t_glob, t_parts, t_labels, pair_index, part_e):

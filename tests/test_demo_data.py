@@ -193,3 +193,14 @@ def test_classes_are_learnable_across_subjects():
     centroids = np.stack([X[train & (y == k)].mean(0) for k in range(len(demo.ACTIONS))])
     pred = ((X[~train, None] - centroids[None]) ** 2).sum(-1).argmin(1)
     assert (pred == y[~train]).mean() > 0.6
+
+
+def test_test_reps_enlarge_only_the_test_subjects():
+    base = demo.generate(num_subjects=3, reps_per_subject=1, seed=0)
+    more = demo.generate(num_subjects=3, reps_per_subject=1, seed=0, test_reps=3)
+    test = [i for i in more if demo.split_of(i) == "test"]
+    assert len(test) == 3 * len(demo.ACTIONS) and {i.subject for i in test} == {2}
+    assert [i.id for i in more if demo.split_of(i) == "train"] == [i.id for i in base if demo.split_of(i) == "train"]
+    kept = {i.id: i for i in more}
+    for inst in base:  # existing instances unchanged
+        np.testing.assert_array_equal(kept[inst.id].xyz, inst.xyz)

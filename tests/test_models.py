@@ -168,3 +168,23 @@ def test_bf16_autocast_runs_and_stays_close(backbone):
         logits, glob, parts = model(x)
     assert torch.isfinite(logits).all() and torch.isfinite(parts).all()
     torch.testing.assert_close(logits.float(), model(x)[0], atol=0.1, rtol=0.1)
+
+
+def test_part_pool_present_ignores_an_empty_person_slot():
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 12, 17, 2)
+    x[:2, ..., 1] = 0                                  # instances 0 and 1 have one person
+    literal = build_model("stgcn", "coco17", num_classes=4, channels=(8, 16)).eval()
+    present = build_model("stgcn", "coco17", num_classes=4, channels=(8, 16), part_pool="present").eval()
+    present.load_state_dict(literal.state_dict())
+    logits_a, glob_a, parts_a = literal(x)
+    logits_b, glob_b, parts_b = present(x)
+    # the classifier and the global feature are the same; only the part features differ
+    assert torch.equal(logits_a, logits_b) and torch.equal(glob_a, glob_b)
+    torch.testing.assert_close(parts_a[2], parts_b[2])          # both persons present: same
+    assert not torch.allclose(parts_a[:2], parts_b[:2])
+    # "present" = the part features of the first person alone
+    z = present.features(x).mean(dim=2).view(3, 2, 16, 17)[:, 0]
+    torch.testing.assert_close(parts_b[:2], torch.einsum("ncv,pv->npc", z, present.part_pool)[:2])
+    with pytest.raises(ValueError, match="part_pool"):
+        build_model("stgcn", "coco17", part_pool="max")

@@ -11,8 +11,10 @@ from torch import nn
 
 from skelpipe import layouts
 from skelpipe.layouts import PARTS
-from skelpipe.partmatrix import (compute_part_matrix, occluded_predictions, part_error_rates,
-                                 part_keep_masks, part_matrix_from_predictions, partmatrix_command,
+from skelpipe.errors import SkelpipeError
+from skelpipe.partmatrix import (agreement, compute_part_matrix, occluded_logits, occluded_predictions,
+                                 part_error_rates, part_keep_masks, part_matrix_from_predictions,
+                                 part_matrix_from_scores, part_probability_drops, partmatrix_command,
                                  plot_part_matrix)
 
 
@@ -158,3 +160,49 @@ def test_stage_refuses_a_teacher_of_another_layout(tmp_path, teacher_and_pack):
     with pytest.raises(SkelpipeError, match="penn13"):
         compute_part_matrix(teacher_dir, tmp_path / "pack", tmp_path / "out", device="cpu")
     assert not (tmp_path / "out").exists()
+
+
+def test_occluded_logits_hold_the_clean_pass_first():
+    layout = layouts.get("coco17")
+    model = WhichPartIsGone(layout)
+    x = torch.rand(3, 3, 4, layout.num_joints, 2) + 0.1
+    logits = occluded_logits(model, x, layout, batch_size=12)
+    assert logits.shape == (3, 6, 6)
+    assert torch.all(logits[:, 0, :5] == 0)                       # clean: no part gone
+    assert torch.equal(logits[:, 1:, :5], torch.eye(5).expand(3, 5, 5))
+
+
+def test_probability_drop_measure():
+    # class 0: occluding part 2 takes the true class from 0.9 to ~0.1; other parts change nothing
+    labels = torch.tensor([0, 0, 1])
+    clean = torch.tensor([[3.0, 0.8], [3.0, 0.8], [0.0, 2.0]])
+    logits = clean[:, None].repeat(1, 6, 1)
+    logits[:2, 3] = torch.tensor([0.8, 3.0])
+    drops, counts = part_probability_drops(labels, logits, 2)
+    p_clean = torch.softmax(clean[0], 0)[0]
+    assert drops[0, 2] == pytest.approx(float(p_clean - (1 - p_clean)), abs=1e-6)
+    assert torch.all(drops[0, [0, 1, 3, 4]] == 0) and torch.all(drops[1] == 0)
+    assert counts.tolist() == [2, 1]
+    e = part_matrix_from_scores(drops, counts)
+    assert e[0].argmax() == 2 and torch.allclose(e.sum(1), torch.ones(2))
+
+
+def test_agreement_counts_classes_whose_expected_part_ranks_first():
+    e = np.array([[0.1, 0.1, 0.6, 0.1, 0.1], [0.5, 0.2, 0.1, 0.1, 0.1], [0.2] * 5])
+    out = agreement(e, ["wave_right", "kick_left", "other"],
+                    {"wave_right": ("right_arm",), "kick_left": ("left_leg",)})
+    assert out["hits"] == 1 and out["classes"] == 2
+    assert out["top_part"] == {"wave_right": "right_arm", "kick_left": "head", "other": "head"}
+
+
+def test_compute_part_matrix_measures(tmp_path, teacher_and_pack):
+    teacher_dir, _, _ = teacher_and_pack
+    err = compute_part_matrix(teacher_dir, tmp_path / "pack", tmp_path / "err", batch_size=12, device="cpu")
+    drop = compute_part_matrix(teacher_dir, tmp_path / "pack", tmp_path / "drop", batch_size=12, device="cpu",
+                               measure="prob_drop")
+    info = json.loads((tmp_path / "drop" / "part_matrix.json").read_text())
+    assert info["measure"] == "prob_drop"
+    np.testing.assert_allclose(drop, part_matrix_from_scores(info["probability_drops"], info["counts"]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(err, part_matrix_from_scores(info["error_rates"], info["counts"]).numpy(), atol=1e-5)
+    with pytest.raises(SkelpipeError, match="measure"):
+        compute_part_matrix(teacher_dir, tmp_path / "pack", tmp_path / "x", device="cpu", measure="bogus")

@@ -303,3 +303,30 @@ def test_a_finished_run_of_another_configuration_is_refused(tmp_path):
     train(TrainConfig(stage="teacher", epochs=1, batch_size=6, eval_every=1, **TINY), split, tmp_path / "run")
     with pytest.raises(SkelpipeError, match="finished run of another configuration"):
         train(TrainConfig(stage="teacher", epochs=2, batch_size=6, **TINY), split, tmp_path / "run")
+
+
+def test_part_dropout_mask_zeroes_one_whole_part():
+    from skelpipe.partmatrix import part_keep_masks
+    from skelpipe.train import part_dropout_mask
+
+    keep = part_keep_masks(layouts.get("ntu25"))
+    torch.manual_seed(0)
+    mask = part_dropout_mask(keep, 4000, 0.3, "cpu")
+    assert mask.shape == (4000, 1, 1, 25, 1)
+    rows = mask[:, 0, 0, :, 0]
+    dropped = (rows == 0).any(1)
+    assert abs(dropped.float().mean().item() - 0.3) < 0.03
+    # every dropped row is exactly one part's keep-row
+    for row in rows[dropped][:200]:
+        assert any(torch.equal(row, k) for k in keep)
+    assert torch.all(part_dropout_mask(keep, 10, 0.0, "cpu") == 1)
+
+
+def test_teacher_with_part_dropout_trains_and_records_it(tmp_path):
+    cfg = TrainConfig(stage="teacher", channels=(8, 16), epochs=2, batch_size=16, milestones=(),
+                      part_dropout=0.5, device="cpu")
+    train(cfg, make_split(), tmp_path / "t")
+    _, meta = load_model(tmp_path / "t")
+    assert meta["config"]["part_dropout"] == 0.5 and meta["part_pool"] == "mean"
+    with pytest.raises(SkelpipeError, match="part_dropout"):
+        TrainConfig(part_dropout=1.5)

@@ -151,6 +151,22 @@ class Scan(NamedTuple):
         return [s.path for s in self.samples]
 
 
+SPLITS = ("official", "dev")
+
+
+def dev_split(samples: list[Sample], fraction: float = 0.3, seed: int = 0) -> dict[str, str]:
+    """The development split: {video id: "train" | "test"} over the official *training*
+    samples only, a seeded class-stratified hold-out of ``fraction`` of each class as "test"
+    (the official test samples take no part: results on them stay unseen while developing)."""
+    from skelpipe.pairing import draw_pairs
+
+    if not 0.0 < fraction < 1.0:
+        raise SkelpipeError(f"Penn Action dev split: dev_fraction must lie in (0, 1), got {fraction}")
+    train = [s for s in samples if s.split == "train"]
+    kept = draw_pairs([s.label for s in train], 1.0 - fraction, seed)  # a seeded stratified subset
+    return {s.video_id: "train" if k else "test" for s, k in zip(train, kept)}
+
+
 def scan(root) -> Scan:
     """Read every label file of ``root/labels/*.mat`` (or ``root/*.mat`` when ``root`` is the
     labels folder itself): the samples in id order and the bad files as ``(path, reason)``;

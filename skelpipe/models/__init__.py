@@ -13,12 +13,14 @@ BACKBONES = ("stgcn", "agcn")
 
 
 def build_model(backbone="stgcn", layout="coco17", in_channels=3, num_classes=60,
-                channels=DEFAULT_CHANNELS, temporal_kernel=9, num_persons=2, dropout=0.0):
+                channels=DEFAULT_CHANNELS, temporal_kernel=9, num_persons=2, dropout=0.0,
+                part_pool="mean"):
     """The ``backbone`` network ("stgcn" or "agcn") for skeletons of ``layout`` (name or Layout)."""
     if isinstance(layout, str):
         layout = layouts.get(layout)
     kwargs = dict(in_channels=in_channels, num_classes=num_classes, channels=tuple(channels),
-                  temporal_kernel=temporal_kernel, num_persons=num_persons, dropout=dropout)
+                  temporal_kernel=temporal_kernel, num_persons=num_persons, dropout=dropout,
+                  part_pool=part_pool)
     if backbone == "stgcn":
         return STGCN(layout, **kwargs)
     if backbone == "agcn":

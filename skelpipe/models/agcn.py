@@ -106,8 +106,8 @@ class AGCN(SkeletonNet):
     """The 2s-AGCN joint stream; ``dropout`` acts on the pooled feature before the classifier."""
 
     def __init__(self, layout: Layout, in_channels=3, num_classes=60, channels=DEFAULT_CHANNELS,
-                 temporal_kernel=9, num_persons=2, dropout=0.0):
-        super().__init__(layout, in_channels, num_classes, channels, num_persons)
+                 temporal_kernel=9, num_persons=2, dropout=0.0, part_pool="mean"):
+        super().__init__(layout, in_channels, num_classes, channels, num_persons, part_pool)
         adjacency = torch.from_numpy(agcn_adjacency(layout))
         ins = (in_channels,) + self.channels[:-1]
         self.blocks = nn.Sequential(*(

@@ -17,6 +17,10 @@ from skelpipe.layouts import PARTS, Layout
 from skelpipe.models.graph import spatial_adjacency
 
 DEFAULT_CHANNELS = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
+# How part features pool the M person slots: "mean" (METHOD.md, literally: every slot, an empty
+# one included) or "present" (only the slots with a skeleton in the input; an empty slot — a
+# single-person action's second person — contributes nothing).
+PART_POOLS = ("mean", "present")
 
 
 def block_strides(channels) -> list[int]:
@@ -103,8 +107,11 @@ class SkeletonNet(nn.Module):
     """
 
     def __init__(self, layout: Layout, in_channels: int, num_classes: int, channels,
-                 num_persons: int):
+                 num_persons: int, part_pool: str = "mean"):
         super().__init__()
+        if part_pool not in PART_POOLS:
+            raise ValueError(f"part_pool must be one of {PART_POOLS}, got {part_pool!r}")
+        self.part_pool_mode = part_pool
         self.layout = layout
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -132,18 +139,28 @@ class SkeletonNet(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         return self.blocks_forward(x)
 
-    def pool(self, z: torch.Tensor, n: int):
-        """Global feature (N, C) and part features (N, 5, C) of joint features z (N*M, C, T', V)."""
+    def pool(self, z: torch.Tensor, n: int, present: torch.Tensor | None = None):
+        """Global feature (N, C) and part features (N, 5, C) of joint features z (N*M, C, T', V).
+
+        Both are means over T', the joints and the M person slots. With ``part_pool="present"``
+        the part features average only the slots marked in ``present`` (N, M) bool.
+        """
         _, c, _, v = z.shape
         per_joint = z.mean(dim=2).view(n, -1, c, v)                   # mean over T'
-        per_joint = per_joint.mean(dim=1)                              # mean over M
-        glob = per_joint.mean(dim=2)
-        parts = torch.einsum("ncv,pv->npc", per_joint, self.part_pool)
+        mean_m = per_joint.mean(dim=1)                                 # mean over M
+        glob = mean_m.mean(dim=2)
+        if self.part_pool_mode == "present" and present is not None:
+            w = present.to(per_joint.dtype)
+            w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))  # nobody: every slot
+            w = w / w.sum(1, keepdim=True)
+            mean_m = torch.einsum("nmcv,nm->ncv", per_joint, w)
+        parts = torch.einsum("ncv,pv->npc", mean_m, self.part_pool)
         return glob, parts
 
     def forward(self, x: torch.Tensor):
         z = self.features(x)
-        glob, parts = self.pool(z, x.shape[0])
+        present = x.detach().abs().amax(dim=(1, 2, 3)) > 0 if self.part_pool_mode == "present" else None
+        glob, parts = self.pool(z, x.shape[0], present)
         return self.fc(glob), glob, parts
 
 
@@ -163,8 +180,8 @@ class STGCN(SkeletonNet):
     """ST-GCN with the spatial-configuration partition and learnable edge importance."""
 
     def __init__(self, layout: Layout, in_channels=3, num_classes=60, channels=DEFAULT_CHANNELS,
-                 temporal_kernel=9, num_persons=2, dropout=0.0, edge_importance=True):
-        super().__init__(layout, in_channels, num_classes, channels, num_persons)
+                 temporal_kernel=9, num_persons=2, dropout=0.0, edge_importance=True, part_pool="mean"):
+        super().__init__(layout, in_channels, num_classes, channels, num_persons, part_pool)
         adjacency = torch.from_numpy(spatial_adjacency(layout))
         self.register_buffer("A", adjacency)
         k = adjacency.shape[0]
