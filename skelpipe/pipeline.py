@@ -248,6 +248,9 @@ class Plan:
                                 for seed in seeds:
                                     scfg = {**_train_config(cfg["student"], stage="student"), "kd": kd, "op": op,
                                             "lq_data": data, "seed": seed}
+                                    if kd == "none":  # KD-only settings: one baseline serves every ablation
+                                        from skelpipe.train import KD_FIELDS
+                                        scfg = {k: v for k, v in scfg.items() if k not in KD_FIELDS}
                                     if exp.get("seed_occlusion", False):
                                         scfg["occlusion_seed"] = seed
                                     student = self.add(

@@ -52,6 +52,9 @@ from skelpipe.models.stgcn import PART_POOLS
 STAGES = ("teacher", "student")
 KD_VARIANTS = ("none", "kl", "global-msc", "pmsc")
 
+# Settings that only the distillation term reads: a student without KD ignores them.
+KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", "part_pool")
+
 # Settings that change how fast a run goes, not what it computes; left out of the config key.
 RUNTIME_FIELDS = ("device", "compile", "eval_every", "teacher_features", "deterministic",
                   "eval_batch_size")
@@ -77,6 +80,7 @@ class TrainConfig:
     milestones: tuple = (30, 40, 50)
     gamma: float = 0.1
     alpha: float = 1.0                     # weight of the distillation term
+    alpha_warmup: int = 0                  # > 0: alpha ramps up linearly over this many epochs
     w: float = 0.5                         # weight of the positives in the MSC losses
     tau: float = 1.0                       # temperature of the MSC losses
     kl_temperature: float = 1.0            # temperature of the KL baseline
@@ -108,6 +112,7 @@ class TrainConfig:
             (0.0 <= self.op <= 1.0, f"op must lie in [0, 1], got {self.op}"),
             (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch size must be >= 1"),
             (self.hq_topup >= 0, "hq_topup must be >= 0"),
+            (self.alpha_warmup >= 0, "alpha_warmup must be >= 0"),
             (self.lq_data in ("all", "pair"), f"lq_data must be all or pair, got {self.lq_data!r}"),
             (self.part_pool in PART_POOLS, f"part_pool must be one of {PART_POOLS}, got {self.part_pool!r}"),
             (0.0 <= self.part_dropout <= 1.0, f"part_dropout must lie in [0, 1], got {self.part_dropout}"),
@@ -478,6 +483,7 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
                     np.random.default_rng([cfg.seed, epoch, rank]))
                 hq_order, pair_order = (torch.from_numpy(a).to(device) for a in (hq_order, pair_order))
             draw_epoch = epoch if cfg.occlusion_draws == "fresh" else None
+            alpha = cfg.alpha * min(1.0, (epoch + 1) / cfg.alpha_warmup) if cfg.alpha_warmup else cfg.alpha
             sums = torch.zeros(5, device=device)  # loss, ce, kd (sample-weighted), correct, count
             task = bar.add_task(f"{cfg.stage} epoch {epoch + 1}/{cfg.epochs}", total=steps) if rank == 0 else None
             t0 = time.perf_counter()
@@ -507,7 +513,9 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
                             t_logits, t_glob, t_parts = (t.float() for t in teacher(hx))
                     kd = distillation(logits.float(), glob.float(), parts.float(), y,
                                        t_logits, t_glob, t_parts, labels[hq_idx], pair_index, part_e)
-                loss = ce + cfg.alpha * kd
+                loss = ce + alpha * kd
+                if distill and step == 0 and world == 1:  # once an epoch: how hard each term pulls
+                    grad_norms = _gradient_norms(raw_model, ce, alpha * kd)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -528,6 +536,8 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
             record = {"epoch": epoch + 1, "loss": loss_sum / count, "ce": ce_sum / count,
                       "kd": kd_sum / count, "lr": optimizer.param_groups[0]["lr"],
                       "train_acc": correct / count, "samples_per_s": count / elapsed, "time": elapsed}
+            if distill and world == 1:
+                record.update(grad_ce=grad_norms[0], grad_kd=grad_norms[1], alpha=alpha)
             if test is not None and cfg.eval_every and rank == 0 and (
                     (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 record.update(_test_accuracy(raw_model, test, cfg, device, amp))
@@ -545,6 +555,17 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
                 console.print(_epoch_line(record))
     if rank == 0:
         save_model(out_dir, raw_model, {**meta, "epochs_done": len(history), "metrics": history[-1]})
+
+
+def _gradient_norms(model, ce, kd) -> tuple[float, float]:
+    """L2 norms of the gradients of ``ce`` and of ``kd`` (already weighted by alpha) with respect to
+    the weights, each on its own (the graph is kept for the step's real backward pass)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    norms = []
+    for term in (ce, kd):
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        norms.append(float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))))
+    return norms[0], norms[1]
 
 
 def part_dropout_mask(part_keep: torch.Tensor, n: int, p: float, device) -> torch.Tensor:
@@ -631,6 +652,7 @@ def _default(name):
 @click.option("--momentum", type=float, help=_default("momentum"))
 @click.option("--weight-decay", type=float, help=_default("weight_decay"))
 @click.option("--alpha", type=float, help="Weight of the distillation term. " + _default("alpha"))
+@click.option("--alpha-warmup", type=int, help="Epochs over which alpha ramps up linearly (0: none). " + _default("alpha_warmup"))
 @click.option("--w", type=float, help="Weight of the positives in the MSC losses. " + _default("w"))
 @click.option("--tau", type=float, help="Temperature of the MSC losses. " + _default("tau"))
 @click.option("--kl-temperature", type=float, help=_default("kl_temperature"))
@@ -639,6 +661,8 @@ def _default(name):
 @click.option("--op", type=float, help="Occlusion probability of the LQ input. " + _default("op"))
 @click.option("--occlusion-mode", type=click.Choice(list(noise.MODES)), help=_default("occlusion_mode"))
 @click.option("--occlusion-draws", type=click.Choice(["fixed", "fresh"]), help=_default("occlusion_draws"))
+@click.option("--part-pool", type=click.Choice(list(PART_POOLS)), help="Part features over the person slots. " + _default("part_pool"))
+@click.option("--part-dropout", type=float, help="Probability of zeroing one random body part of a training input. " + _default("part_dropout"))
 @click.option("--seed", type=int, help="Seed of the initialisation and the data order. " + _default("seed"))
 @click.option("--occlusion-seed", type=int, help="Seed of the training occlusion masks. " + _default("occlusion_seed"))
 @click.option("--device", help="auto, cpu, cuda or cuda:<i>. " + _default("device"))

@@ -139,3 +139,61 @@ def test_frame_folders(tmp_path):
                                                                "000010.jpg"]
     with pytest.raises(SkelpipeError, match="not a Penn Action video id"):
         penn.video_id("abc")
+
+
+def _samples(per_class):
+    """Penn samples: ``per_class[c]`` training samples of class c, and as many test samples."""
+    out, vid = [], 1
+    for c, n in enumerate(per_class):
+        for split in ("train", "test"):
+            for _ in range(n):
+                out.append(penn.Sample(f"{vid:04d}", None, c, split, 40))
+                vid += 1
+    return out
+
+
+def test_dev_split_is_a_stratified_seeded_holdout_of_the_training_set():
+    samples = _samples([10, 20, 7])
+    dev = penn.dev_split(samples, fraction=0.3, seed=0)
+    train_ids = {s.video_id for s in samples if s.split == "train"}
+    assert set(dev) == train_ids                                   # the official test split never enters
+    held = Counter(s.label for s in samples if dev.get(s.video_id) == "test")
+    assert held == {0: 3, 1: 6, 2: 2}                              # 30 % of each class, rounded
+    assert dev == penn.dev_split(samples, fraction=0.3, seed=0)
+    assert dev != penn.dev_split(samples, fraction=0.3, seed=1)
+    with pytest.raises(SkelpipeError, match="dev_fraction"):
+        penn.dev_split(samples, fraction=1.0)
+
+
+def test_dev_split_of_the_real_training_labels(shared_data):
+    found = penn.scan(shared_data / "penn_action" / "train_labels")
+    assert found.bad == [] and len(found.samples) == 1258
+    assert {s.split for s in found.samples} == {"train"}
+    dev = penn.dev_split(found.samples)
+    assert Counter(dev.values()) == {"train": 882, "test": 376}
+    per_class = Counter(s.label for s in found.samples)
+    held = Counter(s.label for s in found.samples if dev[s.video_id] == "test")
+    assert all(abs(held[c] - 0.3 * n) <= 0.5 for c, n in per_class.items())
+
+
+def test_dev_split_in_the_skeleton_stage(tmp_path):
+    from skelpipe import sources
+    from skelpipe.cache import Cache
+    from skelpipe.store import open_store
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for i in range(12):
+        write_label(labels / f"{i + 1:04d}.mat", action=penn.ACTIONS[i % 2], train=1 if i < 8 else -1)
+
+    stage = Cache(tmp_path / "cache").stage("skeletons", 1, {"split": "dev"})
+    with stage.run() as work:
+        out = sources.write_dataset_store("penn", {"split": "dev", "dev_fraction": 0.25}, tmp_path,
+                                          work.dir / "dev.h5", work)
+        with open_store(out) as store:
+            splits = {sid: store.read_attrs(sid)["split"] for sid in store.ids()}
+    assert set(splits) == {f"{i + 1:04d}" for i in range(8)}        # official test files left out
+    assert Counter(splits.values()) == {"train": 6, "test": 2}
+    with pytest.raises(SkelpipeError, match="data.split"):
+        with Cache(tmp_path / "cache").stage("skeletons", 1, {"split": "val"}).run() as work:
+            sources.write_dataset_store("penn", {"split": "val"}, tmp_path, work.dir / "x.h5", work)

@@ -20,7 +20,7 @@ from skelpipe.pipeline import Plan, load_pipeline, parse_override
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
 # A demo small enough for CI: 8 subjects, short clips, tiny networks, 2 epochs.
-SMALL = ["data.subjects=6", "data.reps=2", "pack.frames=32",
+SMALL = ["data.subjects=6", "data.reps=2", "data.test_reps=2", "pack.frames=32", "experiments.seeds=[0]",
          "teacher.channels=[8, 8, 16]", "student.channels=[8, 8, 16]",
          "teacher.epochs=2", "student.epochs=2", "teacher.milestones=[1]", "student.milestones=[1]",
          "teacher.batch_size=16", "student.batch_size=16"]
@@ -55,11 +55,16 @@ def test_plan_shares_stages_and_rekeys_downstream(tmp_path):
     assert all(base[s] == changed[s] for s in ("skeletons", "simulate", "align", "pack", "teacher",
                                                  "partmatrix"))
     assert base["student"] != changed["student"]
+    # a student without KD ignores KD-only settings: the baselines are shared by every ablation
+    none = lambda plan: {s.key for s in plan.steps.values() if s.stage == "student" and s.entry.config["kd"] == "none"}  # noqa: E731
+    plans = [Plan(load_pipeline("demo", o), cache, None, "cpu").build()
+             for o in ([], ["student.alpha=2.0", "student.tau=0.1", "student.part_pool='present'"])]
+    assert none(plans[0]) == none(plans[1])
 
 
 def test_seeds_multiply_student_cells_only(tmp_path):
     cache = Cache(tmp_path)
-    one = Plan(load_pipeline("demo"), cache, None, "cpu").build()
+    one = Plan(load_pipeline("demo", ["experiments.seeds=[0]"]), cache, None, "cpu").build()
     three = Plan(load_pipeline("demo", ["experiments.seeds=[0, 1, 2]"]), cache, None, "cpu").build()
     count = lambda plan, stage: sum(s.stage == stage for s in plan.steps.values())  # noqa: E731
     assert count(three, "student") == 3 * count(one, "student")
@@ -104,7 +109,7 @@ def _run_all(tmp_path, extra=(), **kwargs):
 @pytest.mark.slow
 def test_demo_end_to_end_then_cached_rerun(tmp_path):
     t0 = time.time()
-    proc = _run_all(tmp_path, ["--set", "experiments.op=[0.0, 0.6]"])
+    proc = _run_all(tmp_path, ["--set", "experiments.op=[0.0, 0.6]", "--set", "experiments.seeds=[0, 1]"])
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     first = time.time() - t0
@@ -113,22 +118,28 @@ def test_demo_end_to_end_then_cached_rerun(tmp_path):
               "top1", "top5"}
     runs = [r for r in records if not r["aggregate"]]
     cells = [r for r in records if r["aggregate"]]
-    assert len(runs) == len(cells) == 1 + 2 * 2  # the teacher, and students kd none / pmsc at OP 0 and 0.6
-    assert all(r["seed"] == 0 and r["n_test"] > 0 for r in runs)
-    assert all(r["seeds"] == [0] and r["n"] == 1 and r["top1_sd"] is None for r in cells)
-    assert all(r["gain_top1"]["ci95"] is None for r in cells if r["kd"] == "pmsc")
+    # the teacher, and students kd none / pmsc at OP 0 and 0.6, each with seeds 0 and 1
+    assert len(cells) == 1 + 2 * 2 and len(runs) == 1 + 2 * 2 * 2
+    assert sorted(r["seed"] for r in runs if r["model"] == "student") == [0] * 4 + [1] * 4
+    assert all(r["n_test"] == 2 * 12 * 2 for r in runs)          # 2 test subjects × 12 actions × 2
+    students = [r for r in cells if r["model"] == "student"]
+    assert all(r["seeds"] == [0, 1] and r["n"] == 2 and r["top1_sd"] is not None for r in students)
+    for r in (r for r in students if r["kd"] == "pmsc"):
+        lo, hi = r["gain_top1"]["ci95"]
+        assert lo <= r["gain_top1"]["mean"] <= hi and r["gain_top1"]["n"] == 2
     for r in records:
         assert fields <= set(r)
         assert r["model"] in ("teacher", "student") and r["kd"] in (None, "none", "kl", "global-msc", "pmsc")
         assert 0 <= r["top1"] <= r["top5"] <= 100
         assert r["hq_layout"] == "ntu25" and r["lq_layout"] == "coco17" and r["extractor"] == "simulated"
     md = (tmp_path / "report" / "results.md").read_text()
-    assert "Teacher" in md and "Student (w/ KD)" in md
+    assert "Teacher" in md and "Student (w/ KD)" in md and " ± " in md and "CI [" in md
     plots = {p.name for p in (tmp_path / "report" / "plots").iterdir()}
     assert "training_curves.png" in plots and any(p.startswith("part_matrix") for p in plots)
+    assert "kd_gain.png" in plots
     assert any(p.startswith("skeletons_") for p in plots)
     t0 = time.time()
-    proc = _run_all(tmp_path, ["--set", "experiments.op=[0.0, 0.6]"])
+    proc = _run_all(tmp_path, ["--set", "experiments.op=[0.0, 0.6]", "--set", "experiments.seeds=[0, 1]"])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert "done " not in out  # every stage served from the cache

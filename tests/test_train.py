@@ -330,3 +330,16 @@ def test_teacher_with_part_dropout_trains_and_records_it(tmp_path):
     assert meta["config"]["part_dropout"] == 0.5 and meta["part_pool"] == "mean"
     with pytest.raises(SkelpipeError, match="part_dropout"):
         TrainConfig(part_dropout=1.5)
+
+
+def test_alpha_warmup_and_gradient_norms_are_recorded(trained_teacher, tmp_path):
+    part = torch.softmax(torch.rand(3, 5), dim=1)
+    cfg = TrainConfig(stage="student", kd="pmsc", channels=(8, 16), epochs=4, batch_size=16, milestones=(),
+                      alpha=2.0, alpha_warmup=4, device="cpu")
+    train(cfg, make_split(paired_fraction=2 / 3), tmp_path / "s", teacher_dir=trained_teacher, part_matrix=part)
+    m = metrics(tmp_path / "s")
+    assert [r["alpha"] for r in m] == [0.5, 1.0, 1.5, 2.0]
+    for r in m:
+        assert r["loss"] == pytest.approx(r["ce"] + r["alpha"] * r["kd"], rel=1e-5)
+        assert r["grad_ce"] > 0 and r["grad_kd"] > 0
+    assert "grad_kd" not in metrics(trained_teacher)[0]
