@@ -76,9 +76,13 @@ def part_probability_drops(labels, logits, num_classes) -> tuple[torch.Tensor, t
 
 def agreement(e, class_names, expected: dict) -> dict:
     """How many classes rank one of their ``expected`` parts (class name → part names) first in
-    E: ``{"hits", "classes", "top_part": {class: part}}`` over the classes ``expected`` names."""
+    E: ``{"hits", "classes", "top_part": {class: part, or None for a tie}}`` over the classes
+    ``expected`` names."""
     e = np.asarray(e)
-    top = {str(c): PARTS[int(np.argmax(e[i]))] for i, c in enumerate(class_names)}
+    top = {}
+    for i, c in enumerate(class_names):
+        best = np.flatnonzero(np.isclose(e[i], e[i].max(), rtol=0, atol=1e-6))
+        top[str(c)] = PARTS[int(best[0])] if len(best) == 1 else None  # a tie ranks no part first
     known = [c for c in top if c in expected]
     return {"hits": sum(top[c] in expected[c] for c in known), "classes": len(known), "top_part": top}
 

@@ -281,7 +281,7 @@ def part_matrix_section(plan) -> str:
         lines += ["", head, "", "| class | top part | " + (" expected |" if expected else ""),
                   "|---|---|" + ("---|" if expected else "")]
         for c, part in a["top_part"].items():
-            lines.append(f"| {c} | {part} | " + (f"{', '.join(expected.get(c, ()))} |" if expected else ""))
+            lines.append(f"| {c} | {part or 'tie'} | " + (f"{', '.join(expected.get(c, ()))} |" if expected else ""))
     return "\n".join(lines)
 
 

@@ -192,7 +192,8 @@ def test_agreement_counts_classes_whose_expected_part_ranks_first():
     out = agreement(e, ["wave_right", "kick_left", "other"],
                     {"wave_right": ("right_arm",), "kick_left": ("left_leg",)})
     assert out["hits"] == 1 and out["classes"] == 2
-    assert out["top_part"] == {"wave_right": "right_arm", "kick_left": "head", "other": "head"}
+    assert out["top_part"] == {"wave_right": "right_arm", "kick_left": "head", "other": None}  # a tie
+    assert agreement(np.full((1, 5), 0.2), ["squat"], {"squat": ("head",)})["hits"] == 0
 
 
 def test_compute_part_matrix_measures(tmp_path, teacher_and_pack):

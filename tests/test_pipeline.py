@@ -147,6 +147,21 @@ def test_demo_end_to_end_then_cached_rerun(tmp_path):
     assert json.loads((tmp_path / "report" / "results.json").read_text()) == records
 
 
+def test_students_in_worker_processes(tmp_path):
+    extra = ["--jobs", "2", "--set", "experiments.op=[0.6]", "--set", "experiments.kd=['none']",
+             "--set", "experiments.seeds=[0, 1, 2]"]
+    proc = _run_all(tmp_path, extra)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "3 student stages in 2 processes" in out
+    records = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert sorted(r["seed"] for r in records if r["model"] == "student" and not r["aggregate"]) == [0, 1, 2]
+    # the serial run of the same plan finds everything done
+    proc = _run_all(tmp_path, extra[2:] + ["--jobs", "1"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "done " not in out, out
+
+
 @pytest.mark.slow
 def test_kill_during_run_all_then_resume(tmp_path):
     extra = ["--set", "experiments.op=[0.3]", "--set", "experiments.kd=['pmsc']", "--set", "teacher.epochs=4"]
