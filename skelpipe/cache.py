@@ -225,6 +225,9 @@ def _versions() -> dict:
 class Cache:
     def __init__(self, root=None):
         self.root = Path(root) if root else default_root()
+        if self.root.exists() and not self.root.is_dir():
+            raise SkelpipeError(f"{self.root}: the cache root is not a directory "
+                                "(check --cache-dir or $SKELPIPE_CACHE)")
 
     def stage(self, name: str, version: int, config: dict, inputs: dict | None = None) -> Stage:
         return Stage(self, name, version, config, inputs or {})

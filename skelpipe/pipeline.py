@@ -507,11 +507,13 @@ def run_all_command(pipeline, data_root, only, until, overrides, cache_dir, repo
         print_plan(plan)
         return
     _check_data(plan, plan.steps.values())
+    from skelpipe.device import resolve
+
+    on_gpu = resolve(device).type == "cuda"  # an unusable --device fails here, before any stage
     t0 = time.time()
     if only != "report":
         if jobs is None:
-            from skelpipe.device import resolve
-            jobs = 1 if resolve(device).type == "cuda" else min(os.cpu_count() or 1, 4)
+            jobs = 1 if on_gpu else min(os.cpu_count() or 1, 4)
         plan.run(only=only, until=until if until != "report" else None, jobs=jobs)
     if (only in (None, "report")) and (until in (None, "report", "evaluate")):
         from skelpipe import report

@@ -24,6 +24,7 @@ import numpy as np
 from skelpipe import stats
 from skelpipe.atomic import write_json
 from skelpipe.console import console
+from skelpipe.errors import SkelpipeError
 
 # Columns of each dataset's tables: (benchmark, metric, header).
 COLUMNS = {
@@ -292,6 +293,10 @@ def write_report(plan, out_dir) -> list[dict]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = collect(plan)
+    if not records:
+        raise SkelpipeError(f"nothing to report: no finished evaluation of {plan.cfg['name']} in the cache "
+                            f"{plan.cache.root} (run `skelpipe run-all {plan.cfg['name']}` first, with the "
+                            "same --set and --cache-dir)")
     write_json(out_dir / "results.json", records)
     md = markdown(records, plan.cfg["dataset"], plan.cfg["name"]) + part_matrix_section(plan)
     (out_dir / "results.md").write_text(md + "\n")

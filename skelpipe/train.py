@@ -388,6 +388,11 @@ def _train(cfg, pack, out_dir, teacher_dir, part_matrix, test, rank, world, devi
     pair_pool = np.flatnonzero(has_hq)
     if len(train_index) == 0:
         raise SkelpipeError("training split: no instance to train on (no HQ skeletons for a teacher)")
+    classes = np.unique(labels_np[train_index])
+    if len(classes) < 2:
+        raise SkelpipeError(f"training split of {pack if isinstance(pack, (str, os.PathLike)) else 'the data'}: "
+                            f"{len(train_index)} instance(s) of {len(classes)} class(es); a classifier needs "
+                            "at least 2 classes")
     on_device = _fits_on(device, x_np)
     x_all = _resident(x_np, device, on_device)
     data_device = x_all.device

@@ -227,3 +227,21 @@ def test_ntu_with_real_openpifpaf_extraction(tmp_path):
     aligned = next((tmp_path / "cache" / "align").glob("*/manifest.json")).parent
     with open_store(aligned / "lq.h5") as lq:
         assert lq.ids() == names and lq.read(names[1]).attrs["label"] == 1
+
+
+def test_bad_device_cache_root_and_empty_report_are_one_line_errors(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(cli, ["run-all", "demo", "--device", "cuda", "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code != 0 and "CUDA is not available" in str(result.exception)
+    assert not (tmp_path / "c").exists()                           # rejected before the first stage
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    monkeypatch.setenv("SKELPIPE_CACHE", str(not_a_dir))
+    result = CliRunner().invoke(cli, ["run-all", "demo", "--dry-run"])
+    assert result.exit_code != 0 and "is not a directory" in str(result.exception)
+    result = CliRunner().invoke(cli, ["report", "demo", "--cache-dir", str(tmp_path / "empty"),
+                                      "--report-dir", str(tmp_path / "r")])
+    assert result.exit_code != 0 and "nothing to report" in str(result.exception)
+    assert not (tmp_path / "r" / "results.md").exists()

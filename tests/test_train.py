@@ -343,3 +343,11 @@ def test_alpha_warmup_and_gradient_norms_are_recorded(trained_teacher, tmp_path)
         assert r["loss"] == pytest.approx(r["ce"] + r["alpha"] * r["kd"], rel=1e-5)
         assert r["grad_ce"] > 0 and r["grad_kd"] > 0
     assert "grad_kd" not in metrics(trained_teacher)[0]
+
+
+def test_a_single_class_is_refused(tmp_path):
+    split = make_split()
+    split.label[:] = 1
+    with pytest.raises(SkelpipeError, match="at least 2 classes"):
+        train(TrainConfig(stage="teacher", channels=(8,), epochs=1, device="cpu"), split, tmp_path / "t")
+    assert not (tmp_path / "t" / "model.json").exists()
