@@ -88,7 +88,8 @@ def main(argv=None):
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except SkelpipeError as e:
-        if debug:
+        if debug:  # the whole story: also what a `raise SkelpipeError(...) from None` hid
+            e.__suppress_context__ = False
             raise
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

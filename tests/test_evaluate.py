@@ -100,3 +100,22 @@ def test_topk_accuracy_with_fewer_classes_than_k():
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15], [0.2, 0.3, 0.5]])
     labels = torch.tensor([1, 2, 0])
     assert topk_accuracy(logits, labels, (1, 2, 5)) == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_debug_shows_the_cause_a_one_line_error_hides(tmp_path, capsys):
+    from skelpipe.cli import main
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text("{not json")
+    (model / "model.pt").write_bytes(b"")
+    args = ["evaluate", "--model", str(model), "--pack", str(tmp_path), "--out", str(tmp_path / "o"),
+            "--device", "cpu"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.json: not valid JSON" in err      # one line, no traceback
+    with pytest.raises(SkelpipeError) as error:
+        main(["--debug", *args])
+    assert isinstance(error.value.__context__, json.JSONDecodeError) and not error.value.__suppress_context__
