@@ -228,7 +228,7 @@ class Plan:
                                     pack_cfg, {"align": align}, build_pack)
                     where = {**common, "benchmark": benchmark, "split": split, "hq_fraction": fraction}
                     teacher = self.add("teacher", f"teacher {setting['name']} {benchmark} HQ {fraction:.0%}",
-                                       _train_config(cfg["teacher"], stage="teacher"),
+                                       self._checked("teacher", _train_config(cfg["teacher"], stage="teacher")),
                                        {"pack": pack}, build_train)
                     self._evaluate(teacher, pack, 0.0, {**where, "model": "teacher", "kd": None, "op": 0.0,
                                                         "seed": cfg["teacher"].get("seed", 0)})
@@ -253,12 +253,24 @@ class Plan:
                                         scfg = {k: v for k, v in scfg.items() if k not in KD_FIELDS}
                                     if exp.get("seed_occlusion", False):
                                         scfg["occlusion_seed"] = seed
+                                    self._checked("student", scfg)
                                     student = self.add(
                                         "student", f"student {setting['name']} kd={kd} OP {op} {benchmark} "
                                         f"HQ {fraction:.0%}{' (pairs only)' if data == 'pair' else ''}"
                                         f"{f' seed {seed}' if len(seeds) > 1 else ''}", scfg, deps, build_train)
                                     self._evaluate(student, pack, op, {**where, "model": "student", "kd": kd,
                                                                        "op": op, "lq_data": data, "seed": seed})
+
+    def _checked(self, section: str, config: dict) -> dict:
+        """``config`` when it makes a valid TrainConfig; a one-line error naming the pipeline
+        file and section otherwise (at plan time, so that --dry-run catches it)."""
+        from skelpipe.train import TrainConfig
+
+        try:
+            TrainConfig.from_dict(config)
+        except SkelpipeError as e:
+            raise SkelpipeError(f"{self.cfg['_path']} [{section}]: {e}") from e
+        return config
 
     def _evaluate(self, model: Step, pack: Step, op: float, meta: dict):
         scfg = self.cfg["student"]

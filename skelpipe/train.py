@@ -100,8 +100,20 @@ class TrainConfig:
     deterministic: bool = False            # deterministic kernels (slower on CUDA)
 
     def __post_init__(self):
-        self.channels = tuple(int(c) for c in self.channels)
-        self.milestones = tuple(int(m) for m in self.milestones)
+        for f in dataclasses.fields(self):  # types first, so that a bad --set is one line, not a TypeError
+            value = getattr(self, f.name)
+            if f.type is tuple:
+                ok = isinstance(value, (list, tuple)) and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in value)
+                wanted = "a list of integers"
+            else:
+                kinds = {float: (int, float), int: (int,), str: (str,), bool: (bool,)}[f.type]
+                ok = isinstance(value, kinds) and (f.type is bool or not isinstance(value, bool))
+                wanted = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}[f.type]
+            if not ok:
+                raise SkelpipeError(f"training config: {f.name} must be {wanted}, got {value!r}")
+        self.channels = tuple(self.channels)
+        self.milestones = tuple(self.milestones)
         checks = [
             (self.stage in STAGES, f"stage must be one of {STAGES}, got {self.stage!r}"),
             (self.kd in KD_VARIANTS, f"kd must be one of {KD_VARIANTS}, got {self.kd!r}"),

@@ -245,3 +245,18 @@ def test_bad_device_cache_root_and_empty_report_are_one_line_errors(tmp_path, mo
                                       "--report-dir", str(tmp_path / "r")])
     assert result.exit_code != 0 and "nothing to report" in str(result.exception)
     assert not (tmp_path / "r" / "results.md").exists()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("student.epochs='ten'", "epochs must be an integer"),
+    ("teacher.channels=['a']", "channels must be a list of integers"),
+    ("student.alpha='high'", "alpha must be a number"),
+    ("student.kd_typo=1", "unknown setting(s) kd_typo"),
+    ("student.occlusion_mode='random'", "occlusion mode must be one of"),
+])
+def test_bad_settings_fail_the_dry_run_in_one_line(override, message, tmp_path):
+    result = CliRunner().invoke(cli, ["run-all", "demo", "--dry-run", "--cache-dir", str(tmp_path),
+                                      "--set", override])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SkelpipeError) and message in str(result.exception)
+    assert "demo.toml [" in str(result.exception)
