@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from skelpipe.errors import SkelpipeError
-from skelpipe.store import PoseWriter, merge_stores
+from skelpipe.store import PoseWriter, merge_stores, open_store
 
 CHUNK = 500
 
@@ -44,12 +44,24 @@ def write_dataset_store(dataset: str, options: dict, root: Path | None, out_path
                 writer.add(sample_id, keypoints, arrays, **sample_attrs)
         work.mark_done(unit)
     if not chunks:
-        raise SkelpipeError(f"{root}: no {dataset} samples found")
+        raise _nothing_read(root, dataset, work)
     merge_stores(out_path, chunks)
     for chunk in chunks:
         chunk.unlink()
-    work.note(samples=len(items) - len(work.bad_items()))
+    with open_store(out_path) as store:
+        samples = len(store)
+    if samples == 0:  # every file was bad: fail, never commit an empty stage
+        raise _nothing_read(root, dataset, work)
+    work.note(samples=samples)
     return out_path
+
+
+def _nothing_read(root, dataset: str, work) -> SkelpipeError:
+    """The one-line error of a skeleton stage that read no sample, with the first reasons."""
+    bad = work.bad_items()
+    reasons = "; ".join(b["reason"] for b in bad[:3])
+    return SkelpipeError(f"{root}: no readable {dataset} sample"
+                         + (f" ({len(bad)} bad: {reasons}{' …' if len(bad) > 3 else ''})" if bad else " found"))
 
 
 def _dataset(dataset: str, options: dict, root: Path | None, work):

@@ -260,3 +260,17 @@ def test_bad_settings_fail_the_dry_run_in_one_line(override, message, tmp_path):
     assert result.exit_code != 0
     assert isinstance(result.exception, SkelpipeError) and message in str(result.exception)
     assert "demo.toml [" in str(result.exception)
+
+
+def test_a_data_root_of_bad_files_fails_and_commits_nothing(tmp_path):
+    labels = tmp_path / "penn" / "labels"
+    labels.mkdir(parents=True)
+    for i in (1, 2, 3, 4):
+        (labels / f"{i:04d}.mat").write_bytes(b"not a MATLAB file")
+    result = CliRunner().invoke(cli, ["run-all", "penn", "--until", "skeletons", "--cache-dir",
+                                      str(tmp_path / "cache"), "--data-root", str(tmp_path / "penn")])
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert "no readable penn sample (4 bad:" in message and "0001.mat" in message and "…" in message
+    assert "\n" not in message
+    assert not [p for p in (tmp_path / "cache" / "skeletons").iterdir() if p.is_dir() and not p.name.endswith(".partial")]
