@@ -2,8 +2,8 @@
 
 Teachers are evaluated on the HQ test data, students on the LQ test data occluded with the
 same probability (OP) as in training, one fixed draw per instance
-(``noise.test_seeds(test_seed, split)``: a hash of the pack's ``test_seed``, the split and each
-sample's id, in a stream of its own that no training mask can repeat; exactly what
+(``noise.test_seeds(test_seed, ids, split)``: a hash of the pack's ``test_seed``, the split
+and each sample's id, in a stream of its own that no training mask can repeat; exactly what
 ``pack.degrade`` gives), so every student sees the same test set.
 """
 
@@ -129,7 +129,7 @@ def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, 
     if len(labels) == 0:
         raise SkelpipeError(f"{pack_dir}: the {split} split has no {which.upper()} instance to evaluate")
 
-    seeds = noise.instance_seeds(seed, noise.sample_keys(ids), "eval", getattr(data, "name", split)) if op > 0 else None
+    seeds = noise.test_seeds(seed, ids, getattr(data, "name", split)) if op > 0 else None
     logits = predict(model, x, batch_size=batch_size, device=device, op=op, mode=mode, seeds=seeds,
                      amp=cfg.get("amp", True), show_progress=True)
     num_classes = meta["num_classes"]

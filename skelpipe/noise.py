@@ -105,10 +105,10 @@ def instance_seeds(seed: int, keys, purpose: str, split: str, epoch: int | None 
     return h
 
 
-def test_seeds(seed: int, split, device=None) -> torch.Tensor:
-    """The fixed evaluation draw of a split (anything with ``ids`` and ``name``, e.g. a packed
-    split): ``instance_seeds(seed, sample_keys(split.ids), "eval", split.name)``."""
-    return instance_seeds(seed, sample_keys(split.ids), "eval", getattr(split, "name", "test"), device=device)
+def test_seeds(seed: int, ids, split: str, device=None) -> torch.Tensor:
+    """The fixed evaluation draw of the samples ``ids`` of a split:
+    ``instance_seeds(seed, sample_keys(ids), "eval", split)``."""
+    return instance_seeds(seed, sample_keys(ids), "eval", split, device=device)
 
 
 def occlusion_mask(seeds, p: float, shape=(300, 25, 2), mode: str = "track", device=None,

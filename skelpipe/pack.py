@@ -26,8 +26,8 @@ Time: sequences longer than T are truncated, shorter ones zero-padded at the end
 ``sample_frames = K`` a sequence longer than K is sampled uniformly to K frames (T becomes K).
 
 Occlusion is not baked in: the LQ test tensors are clean, and evaluation applies
-``skelpipe.noise.occlusion_mask`` with seeds ``noise.test_seeds(test_seed, split)`` (a hash of
-the seed, the split's name and each sample's id). The mask is a pure function of those, so this
+``skelpipe.noise.occlusion_mask`` with seeds ``noise.test_seeds(test_seed, ids, split)`` (a
+hash of the seed, the split's name and each sample's id). The mask is a pure function of those, so this
 IS one fixed draw per test instance, the same in every evaluation, without storing a degraded
 copy per (p, mode, seed) (see ``degrade``).
 """
@@ -435,7 +435,7 @@ def degrade(pack_dir, split: str, op: float, mode: str = "track", seed: int | No
 
     sp = load_split(pack_dir, split)
     seed = sp.attrs.get("test_seed", 0) if seed is None else seed
-    return occlude(sp.lq, op, test_seeds(seed, sp), mode)
+    return occlude(sp.lq, op, test_seeds(seed, sp.ids, sp.name), mode)
 
 
 # ---------------------------------------------------------------- stage and CLI

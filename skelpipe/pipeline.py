@@ -206,6 +206,8 @@ class Plan:
         return self
 
     def _experiment(self, setting: dict, exp: dict):
+        from skelpipe.train import KD_FIELDS
+
         cfg = self.cfg
         hq, lq = self.source(setting["hq"]), self.source(setting["lq"])
         align = self.add("align", f"align {setting['name']}", dict(cfg.get("align", {})),
@@ -249,7 +251,6 @@ class Plan:
                                     scfg = {**_train_config(cfg["student"], stage="student"), "kd": kd, "op": op,
                                             "lq_data": data, "seed": seed}
                                     if kd == "none":  # KD-only settings: one baseline serves every ablation
-                                        from skelpipe.train import KD_FIELDS
                                         scfg = {k: v for k, v in scfg.items() if k not in KD_FIELDS}
                                     if exp.get("seed_occlusion", False):
                                         scfg["occlusion_seed"] = seed

@@ -612,7 +612,7 @@ def _test_accuracy(model, test, cfg, device, amp) -> dict:
     if student:
         x = test.lq
         if cfg.op > 0:
-            seeds = noise.test_seeds(int(test.attrs.get("test_seed", 0)), test)
+            seeds = noise.test_seeds(int(test.attrs.get("test_seed", 0)), test.ids, getattr(test, "name", "test"))
     else:
         keep = np.asarray(test.has_hq, dtype=bool)
         x, labels = test.hq[keep], labels[keep]
