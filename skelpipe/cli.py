@@ -10,22 +10,22 @@ import sys
 
 import click
 
-from skelpipe.errors import SkelpipeError
+from skelpipe.core.errors import SkelpipeError
 
 COMMANDS = {
-    "install-openpifpaf": "skelpipe.install:install_openpifpaf_command",
-    "doctor": "skelpipe.install:doctor_command",
-    "cache": "skelpipe.cache:cache_command",
-    "extract": "skelpipe.extract:extract_command",
-    "align": "skelpipe.align:align_command",
-    "pack": "skelpipe.pack:pack_command",
-    "train": "skelpipe.train:train_command",
-    "partmatrix": "skelpipe.partmatrix:partmatrix_command",
-    "evaluate": "skelpipe.evaluate:evaluate_command",
-    "report": "skelpipe.report:report_command",
-    "run-all": "skelpipe.pipeline:run_all_command",
-    "predict": "skelpipe.predict:predict_command",
-    "bench": "skelpipe.bench:bench_command",
+    "install-openpifpaf": "skelpipe.commands.install:install_openpifpaf_command",
+    "doctor": "skelpipe.commands.install:doctor_command",
+    "cache": "skelpipe.pipeline.cache:cache_command",
+    "extract": "skelpipe.pose.extract:extract_command",
+    "align": "skelpipe.data.align:align_command",
+    "pack": "skelpipe.data.pack:pack_command",
+    "train": "skelpipe.learn.train:train_command",
+    "partmatrix": "skelpipe.learn.partmatrix:partmatrix_command",
+    "evaluate": "skelpipe.learn.evaluate:evaluate_command",
+    "report": "skelpipe.pipeline.report:report_command",
+    "run-all": "skelpipe.pipeline.plan:run_all_command",
+    "predict": "skelpipe.pipeline.predict:predict_command",
+    "bench": "skelpipe.commands.bench:bench_command",
 }
 
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from skelpipe import layouts
-from skelpipe.align import align_stores, associate, run_align, time_index
-from skelpipe.cache import Cache
+from skelpipe.skeleton import layouts
+from skelpipe.data.align import align_stores, associate, run_align, time_index
+from skelpipe.pipeline.cache import Cache
 from skelpipe.cli import cli
-from skelpipe.simulate import to_coco17
-from skelpipe.store import PoseWriter, open_store
+from skelpipe.pose.simulate import to_coco17
+from skelpipe.skeleton.store import PoseWriter, open_store
 
 NTU = layouts.get("ntu25")
 

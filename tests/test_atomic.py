@@ -3,7 +3,7 @@ killed writers are found and removed."""
 
 import pytest
 
-from skelpipe import atomic
+from skelpipe.core import atomic
 
 
 def test_replacing_commits_on_success_and_leaves_nothing_on_failure(tmp_path):

@@ -5,16 +5,16 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from skelpipe.cache import Cache, Lock
+from skelpipe.pipeline.cache import Cache, Lock
 from skelpipe.cli import cli
-from skelpipe.errors import SkelpipeError
+from skelpipe.core.errors import SkelpipeError
 
 UNITS = [f"video{i}" for i in range(6)]
 
 # A stage that processes six units, one file each; killed with SIGKILL after a given unit.
 STAGE = """
 import os, signal, sys
-from skelpipe.cache import Cache
+from skelpipe.pipeline.cache import Cache
 root, kill_after = sys.argv[1], int(sys.argv[2])
 st = Cache(root).stage("extract", version=1, config={"backbone": "k16"})
 with st.run() as work:
@@ -73,7 +73,7 @@ def test_lock_names_holder(tmp_path):
     st = Cache(tmp_path).stage("train", 1, {"epochs": 1})
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys,time; from skelpipe.cache import Cache;"
+         "import sys,time; from skelpipe.pipeline.cache import Cache;"
          "st = Cache(sys.argv[1]).stage('train', 1, {'epochs': 1});"
          "cm = st.run(); cm.__enter__(); print('locked', flush=True); time.sleep(60)",
          str(tmp_path)], stdout=subprocess.PIPE)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from skelpipe.datasets import penn
-from skelpipe.errors import SkelpipeError
+from skelpipe.data.datasets import penn
+from skelpipe.core.errors import SkelpipeError
 
 
 def write_label(path, n=40, action="tennis_serve", train=1, nframes_dtype=np.uint8, drop=(),
@@ -177,9 +177,9 @@ def test_dev_split_of_the_real_training_labels(shared_data):
 
 
 def test_dev_split_in_the_skeleton_stage(tmp_path):
-    from skelpipe import sources
-    from skelpipe.cache import Cache
-    from skelpipe.store import open_store
+    from skelpipe.data import sources
+    from skelpipe.pipeline.cache import Cache
+    from skelpipe.skeleton.store import open_store
 
     labels = tmp_path / "labels"
     labels.mkdir()

@@ -4,8 +4,8 @@ being the labelled ones, projection, and the HQ store round trip."""
 import numpy as np
 import pytest
 
-from skelpipe import layouts
-from skelpipe.datasets import demo
+from skelpipe.skeleton import layouts
+from skelpipe.data.datasets import demo
 
 NTU = layouts.get("ntu25")
 J = {name: i for i, name in enumerate(NTU.joints)}
@@ -150,7 +150,7 @@ def test_projection_is_a_pinhole_inside_the_image():
 
 
 def test_write_stores_round_trip(tmp_path):
-    from skelpipe.store import open_store
+    from skelpipe.skeleton.store import open_store
 
     path = demo.write_stores(tmp_path / "demo", num_subjects=3, reps_per_subject=1, seed=0)
     expected = {i.id: i for i in demo.generate(num_subjects=3, reps_per_subject=1, seed=0)}

@@ -19,9 +19,10 @@ import pytest
 
 pytest.importorskip("openpifpaf", reason="OpenPifPaf is not installed (skelpipe install-openpifpaf)")
 
-from skelpipe import decoding, extract  # noqa: E402
-from skelpipe.errors import SkelpipeError  # noqa: E402
-from skelpipe.store import open_store  # noqa: E402
+from skelpipe.pose import decoding
+from skelpipe.pose import extract  # noqa: E402
+from skelpipe.core.errors import SkelpipeError  # noqa: E402
+from skelpipe.skeleton.store import open_store  # noqa: E402
 
 BIASED = decoding.BIASED_CONFIG
 
@@ -124,7 +125,7 @@ def test_extract_writes_tracked_people_in_original_pixels_and_skips_bad_files(bi
 
 
 def _resized(w, h, long_edge):
-    from skelpipe.video import network_size
+    from skelpipe.pose.video import network_size
 
     return network_size(w, h, long_edge)[0]
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from skelpipe import install
+from skelpipe.commands import install
 
 
 def test_cxx_standard_fits_torch():
@@ -90,8 +90,8 @@ def test_install_openpifpaf_is_idempotent():
 
 
 def test_importing_skelpipe_does_not_import_openpifpaf():
-    code = ("import sys, skelpipe, skelpipe.cli, skelpipe.install, skelpipe.extract, skelpipe.decoding, "
-            "skelpipe.tracking, skelpipe.video, skelpipe.device; print('openpifpaf' in sys.modules)")
+    code = ("import sys, skelpipe, skelpipe.cli, skelpipe.commands.install, skelpipe.pose.extract, skelpipe.pose.decoding, "
+            "skelpipe.pose.tracking, skelpipe.pose.video, skelpipe.core.device; print('openpifpaf' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skelpipe.losses import global_msc_loss, kl_distill_loss, pmsc_loss
+from skelpipe.learn.losses import global_msc_loss, kl_distill_loss, pmsc_loss
 
 
 def reference_msc(sim, labels_low, labels_high, pair_index, w):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from skelpipe import layouts
-from skelpipe.models import build_model
-from skelpipe.models.stgcn import block_strides, graph_conv
+from skelpipe.skeleton import layouts
+from skelpipe.learn.models import build_model
+from skelpipe.learn.models.stgcn import block_strides, graph_conv
 
 TINY = (8, 8, 16, 16)
 
@@ -142,8 +142,8 @@ def test_small_network_overfits_a_tiny_set(backbone):
 
 
 def test_agcn_adjacency_points_bones_inward():
-    from skelpipe.models.agcn import agcn_adjacency
-    from skelpipe.models.graph import hop_distance
+    from skelpipe.learn.models.agcn import agcn_adjacency
+    from skelpipe.learn.models.graph import hop_distance
 
     lay = layouts.get("kinect20")                       # a tree: every joint but the centre has one parent
     a = agcn_adjacency(lay)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from skelpipe.noise import MODES, _mix, instance_seeds, occlude, occlusion_mask, sample_keys
+from skelpipe.skeleton.noise import MODES, _mix, instance_seeds, occlude, occlusion_mask, sample_keys
 
 
 def _splitmix_ref(x: np.ndarray) -> np.ndarray:

@@ -4,13 +4,13 @@ import h5py
 import numpy as np
 import pytest
 
-from skelpipe.cache import Cache
-from skelpipe.errors import SkelpipeError
-from skelpipe.pack import (PackConfig, degrade, frame_indices, load_split, normalise_2d,
+from skelpipe.pipeline.cache import Cache
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.pack import (PackConfig, degrade, frame_indices, load_split, normalise_2d,
                            normalise_3d, pack, run_pack)
-from skelpipe import layouts
-from skelpipe.noise import instance_seeds, occlusion_mask, sample_keys
-from skelpipe.store import PoseWriter
+from skelpipe.skeleton import layouts
+from skelpipe.skeleton.noise import instance_seeds, occlusion_mask, sample_keys
+from skelpipe.skeleton.store import PoseWriter
 
 
 def _aligned_pair(d, n=12, classes=3, T=40, no_hq=()):
@@ -138,7 +138,7 @@ def test_test_occlusion_is_a_fixed_function_of_instance(tmp_path):
 def test_stage_cached_and_bad_instance_reported(tmp_path):
     d = _aligned_pair(tmp_path / "aligned")
     import shutil
-    from skelpipe.store import open_store
+    from skelpipe.skeleton.store import open_store
     # rebuild lq.h5 with one sample lacking image_size
     with open_store(d / "lq.h5") as src, PoseWriter(d / "lq2.h5", "coco17", src.attrs) as w:
         for s in src.iterate():
@@ -167,7 +167,7 @@ def test_unknown_setting_and_benchmark(tmp_path):
 
 
 def test_ntu_benchmark_uses_sample_names_and_falls_back_to_split_attr():
-    from skelpipe.pack import split_of
+    from skelpipe.data.pack import split_of
     cfg = PackConfig(benchmark="xsub")
     assert split_of("S001C001P001R001A001", {}, cfg) == "train"   # subject 1: training
     assert split_of("S001C001P003R001A001", {}, cfg) == "test"    # subject 3: test
@@ -191,7 +191,7 @@ def test_load_split_errors(tmp_path):
 
 def _penn_hq_store(labels_dir, out_path):
     """The real Penn Action label files as an HQ store (penn13, x, y, visibility)."""
-    from skelpipe.datasets import penn
+    from skelpipe.data.datasets import penn
 
     paths = sorted(labels_dir.glob("*.mat"))
     with PoseWriter(out_path, "penn13", {"source": "human annotation", "channels": "x,y,conf",
@@ -206,8 +206,8 @@ def _penn_hq_store(labels_dir, out_path):
 
 
 def test_real_penn_labels_simulated_aligned_packed(shared_data, tmp_path):
-    from skelpipe.align import align_stores
-    from skelpipe.simulate import simulate_store
+    from skelpipe.data.align import align_stores
+    from skelpipe.pose.simulate import simulate_store
 
     n = _penn_hq_store(shared_data / "penn_action" / "labels", tmp_path / "hq.h5")
     assert n == 30
@@ -243,8 +243,8 @@ def test_pack_cli(tmp_path):
 
 
 def test_sysu_settings_use_the_readers_seeded_splits():
-    from skelpipe.datasets import sysu
-    from skelpipe.pack import split_of
+    from skelpipe.data.datasets import sysu
+    from skelpipe.data.pack import split_of
 
     ids = [sysu.sample_id(s, a) for s in range(1, 41) for a in range(12)]
     for setting in (1, 2):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from skelpipe.pairing import draw_pairs
+from skelpipe.data.pairing import draw_pairs
 
 
 @pytest.mark.parametrize("fraction", [1.0, 0.8, 0.7, 0.5, 0.0])

@@ -9,10 +9,10 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from skelpipe import layouts
-from skelpipe.layouts import PARTS
-from skelpipe.errors import SkelpipeError
-from skelpipe.partmatrix import (agreement, compute_part_matrix, occluded_logits, occluded_predictions,
+from skelpipe.skeleton import layouts
+from skelpipe.skeleton.layouts import PARTS
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.learn.partmatrix import (agreement, compute_part_matrix, occluded_logits, occluded_predictions,
                                  part_error_rates, part_keep_masks, part_matrix_from_predictions,
                                  part_matrix_from_scores, part_probability_drops, partmatrix_command,
                                  plot_part_matrix)
@@ -83,7 +83,7 @@ def test_occluded_predictions_zero_exactly_one_part_each():
 
 
 def test_occluded_predictions_of_a_real_model_do_not_depend_on_batch_size():
-    from skelpipe.models import build_model
+    from skelpipe.learn.models import build_model
 
     torch.manual_seed(0)
     model = build_model("stgcn", "penn13", num_classes=4, channels=(8, 8, 16))
@@ -104,8 +104,9 @@ def test_plot_writes_png(tmp_path):
 @pytest.fixture
 def teacher_and_pack(tmp_path, monkeypatch):
     """A saved tiny teacher (train.save_model) and a stand-in for pack.load_split."""
-    from skelpipe import pack, train
-    from skelpipe.models import build_model
+    from skelpipe.data import pack
+    from skelpipe.learn import train
+    from skelpipe.learn.models import build_model
 
     torch.manual_seed(0)
     channels = (8, 8)
@@ -153,7 +154,7 @@ def test_partmatrix_command(tmp_path, teacher_and_pack):
 
 
 def test_stage_refuses_a_teacher_of_another_layout(tmp_path, teacher_and_pack):
-    from skelpipe.errors import SkelpipeError
+    from skelpipe.core.errors import SkelpipeError
 
     teacher_dir, split, _ = teacher_and_pack
     split.attrs["hq_layout"] = "coco17"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from skelpipe.cache import Cache
+from skelpipe.pipeline.cache import Cache
 from skelpipe.cli import cli
-from skelpipe.errors import SkelpipeError
-from skelpipe.pipeline import Plan, load_pipeline, parse_override
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.pipeline.plan import Plan, load_pipeline, parse_override
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
@@ -193,8 +193,8 @@ def test_ntu_with_real_openpifpaf_extraction(tmp_path):
     import cv2
     import numpy as np
 
-    from skelpipe import extract
-    from skelpipe.store import open_store
+    from skelpipe.pose import extract
+    from skelpipe.skeleton.store import open_store
     from test_datasets_ntu import FRAMES, skeleton_text
 
     root = tmp_path / "ntu"

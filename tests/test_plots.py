@@ -5,8 +5,9 @@ import json
 import cv2
 import numpy as np
 
-from skelpipe import layouts, plots
-from skelpipe.store import Sample
+from skelpipe.skeleton import layouts
+from skelpipe.pipeline import plots
+from skelpipe.skeleton.store import Sample
 
 
 def _video(path, n=12, size=(64, 48)):

@@ -11,13 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from skelpipe import predict
-from skelpipe.cache import Cache
-from skelpipe.errors import SkelpipeError
-from skelpipe.models import build_model
-from skelpipe.pack import PackConfig, load_split, run_pack
-from skelpipe.store import PoseWriter
-from skelpipe.train import TrainConfig, save_model, train
+from skelpipe.pipeline import predict
+from skelpipe.pipeline.cache import Cache
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.learn.models import build_model
+from skelpipe.data.pack import PackConfig, load_split, run_pack
+from skelpipe.skeleton.store import PoseWriter
+from skelpipe.learn.train import TrainConfig, save_model, train
 
 W, H, FRAMES = 96, 64, 20
 NUM_CLASSES = 6
@@ -281,7 +281,7 @@ def test_evaluate_stage_directory_leads_to_its_model(tmp_path):
 def estimator(tmp_path_factory):
     """A random-weight shufflenetv2k16 checkpoint with biased confidence heads (people to decode)."""
     pytest.importorskip("openpifpaf", reason="OpenPifPaf is not installed (skelpipe install-openpifpaf)")
-    from skelpipe.extract import random_checkpoint
+    from skelpipe.pose.extract import random_checkpoint
 
     return random_checkpoint("shufflenetv2k16", tmp_path_factory.mktemp("pifpaf") / "k16.pkl", biased=True)
 
@@ -311,7 +311,7 @@ def test_predict_end_to_end_with_a_random_estimator(estimator, cached_student, t
 
 
 def test_tracked_skeletons_are_classified_and_drawn(estimator, cached_student, tmp_path):
-    from skelpipe.decoding import BIASED_CONFIG
+    from skelpipe.pose.decoding import BIASED_CONFIG
 
     student, _ = cached_student
     video = write_video(tmp_path / "clip.mp4")

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from skelpipe import layouts
-from skelpipe.errors import SkelpipeError
-from skelpipe.simulate import (PROFILES, body_size, get_profile, image_points, simulate_sample,
+from skelpipe.skeleton import layouts
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.pose.simulate import (PROFILES, body_size, get_profile, image_points, simulate_sample,
                                simulate_store, to_coco17)
-from skelpipe.store import PoseWriter, Sample, open_store
+from skelpipe.skeleton.store import PoseWriter, Sample, open_store
 
 COCO = layouts.get("coco17")
 NTU = layouts.get("ntu25")
@@ -127,7 +127,7 @@ def test_simulate_store_labels_its_output(tmp_path):
 
 
 def test_demo_projection_path(tmp_path):
-    from skelpipe.datasets import demo
+    from skelpipe.data.datasets import demo
 
     path = demo.write_stores(tmp_path, num_subjects=1, reps_per_subject=1)
     simulate_store(path, tmp_path / "lq.h5", "resnet152", seed=0)

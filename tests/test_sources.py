@@ -4,10 +4,10 @@ the dataset's format, the real Penn labels, the demo; bad files reported, chunks
 import numpy as np
 import pytest
 
-from skelpipe import sources
-from skelpipe.cache import Cache
-from skelpipe.errors import SkelpipeError
-from skelpipe.store import open_store
+from skelpipe.data import sources
+from skelpipe.pipeline.cache import Cache
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.skeleton.store import open_store
 from test_datasets_ntu import FRAMES, skeleton_text
 
 

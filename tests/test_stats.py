@@ -3,8 +3,8 @@
 import pytest
 from scipy import stats as scipy_stats
 
-from skelpipe import stats
-from skelpipe.report import aggregate, markdown
+from skelpipe.pipeline import stats
+from skelpipe.pipeline.report import aggregate, markdown
 
 
 def test_summary():
@@ -77,7 +77,7 @@ def test_aggregate_pairs_only_common_seeds_and_flags_noise():
 
 
 def test_kd_gain_plot(tmp_path):
-    from skelpipe.plots import kd_gains
+    from skelpipe.pipeline.plots import kd_gains
 
     runs = [_run("none", s, v, op=op) for op in (0.0, 0.6) for s, v in zip([0, 1, 2], [70.0, 60.0, 65.0])]
     runs += [_run("pmsc", s, v, op=op) for op in (0.0, 0.6) for s, v in zip([0, 1, 2], [72.0, 62.5, 66.5])]

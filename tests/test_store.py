@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from skelpipe.errors import SkelpipeError
-from skelpipe.store import PoseWriter, merge_stores, open_store
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.skeleton.store import PoseWriter, merge_stores, open_store
 
 
 def _kp(m=2, t=5, v=17, c=3, seed=0):
@@ -63,7 +63,7 @@ def test_rejects_foreign_and_incomplete_files(tmp_path):
 
 WRITER = """
 import sys, numpy as np
-from skelpipe.store import PoseWriter
+from skelpipe.skeleton.store import PoseWriter
 with PoseWriter(sys.argv[1], "coco17") as w:
     for i in range(100000):
         w.add(f"s{i}", np.zeros((2, 50, 17, 3), np.float32))

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from skelpipe.tracking import Tracker, oks, track_people
+from skelpipe.pose.tracking import Tracker, oks, track_people
 
 # a standing person's 17 COCO joints around (0, 0), about 40 px wide and 120 px tall
 SHAPE = np.array([[0, -60], [-4, -64], [4, -64], [-8, -62], [8, -62], [-16, -40], [16, -40], [-20, -15],
@@ -100,7 +100,7 @@ def test_no_detections_gives_zeros():
 
 
 def test_oks_matrix_matches_pairs_and_candidates_are_capped():
-    from skelpipe.tracking import oks_matrix
+    from skelpipe.pose.tracking import oks_matrix
 
     rng = np.random.default_rng(0)
     a = np.array([person(50 + 10 * i, 60) for i in range(3)])

@@ -16,12 +16,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from skelpipe import layouts
-from skelpipe.errors import SkelpipeError
-from skelpipe.evaluate import predict
-from skelpipe.models import build_model
-from skelpipe.noise import instance_seeds, sample_keys
-from skelpipe.train import TrainConfig, load_model, save_model, train
+from skelpipe.skeleton import layouts
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.learn.evaluate import predict
+from skelpipe.learn.models import build_model
+from skelpipe.skeleton.noise import instance_seeds, sample_keys
+from skelpipe.learn.train import TrainConfig, load_model, save_model, train
 
 TINY = dict(channels=(8, 8, 16, 16), temporal_kernel=3, device="cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_cached_and_online_teacher_features_give_equal_losses(kd, tmp_path):
 
 
 def test_cached_teacher_outputs_equal_a_direct_forward(tmp_path):
-    from skelpipe.train import teacher_outputs
+    from skelpipe.learn.train import teacher_outputs
     teacher, _ = load_model(random_teacher(tmp_path / "teacher"))
     split = make_split(paired_fraction=0.5)
     x, pool = torch.from_numpy(split.hq), np.flatnonzero(split.has_hq)
@@ -154,7 +154,7 @@ def test_cached_teacher_outputs_equal_a_direct_forward(tmp_path):
 
 RESUME_SCRIPT = textwrap.dedent("""
     import os, signal, sys, torch
-    from skelpipe.train import TrainConfig, train, random_split
+    from skelpipe.learn.train import TrainConfig, train, random_split
     out, teacher, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(1)
     if kill_at:                       # die by SIGKILL inside optimizer step number kill_at
@@ -246,7 +246,7 @@ def write_pack(pack_dir, train_split, test_split):
 
 
 def test_train_command_on_a_pack_directory(tmp_path):
-    from skelpipe.train import train_command
+    from skelpipe.learn.train import train_command
     write_pack(tmp_path / "pack", make_split(), make_split(seed=1))
     args = ["--stage", "teacher", "--pack", str(tmp_path / "pack"), "--out", str(tmp_path / "t"),
             "--channels", "8,8,16,16", "--temporal-kernel", "3", "--epochs", "3", "--batch-size", "6",
@@ -274,7 +274,7 @@ def test_train_command_on_a_pack_directory(tmp_path):
 
 
 def test_epoch_order_is_seeded_by_epoch_and_dealt_into_disjoint_shards():
-    from skelpipe.train import _epoch_order
+    from skelpipe.learn.train import _epoch_order
     a, b = _epoch_order(10, 0, 3, 0, 1), _epoch_order(10, 0, 3, 0, 1)
     assert (a == b).all() and sorted(a) == list(range(10))
     assert not (a == _epoch_order(10, 0, 4, 0, 1)).all()
@@ -286,7 +286,7 @@ def test_epoch_order_is_seeded_by_epoch_and_dealt_into_disjoint_shards():
 
 
 def test_hq_batch_maps_each_paired_instance_to_its_counterpart():
-    from skelpipe.train import _hq_batch
+    from skelpipe.learn.train import _hq_batch
     has_hq = np.array([True, False, True, True, False, True, True])
     idx = np.array([4, 0, 1, 3])
     hq, pair = _hq_batch(idx, has_hq, np.flatnonzero(has_hq), 0, np.random.default_rng(0))
@@ -306,8 +306,8 @@ def test_a_finished_run_of_another_configuration_is_refused(tmp_path):
 
 
 def test_part_dropout_mask_zeroes_one_whole_part():
-    from skelpipe.partmatrix import part_keep_masks
-    from skelpipe.train import part_dropout_mask
+    from skelpipe.learn.partmatrix import part_keep_masks
+    from skelpipe.learn.train import part_dropout_mask
 
     keep = part_keep_masks(layouts.get("ntu25"))
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from skelpipe.video import VideoError, VideoReader, is_truncated, network_size, probe
+from skelpipe.pose.video import VideoError, VideoReader, is_truncated, network_size, probe
 
 
 def write_video(path, n=7, size=(64, 48), fps=25.0):

@@ -1,0 +1,1 @@
+"""The command-line commands that are not a stage's own."""

@@ -1,0 +1,1 @@
+"""Foundations every stage uses: one-line errors, the console, device choice, atomic writes."""

@@ -1,0 +1,1 @@
+"""Datasets to training tensors: the dataset readers, HQ/LQ sources, alignment, packing."""

@@ -1,0 +1,506 @@
+"""pack: the training tensors. An aligned HQ/LQ store pair becomes one HDF5 file per stage.
+
+``<stage dir>/data.h5``::
+
+    /            attrs: everything ``load_split`` returns in ``attrs`` (layouts, channels, classes,
+                        T, extractor, benchmark, normalisation, HQ fraction and pair seed, ...)
+    /train, /test
+        lq       (N, C_L, T, V_L, M)  float16 or float32, contiguous (one-shot reads)
+        hq       (N, C_H, T, V_H, M)  zeros where the instance has no HQ
+        has_hq   (N,) bool   train: D_pair after the HQ-fraction draw; test: HQ available
+        hq_available (N,) bool  an HQ skeleton exists (before the draw)
+        label    (N,) int64
+        length   (N,) int32  frames before padding
+        ids      (N,) str
+
+Normalisation (recorded in the attrs ``lq_normalisation`` / ``hq_normalisation``):
+
+- 2D (x, y, confidence) in pixels of a W×H image: ``x' = (x - W/2) / S``, ``y' = (y - H/2) / S``
+  with ``S = max(W, H)`` (aspect ratio kept; the image spans [-0.5, 0.5] on its long side);
+  confidence unchanged. A missing joint (x = y = 0) stays exactly zero in every channel.
+- 3D (x, y, z): minus the centre joint of the first frame in which the first person is present:
+  ``spine_mid`` for ntu25 (CTR-GCN's practice), its Kinect v1 equivalent ``spine`` for kinect20;
+  for every person and frame. Absent persons and padding stay zero.
+
+Time: sequences longer than T are truncated, shorter ones zero-padded at the end; with
+``sample_frames = K`` a sequence longer than K is sampled uniformly to K frames (T becomes K).
+
+Occlusion is not baked in: the LQ test tensors are clean, and evaluation applies
+``skelpipe.skeleton.noise.occlusion_mask`` with seeds ``noise.test_seeds(test_seed, ids, split)`` (a
+hash of the seed, the split's name and each sample's id). The mask is a pure function of those, so this
+IS one fixed draw per test instance, the same in every evaluation, without storing a degraded
+copy per (p, mode, seed) (see ``degrade``).
+"""
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import click
+import h5py
+import numpy as np
+
+from skelpipe.core import atomic
+from skelpipe.skeleton import layouts
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.pairing import draw_pairs
+from skelpipe.skeleton.store import open_store
+
+FILE = "data.h5"
+SPLITS = ("train", "test")
+NTU_BENCHMARKS = ("xsub", "xview", "xsub120", "xset120")
+SYSU_BENCHMARKS = ("setting1", "setting2")
+BENCHMARKS = ("default",) + NTU_BENCHMARKS + SYSU_BENCHMARKS
+# Centre joint for 3D normalisation, per layout.
+CENTRE_3D = {"ntu25": "spine_mid", "kinect20": "spine"}
+
+
+@dataclass
+class PackConfig:
+    """Settings of the pack stage (all part of its cache key; names as in pipelines/*.toml [pack])."""
+    benchmark: str = "default"  # split rule, see split_of
+    split: int = 0              # SYSU: which of the 30 random splits
+    frames: int = 300           # T: pad / truncate to this many frames
+    sample_frames: int = 0      # > 0: uniform temporal sampling to this many frames instead
+    max_people: int = 2
+    dtype: str = "float32"      # storage: "float32" or "float16"
+    hq_fraction: float = 1.0    # D_pair fraction of training instances (class-stratified)
+    pair_seed: int = 0
+    test_seed: int = 0          # base seed of the fixed per-instance test occlusion
+
+    def __post_init__(self):
+        if self.benchmark not in BENCHMARKS:
+            raise SkelpipeError(f"pack: unknown benchmark {self.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+        if self.dtype not in ("float32", "float16"):
+            raise SkelpipeError(f"pack: dtype must be float32 or float16, not {self.dtype!r}")
+        if int(self.frames) < 1:
+            raise SkelpipeError(f"pack: frames must be >= 1, not {self.frames}")
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "PackConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise SkelpipeError(f"pack: unknown setting(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(sorted(known))}")
+        return cls(**config)
+
+    @property
+    def length(self) -> int:
+        return int(self.sample_frames) if self.sample_frames else int(self.frames)
+
+
+class Member(NamedTuple):
+    """An instance chosen for a split, with what packing it needs from its attributes."""
+    id: str
+    label: int
+    label_name: str | None
+    lq_size: list | None   # image size (W, H) of 2D LQ
+    has_hq: bool
+    hq_size: list | None   # image size of 2D HQ
+
+
+@dataclass
+class Split:
+    lq: np.ndarray          # float32 (N, C_L, T, V_L, M)
+    hq: np.ndarray          # float32 (N, C_H, T, V_H, M)
+    has_hq: np.ndarray      # bool (N,)
+    label: np.ndarray       # int64 (N,)
+    ids: list
+    attrs: dict
+    length: np.ndarray = field(default=None)        # int32 (N,)
+    hq_available: np.ndarray = field(default=None)  # bool (N,)
+    name: str = "train"     # the split's name: with the ids, it selects the occlusion stream
+
+    def __len__(self):
+        return len(self.label)
+
+
+# ---------------------------------------------------------------- normalisation
+
+
+def is_3d(layout: layouts.Layout, channels: str | None, C: int) -> bool:
+    if channels:
+        return "z" in channels.split(",")
+    return layout.name in CENTRE_3D and C == 3
+
+
+def normalise_2d(kp: np.ndarray, image_size) -> np.ndarray:
+    """(M, T, V, C) pixels → centred, divided by the long image side; missing joints stay 0."""
+    W, H = (float(v) for v in image_size)
+    s = max(W, H)
+    out = kp.astype(np.float32, copy=True)
+    missing = (kp[..., 0] == 0) & (kp[..., 1] == 0)
+    out[..., 0] = (kp[..., 0] - W / 2) / s
+    out[..., 1] = (kp[..., 1] - H / 2) / s
+    out[missing] = 0
+    return out
+
+
+def normalise_3d(kp: np.ndarray, layout: layouts.Layout) -> np.ndarray:
+    """(M, T, V, 3) minus the centre joint of the first frame where the first person is present."""
+    out = kp.astype(np.float32, copy=True)
+    centre = layout.index(CENTRE_3D.get(layout.name, layout.joints[layout.center]))
+    present = np.abs(kp).sum(axis=(2, 3)) > 0  # (M, T)
+    for m in range(kp.shape[0]):
+        frames = np.flatnonzero(present[m])
+        if len(frames):
+            origin = kp[m, frames[0], centre]
+            break
+    else:
+        return out
+    joint_present = np.abs(kp).sum(axis=3, keepdims=True) > 0
+    return np.where(joint_present, out - origin, 0).astype(np.float32)
+
+
+def normalisation_text(layout: layouts.Layout, three_d: bool) -> str:
+    if three_d:
+        centre = CENTRE_3D.get(layout.name, layout.joints[layout.center])
+        return (f"3d: minus {centre} of the first frame in which the first person is present; "
+                "absent joints stay 0")
+    return "2d: x'=(x-W/2)/max(W,H), y'=(y-H/2)/max(W,H), confidence unchanged; missing joints (x=y=0) stay 0"
+
+
+def frame_indices(n: int, cfg: PackConfig) -> np.ndarray:
+    """Which of a sequence's n frames go into the packed tensor, in order."""
+    if cfg.sample_frames and n > cfg.sample_frames:
+        return np.linspace(0, n - 1, int(cfg.sample_frames)).round().astype(np.int64)
+    return np.arange(min(n, cfg.length))
+
+
+def to_tensor(kp: np.ndarray, idx: np.ndarray, T: int, M: int) -> np.ndarray:
+    """(M', T', V, C) → (C, T, V, M) with the chosen frames, zero-padded / truncated."""
+    Mk, _, V, C = kp.shape
+    out = np.zeros((C, T, V, M), np.float32)
+    m = min(M, Mk)
+    out[:, :len(idx), :, :m] = kp[:m, idx].transpose(3, 1, 2, 0)
+    return out
+
+
+# ---------------------------------------------------------------- splits
+
+
+def split_of(sample_id: str, attrs: dict, cfg: PackConfig) -> str | None:
+    """"train", "test", or None (not in this benchmark) for one instance.
+
+    ``default``: the sample's ``split`` attribute (Penn Action's train flag, the demo's
+    cross-subject split). NTU benchmarks: the dataset's protocol from the sample name; a sample
+    whose id is not an NTU name (the demo) falls back to its ``split`` attribute. SYSU
+    ``setting1``/``setting2``: split number ``cfg.split`` of the reader's 30 seeded splits.
+    """
+    if cfg.benchmark in NTU_BENCHMARKS:
+        from skelpipe.data.datasets import ntu
+
+        if ntu._NAME.fullmatch(sample_id):
+            name = ntu.parse_name(sample_id)
+            if ntu.num_classes(cfg.benchmark) == 60 and (name.action > 60 or name.setup > 17):
+                return None  # an NTU-120 sample under an NTU-60 benchmark
+            return ntu.split_of(sample_id, cfg.benchmark)
+    elif cfg.benchmark in SYSU_BENCHMARKS:
+        from skelpipe.data.datasets import sysu
+
+        return sysu.split_of(sample_id, int(cfg.benchmark[-1]), int(cfg.split))
+    split = attrs.get("split")
+    return split if split in SPLITS else None
+
+
+# ---------------------------------------------------------------- packing
+
+
+def pack(aligned_dir, work, **config) -> dict:
+    """Pack the aligned pair ``aligned_dir/{hq,lq}.h5`` into ``data.h5``; returns counts per split.
+
+    ``work``: a ``skelpipe.pipeline.cache.Work`` (the file goes to ``work.dir``, bad instances are
+    reported there, counts noted in the manifest) or a plain directory. ``config``: the
+    ``PackConfig`` fields.
+    """
+    cfg = PackConfig.from_dict(config)
+    aligned_dir = Path(aligned_dir)
+    out_dir = Path(getattr(work, "dir", work))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / FILE
+    atomic.remove_stale(out_path)
+    report_bad = work.report_bad if hasattr(work, "report_bad") else (lambda item, reason: None)
+    with open_store(aligned_dir / "lq.h5") as lq, open_store(aligned_dir / "hq.h5") as hq:
+        if not len(lq):
+            raise SkelpipeError(f"{aligned_dir / 'lq.h5'}: no instance")
+        hq_ids = set(hq.ids())
+        if not hq_ids:
+            raise SkelpipeError(f"{aligned_dir / 'hq.h5'}: no HQ skeleton at all")
+        first_lq, first_hq = lq.read(lq.ids()[0]), hq.read(sorted(hq_ids)[0])
+        C_L, C_H = first_lq.keypoints.shape[-1], first_hq.keypoints.shape[-1]
+        lq_channels = first_lq.attrs.get("channels") or lq.attrs.get("channels")
+        hq_channels = first_hq.attrs.get("channels") or hq.attrs.get("channels")
+        lq_3d, hq_3d = is_3d(lq.layout, lq_channels, C_L), is_3d(hq.layout, hq_channels, C_H)
+
+        members = {s: [] for s in SPLITS}
+        outside = 0  # instances that belong to no split of this benchmark
+        for sid in lq.ids():
+            attrs = lq.read_attrs(sid)
+            try:
+                split = split_of(sid, attrs, cfg)
+            except SkelpipeError as e:
+                report_bad(sid, f"pack: {e}")
+                continue
+            if split is None:
+                outside += 1
+                continue
+            use_hq = sid in hq_ids and attrs.get("has_hq", True)
+            hq_attrs = hq.read_attrs(sid) if use_hq else None
+            problem = _check(attrs, lq_3d) or (
+                _check(hq_attrs, hq_3d, need_label=False) if use_hq else None)
+            if problem:
+                report_bad(sid, f"pack: {problem}")
+                continue
+            members[split].append(Member(sid, int(attrs["label"]), attrs.get("label_name"),
+                                         attrs.get("image_size"), use_hq,
+                                         hq_attrs.get("image_size") if use_hq else None))
+        if not any(members.values()):
+            raise SkelpipeError(f"{aligned_dir}: no instance falls in a split of benchmark {cfg.benchmark!r}")
+        class_names = _class_names(lq, members)
+        attrs = {
+            "hq_layout": hq.layout.name, "lq_layout": lq.layout.name,
+            "hq_channels": hq_channels or ("x,y,z" if hq_3d else "x,y,conf"),
+            "lq_channels": lq_channels or ("x,y,z" if lq_3d else "x,y,conf"),
+            "num_classes": len(class_names), "class_names": class_names, "T": cfg.length,
+            "max_people": cfg.max_people,
+            "extractor": lq.attrs.get("extractor", lq.attrs.get("source", "")),
+            "lq_source": lq.attrs.get("source", ""), "hq_source": hq.attrs.get("source", ""),
+            "benchmark": cfg.benchmark, "split": cfg.split,
+            "lq_normalisation": normalisation_text(lq.layout, lq_3d),
+            "hq_normalisation": normalisation_text(hq.layout, hq_3d),
+            "temporal": (f"uniform sampling to {cfg.sample_frames} frames" if cfg.sample_frames
+                         else f"first {cfg.frames} frames, zero-padded"),
+            "hq_fraction": cfg.hq_fraction, "pair_seed": cfg.pair_seed, "test_seed": cfg.test_seed,
+            "dtype": cfg.dtype, "config": json.dumps(dataclasses.asdict(cfg)),
+        }
+        counts = {}
+        with atomic.replacing(out_path) as tmp, h5py.File(tmp, "w") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = v if not isinstance(v, list) else json.dumps(v)
+            for split in SPLITS:
+                counts[split] = _pack_split(f.create_group(split), split, members[split], lq, hq,
+                                            cfg, lq_3d, hq_3d, (C_L, C_H))
+    counts["outside_benchmark"] = outside
+    if hasattr(work, "note"):
+        work.mark_done("pack", counts)
+        work.note(counts=counts)
+    return counts
+
+
+def _check(attrs, three_d: bool, need_label: bool = True) -> str | None:
+    """What makes an instance unpackable (checked on attributes before anything is written)."""
+    if need_label and "label" not in attrs:
+        return "no label"
+    if not three_d and not attrs.get("image_size"):
+        return "2D sample without image_size"
+    return None
+
+
+def _class_names(lq, members) -> list[str]:
+    names = lq.attrs.get("class_names")
+    if names:
+        return list(names)
+    found = {}
+    for s in SPLITS:
+        for m in members[s]:
+            found.setdefault(m.label, m.label_name or str(m.label))
+    n = max(found) + 1
+    return [found.get(i, str(i)) for i in range(n)]
+
+
+def _pack_split(g, split, members, lq, hq, cfg, lq_3d, hq_3d, channels) -> dict:
+    """Write one split row by row into contiguous datasets (memory: one instance at a time)."""
+    T, M, dtype = cfg.length, cfg.max_people, np.dtype(cfg.dtype)
+    C_L, C_H = channels
+    N = len(members)
+    V_L, V_H = lq.layout.num_joints, hq.layout.num_joints
+    # contiguous, uncompressed, zero-filled: one-shot reads, and memory-mappable
+    d_lq = g.create_dataset("lq", (N, C_L, T, V_L, M), dtype=dtype, fillvalue=0)
+    d_hq = g.create_dataset("hq", (N, C_H, T, V_H, M), dtype=dtype, fillvalue=0)
+    available = np.zeros(N, bool)
+    lengths = np.zeros(N, np.int32)
+    for i, member in enumerate(members):
+        x_lq, x_hq, lengths[i] = _pack_instance(member, lq, hq, cfg, lq_3d, hq_3d)
+        d_lq[i] = x_lq.astype(dtype)
+        if x_hq is not None:
+            d_hq[i] = x_hq.astype(dtype)
+            available[i] = True
+    labels = np.array([m.label for m in members], np.int64)
+    if split == "train":
+        has_hq = draw_pairs(labels, cfg.hq_fraction, cfg.pair_seed, available)
+    else:
+        has_hq = available.copy()
+    g.create_dataset("has_hq", data=has_hq)
+    g.create_dataset("hq_available", data=available)
+    g.create_dataset("label", data=labels)
+    g.create_dataset("length", data=lengths)
+    g.create_dataset("ids", data=np.array([m.id for m in members], dtype=h5py.string_dtype()))
+    g.attrs["n"] = N
+    g.attrs["n_pair"] = int(has_hq.sum())
+    g.attrs["n_sol"] = int(N - has_hq.sum())
+    return {"n": N, "pair": int(has_hq.sum()), "solitary": int(N - has_hq.sum()),
+            "hq_available": int(available.sum())}
+
+
+def _pack_instance(m: "Member", lq, hq, cfg, lq_3d, hq_3d):
+    kp_lq = _normalise(lq.read_keypoints(m.id), lq.layout, lq_3d, m.lq_size)
+    kp_hq = _normalise(hq.read_keypoints(m.id), hq.layout, hq_3d, m.hq_size) if m.has_hq else None
+    idx = frame_indices(kp_lq.shape[1] if kp_hq is None else kp_hq.shape[1], cfg)
+    x_lq = to_tensor(kp_lq, idx[idx < kp_lq.shape[1]], cfg.length, cfg.max_people)
+    x_hq = None if kp_hq is None else to_tensor(kp_hq, idx, cfg.length, cfg.max_people)
+    return x_lq, x_hq, int(len(idx))
+
+
+def _normalise(kp, layout, three_d: bool, image_size) -> np.ndarray:
+    return normalise_3d(kp, layout) if three_d else normalise_2d(kp, image_size)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def data_file(pack_dir) -> Path:
+    p = Path(pack_dir)
+    return p if p.suffix == ".h5" else p / FILE
+
+
+def load_split(pack_dir, split: str, mmap: bool = False) -> Split:
+    """One split of a pack as float32 numpy arrays, read in one go.
+
+    ``mmap=True``: ``lq`` and ``hq`` are read-only memory maps of the file instead (for splits
+    larger than RAM), in the stored dtype (float32, or float16 when packed so).
+    """
+    path = data_file(pack_dir)
+    if split not in SPLITS:
+        raise SkelpipeError(f"{path}: unknown split {split!r}; known: {', '.join(SPLITS)}")
+    if not path.exists():
+        raise SkelpipeError(f"{path}: no packed data (run the pack stage first)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise SkelpipeError(f"{path}: not a readable HDF5 file ({e})") from None
+    with f:
+        if split not in f:
+            raise SkelpipeError(f"{path}: no {split!r} group")
+        g = f[split]
+        attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
+        attrs.update({k: decode_attr(v) for k, v in g.attrs.items()})
+        return Split(
+            lq=_memmap(path, g["lq"]) if mmap else g["lq"][()].astype(np.float32, copy=False),
+            hq=_memmap(path, g["hq"]) if mmap else g["hq"][()].astype(np.float32, copy=False),
+            has_hq=g["has_hq"][()].astype(bool),
+            label=g["label"][()].astype(np.int64),
+            ids=[s.decode() if isinstance(s, bytes) else s for s in g["ids"][()]],
+            attrs=attrs,
+            length=g["length"][()],
+            hq_available=g["hq_available"][()].astype(bool),
+            name=split,
+        )
+
+
+def _memmap(path: Path, ds) -> np.ndarray:
+    """A read-only memory map of a contiguous dataset (a plain read when it has no storage yet)."""
+    offset = ds.id.get_offset()
+    if offset is None or ds.size == 0:
+        return ds[()]
+    return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
+
+
+def decode_attr(v):
+    """An HDF5 attribute of a pack as Python: JSON lists and dicts decoded, numpy scalars unboxed."""
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, str) and v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def degrade(pack_dir, split: str, op: float, mode: str = "track", seed: int | None = None) -> np.ndarray:
+    """The occluded LQ tensors of a split, one fixed draw per instance (seeds
+    ``noise.test_seeds``) — exactly what evaluation applies on the fly. ``seed`` defaults to
+    the pack's ``test_seed``.
+
+    Degradation is kept virtual (not a cached stage): the mask is a pure function of (seed,
+    split, sample id) made on the device in microseconds, whereas a stored copy per (op, mode,
+    seed) would repeat the LQ tensors (GBs for NTU) and could not serve fresh per-epoch draws.
+    """
+    from skelpipe.skeleton.noise import occlude, test_seeds
+
+    sp = load_split(pack_dir, split)
+    seed = sp.attrs.get("test_seed", 0) if seed is None else seed
+    return occlude(sp.lq, op, test_seeds(seed, sp.ids, sp.name), mode)
+
+
+# ---------------------------------------------------------------- stage and CLI
+
+
+def input_key(path) -> str:
+    """Cache input key of a directory: its stage key when it is a stage, else a file fingerprint."""
+    path = Path(path)
+    manifest = path / "manifest.json"
+    if manifest.exists():
+        return json.loads(manifest.read_text())["key"]
+    h = hashlib.sha256(str(path.resolve()).encode())
+    for p in sorted(path.glob("*.h5")) if path.is_dir() else [path]:
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def pack_stage(cache, aligned_dir, cfg: PackConfig):
+    """The cache stage that packs ``aligned_dir`` with ``cfg``."""
+    return cache.stage("pack", version=1, config=dataclasses.asdict(cfg),
+                       inputs={"align": input_key(aligned_dir)})
+
+
+def run_pack(cache, aligned_dir, cfg: PackConfig) -> Path:
+    """Pack through the cache (reused when done); returns the stage directory."""
+    st = pack_stage(cache, aligned_dir, cfg)
+    return st.ensure(lambda work: pack(aligned_dir, work, **dataclasses.asdict(cfg)))
+
+
+@click.command("pack")
+@click.option("--aligned", "aligned_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Output directory of the align stage (hq.h5 + lq.h5).")
+@click.option("--benchmark", default="default", show_default=True, type=click.Choice(BENCHMARKS),
+              help="Split rule: default = the samples' split attribute; NTU protocols; SYSU settings.")
+@click.option("--split", default=0, show_default=True, help="SYSU: which of the 30 random splits.")
+@click.option("--frames", default=300, show_default=True, help="T: pad / truncate to this many frames.")
+@click.option("--sample-frames", default=0, show_default=True,
+              help="> 0: uniformly sample sequences to this many frames instead.")
+@click.option("--float16", is_flag=True, help="Store float16 (halves the file; load_split returns float32).")
+@click.option("--hq-fraction", default=1.0, show_default=True,
+              help="Fraction of training instances keeping HQ.")
+@click.option("--pair-seed", default=0, show_default=True)
+@click.option("--test-seed", default=0, show_default=True, help="Base seed of the fixed test occlusion.")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Cache root.")
+def pack_command(aligned_dir, benchmark, split, frames, sample_frames, float16, hq_fraction,
+                 pair_seed, test_seed, cache_dir):
+    """Pack an aligned HQ/LQ pair into normalised (N, C, T, V, M) tensors per split.
+
+    \b
+    Example:
+      skelpipe pack --aligned cache/align/1a2b3c4d5e6f7a8b --benchmark xsub --hq-fraction 0.8 --float16
+    """
+    from skelpipe.pipeline.cache import Cache
+    from skelpipe.core.console import console
+
+    cfg = PackConfig(benchmark=benchmark, split=split, frames=frames, sample_frames=sample_frames,
+                     dtype="float16" if float16 else "float32", hq_fraction=hq_fraction,
+                     pair_seed=pair_seed, test_seed=test_seed)
+    path = run_pack(Cache(cache_dir), aligned_dir, cfg)
+    counts = json.loads((path / "manifest.json").read_text()).get("counts", {})
+    for split in SPLITS:
+        c = counts[split]
+        console.print(f"{split}: {c['n']} instances, {c['pair']} paired, {c['solitary']} solitary")
+    if counts.get("outside_benchmark"):
+        console.print(f"{counts['outside_benchmark']} instances outside benchmark {benchmark}")
+    click.echo(str(path))

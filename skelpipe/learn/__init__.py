@@ -1,0 +1,1 @@
+"""Networks and learning: models, losses, the part matrix, training and evaluation."""

@@ -1,0 +1,191 @@
+"""Evaluation: top-1 / top-5 / per-class accuracy, confusion matrix and per-instance predictions.
+
+Teachers are evaluated on the HQ test data, students on the LQ test data occluded with the
+same probability (OP) as in training, one fixed draw per instance
+(``noise.test_seeds(test_seed, ids, split)``: a hash of the pack's ``test_seed``, the split
+and each sample's id, in a stream of its own that no training mask can repeat; exactly what
+``pack.degrade`` gives), so every student sees the same test set.
+"""
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from skelpipe.core import atomic
+from skelpipe.skeleton import noise
+from skelpipe.core.console import console, progress
+from skelpipe.core.errors import SkelpipeError
+
+
+@torch.no_grad()
+def predict(model, x, batch_size=256, device="cpu", amp=True, op=0.0, mode="track", seeds=None,
+            show_progress=False) -> torch.Tensor:
+    """Logits (N, K) float32 on the CPU of ``model`` (put in eval mode) on ``x`` (N, C, T, V, M).
+
+    With ``op > 0`` instance i is occluded with the mask seed ``seeds[i]`` (``noise.test_seeds``).
+    """
+    if op > 0 and (seeds is None or len(seeds) != len(x)):
+        raise ValueError("predict with op > 0 needs one occlusion seed per instance")
+    device = torch.device(device)
+    model.eval()
+    x = torch.as_tensor(x)
+    amp = amp and device.type == "cuda"
+    out = []
+    with progress("samples", transient=True) as bar:
+        task = bar.add_task("evaluate", total=len(x), visible=show_progress)
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size].to(device, non_blocking=True).float()
+            if op > 0:
+                xb = xb * noise.occlusion_mask(seeds[start:start + len(xb)].to(device), op, xb.shape[2:], mode)
+            with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+                logits = model(xb)[0]
+            out.append(logits.float().cpu())
+            bar.advance(task, len(xb))
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[float]:
+    """Fraction of instances whose label is among the k highest logits, for each k."""
+    labels = labels.to(logits.device).view(-1, 1)
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    return [float((top[:, :k] == labels).any(dim=1).float().mean()) for k in ks]
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts (K, K): row = true class, column = predicted class."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (labels, preds), 1)
+    return cm
+
+
+def plot_confusion(cm: np.ndarray, class_names, path, title=""):
+    """Row-normalised confusion matrix as a PNG (matplotlib, Agg backend), written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(cm)
+    rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = min(4 + 0.18 * k, 20)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(rows, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(k), class_names, rotation=90, fontsize=max(4, 10 - k // 10))
+    ax.set_yticks(range(k), class_names, fontsize=max(4, 10 - k // 10))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, seed=None,
+             out_dir=None, device="auto", batch_size=256) -> dict:
+    """Evaluate the model in ``model_dir`` on a split of ``pack_dir`` (a directory or a loaded split).
+
+    ``which``: "hq" or "lq" (default: HQ for a teacher, LQ for a student). ``op`` and ``mode``
+    default to the model's training settings (OP only on LQ data), ``seed`` to the pack's
+    ``test_seed`` (the fixed test draw ``pack.degrade`` also makes). Writes
+    ``metrics.json``, ``predictions.csv`` and ``confusion.png`` into ``out_dir`` when given;
+    returns ``dict(top1, top5, per_class, n, ...)``.
+    """
+    from skelpipe.core.device import resolve
+    from skelpipe.learn.train import load_model
+
+    device = resolve(device)
+    model, meta = load_model(model_dir, device)
+    cfg = meta["config"]
+    if isinstance(pack_dir, (str, os.PathLike)):
+        from skelpipe.data.pack import load_split
+        data = load_split(pack_dir, split)
+    else:
+        data = pack_dir
+    which = which or ("hq" if meta["stage"] == "teacher" else "lq")
+    if which not in ("hq", "lq"):
+        raise SkelpipeError(f"evaluate: which must be hq or lq, got {which!r}")
+    op = (cfg["op"] if which == "lq" else 0.0) if op is None else float(op)
+    mode = mode or cfg["occlusion_mode"]
+    seed = int(data.attrs.get("test_seed", 0)) if seed is None else int(seed)
+    layout = data.attrs[f"{which}_layout"]
+    if layout != meta["layout"]:
+        raise SkelpipeError(f"{model_dir}: model is for layout {meta['layout']}, the {which.upper()} "
+                            f"data of {pack_dir} are {layout}")
+    x = data.hq if which == "hq" else data.lq
+    labels = np.asarray(data.label, dtype=np.int64)
+    if which == "hq" and not np.all(data.has_hq):
+        keep = np.flatnonzero(data.has_hq)
+        x, labels = x[keep], labels[keep]
+        ids = [data.ids[i] for i in keep]
+    else:
+        ids = list(data.ids)
+    if len(labels) == 0:
+        raise SkelpipeError(f"{pack_dir}: the {split} split has no {which.upper()} instance to evaluate")
+
+    seeds = noise.test_seeds(seed, ids, getattr(data, "name", split)) if op > 0 else None
+    logits = predict(model, x, batch_size=batch_size, device=device, op=op, mode=mode, seeds=seeds,
+                     amp=cfg.get("amp", True), show_progress=True)
+    num_classes = meta["num_classes"]
+    names = meta.get("class_names") or [str(c) for c in range(num_classes)]
+    top1, top5 = topk_accuracy(logits, torch.from_numpy(labels), (1, 5))
+    probs = logits.softmax(dim=1)
+    top = probs.topk(min(5, num_classes), dim=1)
+    preds = top.indices[:, 0].numpy()
+    cm = confusion_matrix(labels, preds, num_classes)
+    support = cm.sum(axis=1)
+    per_class = {names[c]: (float(cm[c, c] / support[c]) if support[c] else None) for c in range(num_classes)}
+    result = {"top1": top1, "top5": top5, "n": int(len(labels)), "per_class": per_class,
+              "split": split, "which": which, "op": op, "occlusion_mode": mode, "seed": seed,
+              "model_key": meta.get("config_key"), "stage": meta["stage"], "kd": meta.get("kd")}
+
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        rows = io.StringIO()
+        writer = csv.writer(rows)
+        writer.writerow(["id", "label", "pred", "top5", "prob"])
+        for i in range(len(labels)):
+            writer.writerow([ids[i], int(labels[i]), int(preds[i]),
+                             " ".join(str(int(c)) for c in top.indices[i]), f"{float(top.values[i, 0]):.6f}"])
+        atomic.write_text(out_dir / "predictions.csv", rows.getvalue())
+        plot_confusion(cm, names, out_dir / "confusion.png",
+                       title=f"{meta['stage']} {which.upper()} {split}: top-1 {top1:.3f}")
+        atomic.write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+@click.command("evaluate")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A trained model directory (skelpipe train --out).")
+@click.option("--pack", "pack_dir", required=True, type=click.Path(file_okay=False), help="Packed data directory (skelpipe pack).")
+@click.option("--split", default="test", show_default=True, help="Which split of the pack.")
+@click.option("--which", type=click.Choice(["hq", "lq"]), default=None, help="HQ or LQ skeletons [default: HQ for a teacher, LQ for a student].")
+@click.option("--op", type=float, default=None, help="Occlusion probability of LQ data [default: the model's training OP].")
+@click.option("--occlusion-mode", type=click.Choice(list(noise.MODES)), default=None, help="[default: the model's training mode]")
+@click.option("--seed", type=int, default=None, help="Base seed of the fixed test occlusion draws [default: the pack's test_seed].")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Where to write metrics.json, predictions.csv, confusion.png.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<i>.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+def evaluate_command(model_dir, pack_dir, split, which, op, occlusion_mode, seed, out_dir, device, batch_size):
+    """Top-1, top-5 and per-class accuracy of a trained model, a confusion matrix (PNG) and
+    per-instance predictions (CSV).
+
+    Teachers are evaluated on HQ test data, students on LQ test data occluded with their
+    training OP (one fixed draw per instance).
+
+    \b
+    Example:
+      skelpipe evaluate --model runs/student-pmsc --pack cache/pack/ab12cd --out runs/student-pmsc/eval
+      skelpipe evaluate --model runs/teacher --pack cache/pack/ab12cd --split test --out runs/teacher/eval
+    """
+    r = evaluate(model_dir, pack_dir, split=split, which=which, op=op, mode=occlusion_mode, seed=seed,
+                 out_dir=out_dir, device=device, batch_size=batch_size)
+    console.print(f"{r['stage']} on {r['which'].upper()} {r['split']} ({r['n']} instances, OP {r['op']}): "
+                  f"top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  → {out_dir}")

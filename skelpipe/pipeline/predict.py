@@ -1,0 +1,411 @@
+"""predict: one video → 2D poses (OpenPifPaf) → the student → its top-k actions.
+
+The video's poses are extracted with the estimator the student was trained on (recorded in
+the pack the student was trained from: ``lq_source`` ``openpifpaf:<backbone>`` or
+``simulated:<profile>``), normalised and cut to ``T`` frames exactly as ``skelpipe.data.pack``
+does (``pack.normalise_2d``, ``pack.frame_indices``, ``pack.to_tensor``), and classified.
+Optionally the video is written again with the tracked skeletons and the top-1 label drawn.
+
+A student trained on *simulated* LQ poses (the demo, Penn Action without frames) has never
+seen a real estimator's output; predictions on real videos then come with a warning.
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+
+from skelpipe.skeleton import layouts
+from skelpipe.core.errors import SkelpipeError
+
+# Colours (BGR) of the tracked people in the output video; the label is drawn in white.
+PERSON_COLOURS = ((0, 200, 255), (255, 120, 0), (0, 220, 0), (200, 0, 200))
+
+
+@dataclass
+class Prediction:
+    """What ``predict_video`` found: the top-k actions and what they were computed from."""
+    video: str
+    top: list                     # [(class name, probability)], most probable first
+    probabilities: np.ndarray     # (K,) softmax over all classes
+    keypoints: np.ndarray         # (M, T, 17, 3) tracked poses in pixels (x, y, conf)
+    image_size: tuple             # (W, H)
+    fps: float
+    num_frames: int
+    frames_used: list             # indices of the frames the student saw
+    backbone: str
+    checkpoint: str | None
+    model_dir: str
+    warnings: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"video": self.video, "model": self.model_dir, "backbone": self.backbone,
+                "checkpoint": self.checkpoint, "num_frames": self.num_frames,
+                "frames_used": len(self.frames_used), "fps": self.fps,
+                "image_size": list(self.image_size),
+                "people": int((self.keypoints[..., 2] > 0).any(axis=(1, 2)).sum()),
+                "top": [{"rank": i + 1, "action": name, "probability": p}
+                        for i, (name, p) in enumerate(self.top)],
+                "warnings": self.warnings}
+
+
+# ---------------------------------------------------------------- the model and its data
+
+
+def resolve_model_dir(path) -> Path:
+    """The training directory holding ``model.json`` + ``model.pt``.
+
+    Accepts a training output directory (``skelpipe train --out``, a ``student``/``teacher``
+    stage of the cache) or an ``evaluate`` stage directory (its manifest names the model it
+    evaluated, looked up beside it in the same cache).
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise SkelpipeError(f"{p}: model directory not found (give --model a training output "
+                            "directory holding model.json and model.pt)")
+    if (p / "model.json").is_file():
+        return p
+    manifest = _read_json(p / "manifest.json")
+    model_key = (manifest or {}).get("inputs", {}).get("model")
+    if model_key:
+        root = p.parent.parent
+        for stage in ("student", "teacher"):
+            if (root / stage / model_key / "model.json").is_file():
+                return root / stage / model_key
+    raise SkelpipeError(f"{p}: no trained model here (expected model.json and model.pt, as "
+                        "written by skelpipe train or a student stage of run-all)")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def pack_attrs(model_dir: Path, meta: dict) -> dict:
+    """The root attributes of the pack the model was trained on, or {} when it is not found.
+
+    The pack is found by its key (``meta["data"]["key"]``) in the cache holding the model
+    (a pipeline stage) or in the default cache.
+    """
+    import h5py
+
+    from skelpipe.pipeline.cache import default_root
+    from skelpipe.data.pack import FILE, decode_attr
+
+    key = (meta.get("data") or {}).get("key")
+    if not key:
+        return {}
+    for root in (Path(model_dir).resolve().parent.parent, default_root()):
+        path = Path(root) / "pack" / str(key) / FILE
+        if path.is_file():
+            try:
+                with h5py.File(path, "r") as f:
+                    return {k: decode_attr(v) for k, v in f.attrs.items()}
+            except OSError:
+                return {}
+    return {}
+
+
+def estimator_of(meta: dict, attrs: dict) -> tuple[str | None, bool]:
+    """(backbone the student's LQ poses came from or None when unrecorded, simulated?)."""
+    data = meta.get("data") or {}
+    source = str(attrs.get("lq_source") or data.get("lq_source") or "")
+    extractor = str(attrs.get("extractor") or data.get("extractor") or "")
+    simulated = extractor == "simulated" or source.startswith("simulated")
+    backbone = attrs.get("backbone") or data.get("backbone")
+    for text in (source, extractor):
+        kind, _, name = text.partition(":")
+        if not backbone and kind in ("openpifpaf", "simulated") and name:
+            backbone = name
+    return backbone, simulated
+
+
+def temporal_config(meta: dict, attrs: dict):
+    """The ``pack.PackConfig`` that fixes T and the frame choice of the student's pack."""
+    from skelpipe.data.pack import PackConfig, decode_attr
+
+    config = attrs.get("config")
+    if isinstance(config, str):
+        config = decode_attr(config)
+    T = int(meta.get("T") or attrs.get("T") or 300)
+    if isinstance(config, dict) and (config.get("sample_frames") or config.get("frames")):
+        sample = int(config.get("sample_frames") or 0)
+        return PackConfig(frames=T if not sample else int(config.get("frames") or T), sample_frames=sample)
+    return PackConfig(frames=T)
+
+
+def check_student(model_dir: Path, meta: dict):
+    """A predict model must classify COCO-17 (x, y, confidence) skeletons."""
+    if meta.get("layout") != "coco17" or int(meta.get("in_channels", 0)) != 3:
+        what = "teacher" if meta.get("stage") == "teacher" else "model"
+        raise SkelpipeError(f"{model_dir}: a {what} on {meta.get('layout')} skeletons with "
+                            f"{meta.get('in_channels')} channels; predict needs a student trained on "
+                            "COCO-17 2D poses (x, y, confidence)")
+
+
+def to_input(keypoints: np.ndarray, image_size, cfg, num_persons: int):
+    """(M, T', 17, 3) pixels → ((1, 3, T, 17, M) float32 as the pack stores it, frames used)."""
+    from skelpipe.data.pack import frame_indices, normalise_2d, to_tensor
+
+    kp = normalise_2d(keypoints, image_size)
+    idx = frame_indices(kp.shape[1], cfg)
+    return to_tensor(kp, idx, cfg.length, num_persons)[None], idx
+
+
+def classify(model, x: np.ndarray, device) -> np.ndarray:
+    """Softmax probabilities (K,) of the model on one input (1, C, T, V, M)."""
+    import torch
+
+    from skelpipe.learn.evaluate import predict
+
+    logits = predict(model, x, batch_size=1, device=device)
+    return torch.softmax(logits[0].double(), 0).numpy()
+
+
+# ---------------------------------------------------------------- extraction
+
+
+def extract_poses(video, backbone: str, checkpoint=None, device="auto", batch_size=None,
+                  long_edge=641, max_people=2, decoder_workers=None, decoder_config=None):
+    """(keypoints (M, T, 17, 3) pixels, attrs with fps / image_size / num_frames) of one video.
+
+    ``skelpipe.pose.extract.extract_to_work`` into a temporary directory, read back: the same
+    reader, network, decoder and tracker as ``skelpipe extract``.
+    """
+    from skelpipe.pose import extract
+    from skelpipe.pipeline.cache import Work
+    from skelpipe.skeleton.store import open_store
+
+    with tempfile.TemporaryDirectory(prefix="skelpipe-predict-") as tmp:
+        stats = extract.extract_to_work(
+            [(extract.sample_id_for(Path(video)), Path(video))], Work(None, Path(tmp)), backbone=backbone,
+            checkpoint=checkpoint, device=device, batch_size=batch_size, long_edge=long_edge,
+            max_people=max_people, decoder_workers=decoder_workers, decoder_config=decoder_config,
+            out_name="poses.h5")
+        if stats.bad:
+            raise SkelpipeError(stats.bad[0][1])
+        with open_store(Path(tmp) / "poses.h5") as s:
+            if not len(s):
+                raise SkelpipeError(f"{video}: no poses extracted")
+            smp = s.read(s.ids()[0])
+            return smp.keypoints, {**s.attrs, **smp.attrs}
+
+
+# ---------------------------------------------------------------- the whole prediction
+
+
+def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto", top=5,
+                  out_video=None, batch_size=None, long_edge=641, decoder_workers=None,
+                  decoder_config=None) -> Prediction:
+    """Extract, normalise and classify one video with a trained student; see the module doc.
+
+    ``decoder_config``: OpenPifPaf decoder thresholds (``skelpipe.pose.decoding.DEFAULT_CONFIG``).
+    """
+    from skelpipe.core import device as devices
+    from skelpipe.core.console import console
+    from skelpipe.learn.train import load_model
+
+    video = Path(video)
+    if not video.exists():
+        raise SkelpipeError(f"{video}: video not found")
+    model_dir = resolve_model_dir(model_dir)
+    dev = devices.resolve(device)
+    model, meta = load_model(model_dir, dev)
+    check_student(model_dir, meta)
+    found = pack_attrs(model_dir, meta)
+    # what the training run recorded of its pack, completed by the pack itself when it is cached
+    attrs = {**(meta.get("data") or {}), **found}
+    recorded, simulated = estimator_of(meta, attrs)
+    warnings = []
+    if not found and not attrs.get("config"):
+        warnings.append(f"the pack that {model_dir} was trained on is not in the cache: assuming "
+                        f"its first {meta.get('T', 300)} frames, zero-padded (not uniform sampling)")
+    if backbone is None:
+        if recorded is None:
+            raise SkelpipeError(f"{model_dir}: the pose estimator this student was trained on is not "
+                                "recorded (its pack is not in the cache); give --backbone")
+        backbone = recorded
+    elif recorded and _same_backbone(backbone, recorded) is False:
+        warnings.append(f"--backbone {backbone}: the student was trained on poses from {recorded}")
+    if simulated:
+        warnings.append(f"the student was trained on simulated{f' {recorded}' if recorded else ''} poses "
+                        "(skelpipe.pose.simulate), not on real OpenPifPaf output; predictions on real "
+                        "videos may be worse than its test accuracy suggests")
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+    keypoints, vattrs = extract_poses(video, backbone, checkpoint, device, batch_size, long_edge,
+                                      int(meta.get("num_persons", 2)), decoder_workers, decoder_config)
+    image_size = tuple(int(v) for v in vattrs.get("image_size") or ())
+    if len(image_size) != 2:
+        raise SkelpipeError(f"{video}: extraction recorded no image size")
+    cfg = temporal_config(meta, attrs)
+    x, idx = to_input(keypoints, image_size, cfg, int(meta.get("num_persons", 2)))
+    probs = classify(model, x, dev)
+    names = list(meta.get("class_names") or [])
+    if len(names) != len(probs):
+        names = [str(k) for k in range(len(probs))]
+    order = np.argsort(-probs, kind="stable")[:max(1, int(top))]
+    result = Prediction(
+        video=str(video), top=[(names[k], float(probs[k])) for k in order], probabilities=probs,
+        keypoints=keypoints, image_size=image_size, fps=float(vattrs.get("fps") or 0.0),
+        num_frames=int(vattrs.get("num_frames") or keypoints.shape[1]),
+        frames_used=[int(i) for i in idx], backbone=backbone,
+        checkpoint=str(checkpoint) if checkpoint else None, model_dir=str(model_dir),
+        warnings=warnings)
+    if not (keypoints[..., 2] > 0).any():
+        result.warnings.append("no person was detected in any frame: the prediction is that of an "
+                               "empty skeleton sequence")
+        console.print(f"[yellow]warning:[/] {result.warnings[-1]}")
+    if keypoints.shape[1] > len(idx):
+        how = "uniformly sampled" if cfg.sample_frames else "the first ones"
+        result.warnings.append(f"the student saw {len(idx)} of the {keypoints.shape[1]} frames ({how}, "
+                               "as in its training pack)")
+        console.print(f"[yellow]note:[/] {result.warnings[-1]}")
+    if out_video is not None:
+        write_video(video, out_video, keypoints, f"{result.top[0][0]} {result.top[0][1]:.0%}")
+    return result
+
+
+def _same_backbone(a: str, b: str):
+    from skelpipe.pose.extract import resolve_backbone
+
+    return resolve_backbone(a) == resolve_backbone(b)
+
+
+# ---------------------------------------------------------------- the annotated video
+
+
+def draw_skeletons(frame: np.ndarray, people: np.ndarray, edges, min_conf: float = 0.0):
+    """Draw (M, 17, 3) people (pixels, confidence 0 = missing) on a BGR frame, in place."""
+    import cv2
+
+    scale = max(1, round(max(frame.shape[:2]) / 400))
+    for m, person in enumerate(people):
+        colour = PERSON_COLOURS[m % len(PERSON_COLOURS)]
+        seen = person[:, 2] > min_conf
+        for a, b in edges:
+            if seen[a] and seen[b]:
+                cv2.line(frame, (int(person[a, 0]), int(person[a, 1])),
+                         (int(person[b, 0]), int(person[b, 1])), colour, scale, cv2.LINE_AA)
+        for j in np.flatnonzero(seen):
+            cv2.circle(frame, (int(person[j, 0]), int(person[j, 1])), scale + 1, colour, -1, cv2.LINE_AA)
+    return frame
+
+
+def draw_label(frame: np.ndarray, text: str):
+    import cv2
+
+    scale = max(0.35, frame.shape[0] / 720)
+    thick = max(1, round(scale * 2))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    cv2.rectangle(frame, (0, 0), (w + 8, h + base + 8), (0, 0, 0), -1)
+    cv2.putText(frame, text, (4, h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
+                cv2.LINE_AA)
+    return frame
+
+
+def write_video(video, out_path, keypoints: np.ndarray, label: str) -> Path:
+    """Re-encode ``video`` (file or frame folder) as mp4v with the (M, T, 17, 3) skeletons and
+    ``label`` drawn; the file appears at ``out_path`` only when complete."""
+    import cv2
+
+    from skelpipe.pose import video as videos
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    info = videos.probe(video)
+    edges = layouts.get("coco17").edges
+    tmp = out_path.with_name(f".{out_path.stem}.tmp-{os.getpid()}{out_path.suffix or '.mp4'}")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), info.fps or 25.0,
+                             (info.width, info.height))
+    try:
+        if not writer.isOpened():
+            raise SkelpipeError(f"{out_path}: cannot write an mp4v video here")
+        for t, frame in enumerate(videos.frames(info)):
+            if t < keypoints.shape[1]:
+                draw_skeletons(frame, keypoints[:, t], edges)
+            writer.write(draw_label(frame, label))
+        writer.release()
+        os.replace(tmp, out_path)
+    finally:
+        writer.release()
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+# ---------------------------------------------------------------- command
+
+
+def print_table(result: Prediction):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{Path(result.video).name}: top {len(result.top)} actions")
+    table.add_column("#", justify="right")
+    table.add_column("action")
+    table.add_column("probability", justify="right")
+    for i, (name, p) in enumerate(result.top, 1):
+        table.add_row(str(i), name, f"{p:.1%}")
+    out = Console()
+    out.print(table)
+    out.print(f"{result.num_frames} frames, {result.image_size[0]}×{result.image_size[1]}, "
+              f"poses from OpenPifPaf {result.backbone}; model {result.model_dir}")
+
+
+@click.command("predict")
+@click.argument("video", type=click.Path())
+@click.option("--model", "model_dir", default=None, type=click.Path(),
+              help="A trained student: a skelpipe train --out directory, or a student (or evaluate) "
+                   "stage directory of the cache.")
+@click.option("--backbone", default=None,
+              help="OpenPifPaf backbone for extraction [default: the one the student was trained on].")
+@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+              help="OpenPifPaf checkpoint file (instead of the named one in the torch hub cache).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<i>.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(1),
+              help="How many actions to list.")
+@click.option("--out-video", default=None, type=click.Path(dir_okay=False),
+              help="Write the video with the tracked skeletons and the top-1 label drawn (mp4v).")
+@click.option("--batch-size", default=None, type=click.IntRange(1),
+              help="Frames per network batch [16 on CUDA, 4 on CPU].")
+@click.option("--long-edge", default=641, show_default=True,
+              help="Resize frames to this long edge for the estimator.")
+@click.option("--decoder-workers", default=None, type=click.IntRange(0),
+              help="Processes decoding OpenPifPaf's fields [as skelpipe extract]; 0 decodes in this "
+                   "process (starts faster on a short clip).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as JSON on stdout instead of a table.")
+def predict_command(video, model_dir, backbone, checkpoint, device, top, out_video, batch_size,
+                    long_edge, decoder_workers, as_json):
+    """Predict the action in VIDEO (a video file or a folder of frames).
+
+    Extracts 2D poses with the OpenPifPaf backbone the student was trained on, normalises them
+    as its training pack did, and prints the student's top actions with their probabilities.
+
+    \b
+    Example:
+      skelpipe predict clip.mp4 --model cache/student/3f2a9c0d1e2b4a5c
+      skelpipe predict clip.mp4 --model runs/student --backbone shufflenetv2k16 --json
+      skelpipe predict clip.mp4 --model runs/student --out-video clip_labelled.mp4
+    """
+    if not model_dir:
+        raise SkelpipeError("--model: which trained student? Give its directory (skelpipe train --out, "
+                            "or cache/student/<key>: `skelpipe cache ls --stage student` lists them)")
+    result = predict_video(video, model_dir, backbone=backbone, checkpoint=checkpoint, device=device,
+                           top=top, out_video=out_video, batch_size=batch_size, long_edge=long_edge,
+                           decoder_workers=decoder_workers)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        print_table(result)
+    if out_video:
+        from skelpipe.core.console import console
+
+        console.print(f"[green]wrote[/] {out_video}")

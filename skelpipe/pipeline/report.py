@@ -1,0 +1,345 @@
+"""Reports: ``results.json`` (one record per evaluated model and seed, plus one aggregate per
+cell), ``results.md`` (tables shaped like the paper's: mean ± sd over seeds, the paired KD gain
+with its 95 % interval, the paper's figure beside ours where the setting matches) and plots.
+
+A record: ``{"benchmark", "model": "teacher"|"student", "kd": "none"|"kl"|"global-msc"|"pmsc"|null,
+"op", "hq_fraction", "hq_layout", "lq_layout", "extractor", "top1", "top5"}`` (accuracies in
+percent) plus ``setting``, ``table``, ``lq_data`` ("all" or "pair"), ``hq_source``, ``lq_source``,
+``n_test`` (test instances) and ``aggregate``. A run record (``aggregate: false``) has its
+``seed`` and ``splits`` (the number of random splits averaged: SYSU's protocol). An aggregate
+(``aggregate: true``, ``seed: null``) has ``seeds``, ``n``, ``top1``/``top5`` as means,
+``top1_sd``/``top5_sd``, and for a student with distillation ``gain_top1``/``gain_top5``:
+``{"mean", "ci95": [lo, hi] or null, "n", "significant"}`` (``stats.paired_difference``).
+"""
+
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import click
+import h5py
+import numpy as np
+
+from skelpipe.pipeline import stats
+from skelpipe.core.atomic import write_json
+from skelpipe.core.console import console
+from skelpipe.core.errors import SkelpipeError
+
+# Columns of each dataset's tables: (benchmark, metric, header).
+COLUMNS = {
+    "ntu": [("xsub", "top1", "CS"), ("xview", "top1", "CV")],
+    "penn": [("default", "top1", "Top1"), ("default", "top5", "Top5")],
+    "sysu": [("setting1", "top1", "Setting1"), ("setting2", "top1", "Setting2")],
+    "demo": [("xsub", "top1", "Top1"), ("xsub", "top5", "Top5")],
+}
+
+# The paper's figures (Tables 1, 2, 4, 5), for comparison only: (dataset, table, model, kd, op,
+# hq_fraction, lq_data) → the two columns of COLUMNS[dataset]. kd "none" = Student (w/o KD).
+PAPER = {
+    ("ntu", 1, "teacher", None, 0.0): (84.56, 89.46),
+    ("ntu", 1, "student", "none", 0.0): (79.98, 84.88),
+    ("ntu", 1, "student", "pmsc", 0.0): (83.31, 88.13),
+    ("ntu", 1, "student", "none", 0.3): (76.30, 80.45),
+    ("ntu", 1, "student", "pmsc", 0.3): (81.76, 85.67),
+    ("ntu", 1, "student", "none", 0.6): (73.25, 77.70),
+    ("ntu", 1, "student", "pmsc", 0.6): (79.41, 84.03),
+    ("penn", 1, "teacher", None, 0.0): (90.54, 98.97),
+    ("penn", 1, "student", "none", 0.0): (83.43, 97.19),
+    ("penn", 1, "student", "pmsc", 0.0): (87.08, 98.50),
+    ("penn", 1, "student", "none", 0.3): (78.18, 96.63),
+    ("penn", 1, "student", "pmsc", 0.3): (84.74, 98.31),
+    ("penn", 1, "student", "none", 0.6): (70.51, 95.13),
+    ("penn", 1, "student", "pmsc", 0.6): (80.52, 96.82),
+    ("sysu", 1, "teacher", None, 0.0): (88.54, 88.96),
+    ("sysu", 1, "student", "none", 0.0): (84.33, 84.00),
+    ("sysu", 1, "student", "pmsc", 0.0): (87.14, 86.68),
+    ("sysu", 1, "student", "none", 0.3): (77.95, 78.35),
+    ("sysu", 1, "student", "pmsc", 0.3): (81.43, 81.76),
+    ("sysu", 1, "student", "none", 0.6): (65.39, 66.01),
+    ("sysu", 1, "student", "pmsc", 0.6): (68.88, 68.41),
+    ("ntu", 2, "teacher", None, 0.0): (84.65, 90.41),
+    ("ntu", 2, "student", "none", 0.0): (79.98, 84.88),
+    ("ntu", 2, "student", "pmsc", 0.0): (82.50, 88.36),
+    ("ntu", 2, "student", "none", 0.3): (76.30, 80.45),
+    ("ntu", 2, "student", "pmsc", 0.3): (81.58, 86.61),
+    ("ntu", 2, "student", "none", 0.6): (73.25, 77.70),
+    ("ntu", 2, "student", "pmsc", 0.6): (80.09, 83.61),
+    ("penn", 2, "teacher", None, 0.0): (83.43, 97.19),
+    ("penn", 2, "student", "none", 0.0): (73.88, 95.90),
+    ("penn", 2, "student", "pmsc", 0.0): (78.84, 97.10),
+    ("penn", 2, "student", "none", 0.3): (69.10, 94.52),
+    ("penn", 2, "student", "pmsc", 0.3): (74.91, 96.63),
+    ("penn", 2, "student", "none", 0.6): (63.30, 91.29),
+    ("penn", 2, "student", "pmsc", 0.6): (73.22, 95.79),
+    ("sysu", 2, "teacher", None, 0.0): (88.54, 88.96),
+    ("sysu", 2, "student", "none", 0.0): (86.39, 86.67),
+    ("sysu", 2, "student", "pmsc", 0.0): (87.58, 88.17),
+    ("sysu", 2, "student", "none", 0.3): (81.15, 82.43),
+    ("sysu", 2, "student", "pmsc", 0.3): (84.07, 84.67),
+    ("sysu", 2, "student", "none", 0.6): (70.40, 70.32),
+    ("sysu", 2, "student", "pmsc", 0.6): (80.29, 81.14),
+    ("ntu", 4, "student", "none", 0.0): (79.98, 84.88),
+    ("ntu", 4, "student", "kl", 0.0): (80.17, 86.74),
+    ("ntu", 4, "student", "global-msc", 0.0): (81.95, 86.11),
+    ("ntu", 4, "student", "pmsc", 0.0): (83.31, 88.13),
+}
+# Table 5: (setting, hq_fraction, model, kd, lq_data) → (CS, CV).
+PAPER_TABLE5 = {
+    ("heterogeneous", 0.8, "teacher", None, None): (84.21, 87.15),
+    ("heterogeneous", 0.8, "student", "none", "pair"): (77.12, 82.97),
+    ("heterogeneous", 0.8, "student", "pmsc", "pair"): (82.03, 86.61),
+    ("heterogeneous", 0.8, "student", "pmsc", "all"): (83.27, 87.80),
+    ("heterogeneous", 0.7, "teacher", None, None): (83.22, 86.29),
+    ("heterogeneous", 0.7, "student", "none", "pair"): (76.07, 81.85),
+    ("heterogeneous", 0.7, "student", "pmsc", "pair"): (80.94, 85.69),
+    ("heterogeneous", 0.7, "student", "pmsc", "all"): (82.61, 87.36),
+    ("homogeneous", 0.8, "teacher", None, None): (83.48, 90.28),
+    ("homogeneous", 0.8, "student", "none", "pair"): (77.12, 82.97),
+    ("homogeneous", 0.8, "student", "pmsc", "pair"): (81.40, 87.33),
+    ("homogeneous", 0.8, "student", "pmsc", "all"): (82.24, 87.99),
+    ("homogeneous", 0.7, "teacher", None, None): (82.08, 88.27),
+    ("homogeneous", 0.7, "student", "none", "pair"): (76.07, 81.85),
+    ("homogeneous", 0.7, "student", "pmsc", "pair"): (80.65, 86.06),
+    ("homogeneous", 0.7, "student", "pmsc", "all"): (81.31, 87.54),
+}
+KD_NAMES = {None: "", "none": "Student (w/o KD)", "kl": "Student (KL)",
+            "global-msc": "Student (Global MSC)", "pmsc": "Student (w/ KD)"}
+
+
+def _pack_attrs(pack_dir: Path) -> dict:
+    from skelpipe.data.pack import FILE, decode_attr
+
+    with h5py.File(Path(pack_dir) / FILE, "r") as f:
+        return {k: decode_attr(v) for k, v in f.attrs.items()}
+
+
+_SCORES = ("top1", "top5")
+_PER_RUN = ("split", "splits", "seed", "model_dir", "eval_dir", "n_test", "aggregate") + _SCORES
+
+
+def _identity(record: dict, leave_out=_PER_RUN) -> tuple:
+    return tuple((k, json.dumps(v)) for k, v in sorted(record.items()) if k not in leave_out)
+
+
+def collect(plan) -> list[dict]:
+    """The records of a plan's finished evaluate stages: one per (cell, seed) with its scores
+    (SYSU's splits averaged), then one aggregate per cell over its seeds (``"aggregate": true``,
+    mean, sd and n; for a student with distillation, the paired gain over the student without
+    KD of the same seeds, with its 95 % interval: ``stats.paired_difference``)."""
+    per_split = []
+    for step in plan.records:
+        if not step.entry.done:
+            continue
+        metrics = json.loads((step.entry.path / "metrics.json").read_text())
+        pack = _pack_attrs(step.deps["pack"].entry.path)
+        meta = step.meta
+        per_split.append({
+            "benchmark": meta["benchmark"], "model": meta["model"], "kd": meta["kd"],
+            "op": meta["op"], "hq_fraction": meta["hq_fraction"],
+            "hq_layout": pack.get("hq_layout"), "lq_layout": pack.get("lq_layout"),
+            "extractor": meta["extractor"],
+            "top1": 100 * float(metrics["top1"]), "top5": 100 * float(metrics["top5"]),
+            "n_test": int(metrics.get("n", 0)),
+            "setting": meta["setting"], "table": meta.get("table"), "lq_data": meta.get("lq_data"),
+            "hq_source": meta["hq_source"], "lq_source": meta["lq_source"], "split": meta["split"],
+            "seed": meta.get("seed", 0),
+            "model_dir": str(step.deps["model"].entry.path), "eval_dir": str(step.entry.path),
+        })
+    runs = defaultdict(list)
+    for r in per_split:
+        runs[_identity(r) + (("seed", r["seed"]),)].append(r)
+    records = []
+    for rows in runs.values():
+        rec = {k: v for k, v in rows[0].items() if k not in ("split", "model_dir", "eval_dir")}
+        for score in _SCORES:
+            rec[score] = round(float(np.mean([r[score] for r in rows])), 2)
+        rec["splits"] = len(rows)
+        rec["aggregate"] = False
+        if len(rows) == 1:
+            rec["model_dir"], rec["eval_dir"] = rows[0]["model_dir"], rows[0]["eval_dir"]
+        records.append(rec)
+    return records + aggregate(records)
+
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """One record per cell over its seeds: mean and sd of each score, the seeds, and for students
+    with distillation ``gain_top1`` / ``gain_top5``: the paired difference to the student
+    without KD (same cell otherwise, same seeds)."""
+    cells = defaultdict(list)
+    for r in runs:
+        cells[_identity(r)].append(r)
+    out = []
+    for rows in cells.values():
+        rows.sort(key=lambda r: r["seed"])
+        rec = {k: v for k, v in rows[0].items() if k not in _PER_RUN}
+        rec.update(aggregate=True, seed=None, seeds=[r["seed"] for r in rows], n=len(rows),
+                   n_test=rows[0].get("n_test"))
+        for score in _SCORES:
+            s = stats.summary([r[score] for r in rows])
+            rec[score] = round(s["mean"], 2)
+            rec[f"{score}_sd"] = None if s["sd"] is None else round(s["sd"], 2)
+        if rec["model"] == "student" and rec["kd"] not in (None, "none"):
+            base = {r["seed"]: r for r in cells.get(_identity({**rows[0], "kd": "none"}), [])}
+            pairs = [(r, base[r["seed"]]) for r in rows if r["seed"] in base]
+            for score in _SCORES if pairs else ():
+                d = stats.paired_difference([a[score] for a, _ in pairs], [b[score] for _, b in pairs])
+                rec[f"gain_{score}"] = {"mean": round(d["mean"], 2), "n": d["n"],
+                                        "ci95": None if d["ci"] is None else [round(c, 2) for c in d["ci"]],
+                                        "significant": d["significant"]}
+        out.append(rec)
+    return out
+
+
+def _cell(rec, metric, paper):
+    """``mean ± sd`` of a cell, its paired KD gain with the 95 % interval, the paper's figure."""
+    if rec is None:
+        return "–" if paper is None else f"– [paper {paper:.2f}]"
+    text = f"{rec[metric]:.2f}"
+    if rec.get(f"{metric}_sd") is not None:
+        text += f" ± {rec[f'{metric}_sd']:.2f}"
+    gain = rec.get(f"gain_{metric}")
+    if gain is not None:
+        text += f" ({gain['mean']:+.2f}"
+        if gain["ci95"] is not None:
+            lo, hi = gain["ci95"]
+            text += f", CI [{lo:+.2f}, {hi:+.2f}]" + ("" if gain["significant"] else " n.s.")
+        text += ")"
+    if paper is not None:
+        text += f" [paper {paper:.2f}]"
+    return text
+
+
+def markdown(records: list[dict], dataset: str, name: str) -> str:
+    """The paper-shaped tables of the aggregate records (mean ± sd over seeds, paired gains)."""
+    columns = COLUMNS.get(dataset, COLUMNS["demo"])
+    records = [r for r in records if r.get("aggregate", True)]
+    seeds = sorted({r["n"] for r in records if r["model"] == "student"}) or [1]
+    tests = sorted({r["n_test"] for r in records if r.get("n_test")})
+    lines = [f"# Results: {name}", "",
+             "Accuracy in %: mean ± sd over the seeds of each student cell "
+             f"({'/'.join(map(str, seeds))} seeds; teachers: one run). (+x, CI [lo, hi]) is the KD gain: the "
+             "mean over seeds of the paired difference to the student without KD (same seed, same test "
+             "draw) with its 95 % Student-t interval; n.s. = the interval contains 0. "
+             "[paper x] is the paper's figure for the same setting where there is one.", ""]
+    if tests:
+        se = stats.binomial_se(0.75, min(tests))
+        lines += [f"Test instances per cell: {', '.join(map(str, tests))} (one run's standard error at 75 %: "
+                  f"{100 * se:.1f} points).", ""]
+    tables = sorted({(r["table"] or 0, r["setting"]) for r in records}, key=lambda t: (str(t[0]), t[1]))
+    for table, setting in tables:
+        rows = [r for r in records if (r["table"] or 0) == table and r["setting"] == setting]
+        title = f"Table {table}" if isinstance(table, int) and table else (str(table) if table else "Results")
+        lines += [f"## {title} — {setting} ({rows[0]['hq_source']} → {rows[0]['lq_source']})", ""]
+        heads = [h for _, _, h in columns]
+        extra = ["HQ amount", "LQ data"] if table == 5 else []
+        lines.append("| Methods | Skeleton | OP | " + " | ".join(extra + heads) + " |")
+        lines.append("|" + "---|" * (3 + len(extra) + len(heads)))
+        keys = sorted({(r["hq_fraction"], r["model"] != "teacher", r["op"], r.get("lq_data") or "",
+                        ["none", "kl", "global-msc", "pmsc", None].index(r["kd"]), r["kd"], r["model"])
+                       for r in rows}, key=lambda k: (-k[0], k[1], k[2], k[3] == "all", k[4]))
+        for fraction, _, op, data, _, kd, model in keys:
+            cells = []
+            for bench, metric, _ in columns:
+                match = [r for r in rows if r["benchmark"] == bench and r["model"] == model
+                         and r["kd"] == kd and r["op"] == op and r["hq_fraction"] == fraction
+                         and (r.get("lq_data") or "") == data]
+                if table == 5:
+                    paper = PAPER_TABLE5.get((setting, fraction, model, kd, data or None))
+                else:
+                    paper = PAPER.get((dataset, table, model, kd, op))
+                paper = None if paper is None else paper[columns.index((bench, metric, _))]
+                cells.append(_cell(match[0] if match else None, metric, paper))
+            source = rows[0]["hq_source"] if model == "teacher" else rows[0]["lq_source"]
+            label = "Teacher" if model == "teacher" else KD_NAMES[kd]
+            extra_cells = [f"{fraction:.0%}", data or ""] if table == 5 else []
+            lines.append(f"| {label} | {source} | {op:g} | " + " | ".join(extra_cells + cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def part_matrix_section(plan) -> str:
+    """The top-ranked part of each class in every finished part matrix; on the demo, whose
+    generator knows which parts each action uses (``demo.ACTION_PARTS``), how many classes rank
+    one of them first."""
+    from skelpipe.learn.partmatrix import agreement
+
+    lines = []
+    for step in plan.ordered():
+        if step.stage != "partmatrix" or not step.entry.done:
+            continue
+        info = json.loads((step.entry.path / "part_matrix.json").read_text())
+        expected = {}
+        if plan.cfg["dataset"] == "demo":
+            from skelpipe.data.datasets.demo import ACTION_PARTS
+            expected = ACTION_PARTS
+        a = agreement(info["E"], info["class_names"], expected)
+        teacher = step.deps["teacher"].entry.config
+        head = (f"## {step.label}: measure {info.get('measure', 'error')}, teacher part dropout "
+                f"{teacher.get('part_dropout', 0.0):g}")
+        if a["classes"]:
+            head += f" — {a['hits']} of {a['classes']} classes rank a part their generator moves first"
+        lines += ["", head, "", "| class | top part | " + (" expected |" if expected else ""),
+                  "|---|---|" + ("---|" if expected else "")]
+        for c, part in a["top_part"].items():
+            lines.append(f"| {c} | {part or 'tie'} | " + (f"{', '.join(expected.get(c, ()))} |" if expected else ""))
+    return "\n".join(lines)
+
+
+def write_report(plan, out_dir) -> list[dict]:
+    """results.json, results.md and plots for a pipeline's plan, in ``out_dir``."""
+    from skelpipe.pipeline import plots
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = collect(plan)
+    if not records:
+        raise SkelpipeError(f"nothing to report: no finished evaluation of {plan.cfg['name']} in the cache "
+                            f"{plan.cache.root} (run `skelpipe run-all {plan.cfg['name']}` first, with the "
+                            "same --set and --cache-dir)")
+    write_json(out_dir / "results.json", records)
+    md = markdown(records, plan.cfg["dataset"], plan.cfg["name"]) + part_matrix_section(plan)
+    (out_dir / "results.md").write_text(md + "\n")
+    plots_dir = out_dir / "plots"
+    plots_dir.mkdir(exist_ok=True)
+    plots.kd_gains(records, plots_dir / "kd_gain.png")
+    trained = [s for s in plan.ordered() if s.stage in ("teacher", "student") and s.entry.done]
+    if trained:
+        plots.training_curves([(s.label, s.entry.path / "metrics.jsonl") for s in trained],
+                              plots_dir / "training_curves.png")
+    for step in plan.ordered():
+        if not step.entry.done:
+            continue
+        slug = step.label.replace(" ", "_").replace("=", "-").replace("%", "")
+        if step.stage == "partmatrix" and (step.entry.path / "part_matrix.png").exists():
+            shutil.copy(step.entry.path / "part_matrix.png", plots_dir / f"{slug}.png")
+        if step.stage == "evaluate" and (step.entry.path / "confusion.png").exists():
+            shutil.copy(step.entry.path / "confusion.png", plots_dir / f"confusion_{slug[9:]}.png")
+    plots.skeleton_overlays(plan, plots_dir)
+    console.print(md, markup=False, highlight=False)
+    return records
+
+
+@click.command("report")
+@click.argument("pipeline")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="The same overrides as the run-all being reported.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--report-dir", type=click.Path(file_okay=False), default=None,
+              help="Default: reports/<pipeline>.")
+def report_command(pipeline, overrides, cache_dir, report_dir):
+    """Write results.json, results.md and plots from what a pipeline has finished so far.
+
+    \b
+    Example:
+      skelpipe report demo
+      skelpipe report ntu --report-dir reports/ntu-run1
+    """
+    from skelpipe.pipeline.cache import Cache
+    from skelpipe.pipeline.plan import Plan, load_pipeline
+
+    cfg = load_pipeline(pipeline, overrides)
+    plan = Plan(cfg, Cache(cache_dir), None, "cpu").build()
+    out = Path(report_dir or Path("reports") / cfg["name"])
+    write_report(plan, out)
+    console.print(f"report: {out}/results.md")

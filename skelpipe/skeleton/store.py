@@ -1,0 +1,226 @@
+"""The HDF5 pose store: one file per dataset × modality, one group per sample.
+
+Layout of a file::
+
+    /                  attrs: skelpipe_store (format version), complete (True once closed cleanly),
+                              layout, joints (JSON list), plus the writer's own attrs
+    /samples/<id>/     attrs: the sample's own (label, split, fps, image_size, ...; JSON-encoded
+                              when not a plain scalar or string)
+        keypoints      (M, T, V, C) float32, chunked per sample, lzf-compressed
+        <name>         any extra array given to ``add`` (e.g. ``score`` (M, T))
+
+Crash safety: a writer fills ``<path>.partial-<pid>`` and renames it over ``<path>`` only when
+it closes cleanly, after setting ``complete``; a reader refuses a file without that mark.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from skelpipe.skeleton import layouts
+from skelpipe.core.errors import SkelpipeError
+
+FORMAT_VERSION = 1
+
+
+def _encode(value):
+    if isinstance(value, (str, bool, int, float, np.integer, np.floating)):
+        return value
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    return "json:" + json.dumps(value)
+
+
+def _decode(value):
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value.startswith("json:"):
+        return json.loads(value[5:])
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _attrs(h5obj) -> dict:
+    return {k: _decode(v) for k, v in h5obj.attrs.items()}
+
+
+@dataclass
+class Sample:
+    id: str
+    keypoints: np.ndarray
+    arrays: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+
+
+class PoseWriter:
+    """Write samples into a new store; the file appears at ``path`` only on a clean close.
+
+    ``with PoseWriter("hq.h5", layout="ntu25", attrs={"source": "kinect_v2"}) as w:
+    w.add("S001C001P001R001A001", keypoints, label=0, split="train")``
+    """
+
+    def __init__(self, path, layout: str, attrs: dict | None = None):
+        self.path = Path(path)
+        self.layout = layouts.get(layout)
+        self.tmp = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = h5py.File(self.tmp, "w")
+        self.file.attrs["skelpipe_store"] = FORMAT_VERSION
+        self.file.attrs["complete"] = False
+        self.file.attrs["layout"] = self.layout.name
+        self.file.attrs["joints"] = _encode(list(self.layout.joints))
+        for k, v in (attrs or {}).items():
+            self.file.attrs[k] = _encode(v)
+        self.samples = self.file.create_group("samples")
+
+    def add(self, sample_id: str, keypoints: np.ndarray, arrays: dict | None = None, **attrs):
+        keypoints = np.asarray(keypoints, dtype=np.float32)
+        if keypoints.ndim != 4 or keypoints.shape[2] != self.layout.num_joints:
+            raise SkelpipeError(
+                f"{self.path}: sample {sample_id}: keypoints must be (M, T, {self.layout.num_joints}, C) "
+                f"for layout {self.layout.name}, got {keypoints.shape}")
+        if sample_id in self.samples:
+            raise SkelpipeError(f"{self.path}: sample {sample_id} written twice")
+        g = self.samples.create_group(sample_id)
+        _write_array(g, "keypoints", keypoints)
+        for name, arr in (arrays or {}).items():
+            _write_array(g, name, np.asarray(arr))
+        for k, v in attrs.items():
+            g.attrs[k] = _encode(v)
+
+    def close(self):
+        """Mark the file complete and move it into place (atomic rename)."""
+        self.file.attrs["complete"] = True
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self):
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _write_array(group, name, arr):
+    chunks = arr.shape if arr.size else None
+    group.create_dataset(name, data=arr, chunks=chunks, compression="lzf" if arr.size else None)
+
+
+class PoseStore:
+    """A read-only store: lazy per-sample reads by id, iteration with progress."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SkelpipeError(f"{self.path}: no such pose store")
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as e:
+            raise SkelpipeError(f"{self.path}: not a readable HDF5 file ({e})") from None
+        if "skelpipe_store" not in self.file.attrs:
+            self.file.close()
+            raise SkelpipeError(f"{self.path}: not a skelpipe pose store")
+        if not self.file.attrs.get("complete", False):
+            self.file.close()
+            raise SkelpipeError(f"{self.path}: incomplete pose store (its writer did not finish)")
+        self.attrs = _attrs(self.file)
+        self.layout = layouts.get(self.attrs["layout"])
+        self._samples = self.file["samples"]
+
+    def ids(self) -> list[str]:
+        return list(self._samples.keys())
+
+    def __len__(self):
+        return len(self._samples)
+
+    def __contains__(self, sample_id):
+        return sample_id in self._samples
+
+    def read(self, sample_id: str) -> Sample:
+        if sample_id not in self._samples:
+            raise SkelpipeError(f"{self.path}: no sample {sample_id!r}")
+        g = self._samples[sample_id]
+        arrays = {name: g[name][()] for name in g if name != "keypoints"}
+        return Sample(sample_id, g["keypoints"][()], arrays, _attrs(g))
+
+    def read_keypoints(self, sample_id: str) -> np.ndarray:
+        """A sample's keypoints (M, T, V, C) alone, without its attributes."""
+        if sample_id not in self._samples:
+            raise SkelpipeError(f"{self.path}: no sample {sample_id!r}")
+        return self._samples[sample_id]["keypoints"][()]
+
+    def read_attrs(self, sample_id: str) -> dict:
+        """A sample's attributes alone, without reading its arrays."""
+        if sample_id not in self._samples:
+            raise SkelpipeError(f"{self.path}: no sample {sample_id!r}")
+        return _attrs(self._samples[sample_id])
+
+    def iterate(self, progress: bool = False, ids=None):
+        ids = self.ids() if ids is None else list(ids)
+        if not progress:
+            yield from (self.read(i) for i in ids)
+            return
+        from skelpipe.core.console import progress as progress_bar
+
+        with progress_bar("samples") as bar:
+            task = bar.add_task(self.path.name, total=len(ids))
+            for i in ids:
+                yield self.read(i)
+                bar.advance(task)
+
+    __iter__ = iterate
+
+    def close(self):
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_store(path) -> PoseStore:
+    return PoseStore(path)
+
+
+def merge_stores(out_path, in_paths, attrs: dict | None = None) -> Path:
+    """Atomically write the union of several complete stores of one layout into ``out_path``.
+
+    Root attrs come from the first input, updated with ``attrs``. A sample id present in two
+    inputs is an error.
+    """
+    in_paths = [Path(p) for p in in_paths]
+    if not in_paths:
+        raise SkelpipeError(f"{out_path}: no stores to merge")
+    stores = [open_store(p) for p in in_paths]
+    try:
+        layout_names = {s.layout.name for s in stores}
+        if len(layout_names) > 1:
+            raise SkelpipeError(f"{out_path}: cannot merge stores of layouts {sorted(layout_names)}")
+        root = dict(stores[0].attrs)
+        for k in ("skelpipe_store", "complete", "layout", "joints"):
+            root.pop(k, None)
+        root.update(attrs or {})
+        with PoseWriter(out_path, stores[0].layout.name, root) as w:
+            for s in stores:
+                for sid in s.ids():
+                    if sid in w.samples:
+                        raise SkelpipeError(f"{s.path}: sample {sid} is also in another input of the merge")
+                    s.file.copy(s._samples[sid], w.samples, name=sid)
+    finally:
+        for s in stores:
+            s.close()
+    return Path(out_path)
