@@ -1,4 +1,4 @@
-"""The ``skelpipe`` command: one click group; each command lives in the module of its concept.
+"""The ``skelpipe`` command: one click group; each command is a thin module of ``skelpipe.commands``.
 
 Commands are imported only when used (click's documented lazy-group pattern), so that
 ``skelpipe doctor`` works when torch is broken and ``--help`` stays fast. A command module
@@ -15,16 +15,16 @@ from skelpipe.core.errors import SkelpipeError
 COMMANDS = {
     "install-openpifpaf": "skelpipe.commands.install:install_openpifpaf_command",
     "doctor": "skelpipe.commands.install:doctor_command",
-    "cache": "skelpipe.pipeline.cache:cache_command",
-    "extract": "skelpipe.pose.extract:extract_command",
-    "align": "skelpipe.data.align:align_command",
-    "pack": "skelpipe.data.pack:pack_command",
-    "train": "skelpipe.learn.train:train_command",
-    "partmatrix": "skelpipe.learn.partmatrix:partmatrix_command",
-    "evaluate": "skelpipe.learn.evaluate:evaluate_command",
-    "report": "skelpipe.pipeline.report:report_command",
-    "run-all": "skelpipe.pipeline.plan:run_all_command",
-    "predict": "skelpipe.pipeline.predict:predict_command",
+    "cache": "skelpipe.commands.cache:cache_command",
+    "extract": "skelpipe.commands.extract:extract_command",
+    "align": "skelpipe.commands.align:align_command",
+    "pack": "skelpipe.commands.pack:pack_command",
+    "train": "skelpipe.commands.train:train_command",
+    "partmatrix": "skelpipe.commands.partmatrix:partmatrix_command",
+    "evaluate": "skelpipe.commands.evaluate:evaluate_command",
+    "report": "skelpipe.commands.report:report_command",
+    "run-all": "skelpipe.commands.run_all:run_all_command",
+    "predict": "skelpipe.commands.predict:predict_command",
     "bench": "skelpipe.commands.bench:bench_command",
 }
 
@@ -32,9 +32,7 @@ COMMANDS = {
 class LazyGroup(click.Group):
     """A group whose commands (``name → "module:attr"``) are imported when first used."""
 
-    def __init__(self, *args, commands: dict | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.lazy = COMMANDS if commands is None else commands
+    lazy = COMMANDS
 
     def list_commands(self, ctx):
         return sorted(self.lazy)

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from skelpipe.skeleton import layouts
-from skelpipe.data.align import align_stores, associate, run_align, time_index
-from skelpipe.pipeline.cache import Cache
 from skelpipe.cli import cli
+from skelpipe.commands.align import run_align
+from skelpipe.core.work import Work
+from skelpipe.data.align import align_stores, associate, time_index
+from skelpipe.pipeline.cache import Cache
 from skelpipe.pose.simulate import to_coco17
+from skelpipe.skeleton import layouts
 from skelpipe.skeleton.store import PoseWriter, open_store
 
 NTU = layouts.get("ntu25")
@@ -75,7 +77,7 @@ def test_associate_hungarian_and_inf():
 
 def test_swapped_people_reordered(tmp_path):
     hq_path, lq_path = _scene(tmp_path)
-    stats = align_stores(hq_path, lq_path, tmp_path / "out")
+    stats = align_stores(hq_path, lq_path, Work(tmp_path / "out"))
     assert stats["paired"] == 1 and stats["reordered"] == 1 and stats["frame_mismatch"] == 0
     with open_store(tmp_path / "out" / "lq.h5") as lq, open_store(lq_path) as raw:
         smp = lq.read("S001C001P001R001A001")
@@ -90,13 +92,13 @@ def test_swapped_people_reordered(tmp_path):
     # in order already: nothing moves
     (tmp_path / "b").mkdir()
     _scene(tmp_path / "b", swap=False)
-    stats = align_stores(tmp_path / "b" / "hq.h5", tmp_path / "b" / "lq.h5", tmp_path / "b" / "out")
+    stats = align_stores(tmp_path / "b" / "hq.h5", tmp_path / "b" / "lq.h5", Work(tmp_path / "b" / "out"))
     assert stats["reordered"] == 0
 
 
 def test_frame_count_mismatch(tmp_path):
     hq_path, lq_path = _scene(tmp_path, T_hq=40, T_lq=47)
-    stats = align_stores(hq_path, lq_path, tmp_path / "out")
+    stats = align_stores(hq_path, lq_path, Work(tmp_path / "out"))
     assert stats["frame_mismatch"] == 1
     assert stats["frame_mismatches"] == [{"id": "S001C001P001R001A001", "frames_hq": 40, "frames_lq": 47}]
     with open_store(tmp_path / "out" / "lq.h5") as lq, open_store(tmp_path / "out" / "hq.h5") as hq:
@@ -135,7 +137,7 @@ def test_bad_instances_reported_and_kept_or_dropped(tmp_path, missing):
 
 def test_outlier_flagged(tmp_path):
     hq_path, lq_path = _scene(tmp_path)
-    stats = align_stores(hq_path, lq_path, tmp_path / "out", outlier=0.001)
+    stats = align_stores(hq_path, lq_path, Work(tmp_path / "out"), outlier=0.001)
     assert [o["id"] for o in stats["outliers"]] == ["S001C001P001R001A001"]
     with open_store(tmp_path / "out" / "lq.h5") as lq:
         assert lq.read("S001C001P001R001A001").attrs["align_outlier"] is True
@@ -148,7 +150,7 @@ def test_no_image_coordinates_pairs_by_order(tmp_path):
         hw.add("P01A01", rng.uniform(100, 500, (1, 20, 17, 3)).astype(np.float32),
                label=0, split="train", image_size=[640, 480], channels="x,y,conf")
         lw.add("P01A01", rng.normal(0, 1, (1, 25, 20, 3)).astype(np.float32), channels="x,y,z")
-    stats = align_stores(tmp_path / "hq.h5", tmp_path / "lq.h5", tmp_path / "out")
+    stats = align_stores(tmp_path / "hq.h5", tmp_path / "lq.h5", Work(tmp_path / "out"))
     assert stats["paired"] == 1 and "align_error" not in stats and stats["frame_mismatch"] == 1
     with open_store(tmp_path / "out" / "lq.h5") as lq:
         smp = lq.read("P01A01")
@@ -174,7 +176,7 @@ def test_one_detected_person_goes_to_its_hq_slot(tmp_path):
     one[0] = smp.keypoints[1]  # only HQ person 1 was detected, as the estimator's person 0
     with PoseWriter(tmp_path / "lq1.h5", "coco17") as w:
         w.add(smp.id, one, **smp.attrs)
-    align_stores(hq_path, tmp_path / "lq1.h5", tmp_path / "out")
+    align_stores(hq_path, tmp_path / "lq1.h5", Work(tmp_path / "out"))
     with open_store(tmp_path / "out" / "lq.h5") as lq:
         out = lq.read(smp.id)
         assert not out.keypoints[0].any()
@@ -187,5 +189,5 @@ def test_rerun_after_kill_leaves_no_stale_files(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "lq.h5.partial-99999").write_bytes(b"half written")  # a killed writer's file
-    align_stores(hq_path, lq_path, out)
-    assert sorted(p.name for p in out.iterdir()) == ["alignment.csv", "hq.h5", "lq.h5"]
+    align_stores(hq_path, lq_path, Work(out))
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["alignment.csv", "hq.h5", "lq.h5"]

@@ -5,9 +5,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from skelpipe.pipeline.cache import Cache, Lock
 from skelpipe.cli import cli
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.pipeline.cache import Cache, Lock
 
 UNITS = [f"video{i}" for i in range(6)]
 

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from skelpipe.data.datasets import custom
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.datasets import custom
 
 
 def make_folder(tmp_path, csv_text, videos):

@@ -5,8 +5,8 @@ naming the file; benchmark rules on sample names; body selection by motion energ
 import numpy as np
 import pytest
 
-from skelpipe.data.datasets import ntu
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.datasets import ntu
 
 ID_A = "72057594037931101"   # body ids are 17-digit tracking ids, as in the dataset
 ID_B = "72057594037965866"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from skelpipe.data.datasets import penn
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.datasets import penn
 
 
 def write_label(path, n=40, action="tennis_serve", train=1, nframes_dtype=np.uint8, drop=(),

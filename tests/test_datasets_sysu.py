@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from skelpipe.data.datasets import sysu
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.datasets import sysu
 
 
 def world(T, seed):

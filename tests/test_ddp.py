@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import torch
-
 from test_train import random_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DDP_SCRIPT = textwrap.dedent("""
     import os, sys, torch
     import skelpipe.learn.train as T
+    from skelpipe.commands.bench import random_split
     out, teacher, weights_dir = sys.argv[1:4]
     torch.set_num_threads(1)
     seen = {}
@@ -24,11 +24,11 @@ DDP_SCRIPT = textwrap.dedent("""
             super().__init__(module, *a, **k)
             seen["model"] = module
     T.DDP = SpyDDP
-    split = T.random_split(22, "ntu25", frames=12, num_classes=3, seed=2)
+    split = random_split(22, "ntu25", frames=12, num_classes=3, seed=2)
     split.has_hq[::4] = False
     cfg = T.TrainConfig(stage="student", kd="pmsc", epochs=2, batch_size=8, lr=0.05, op=0.2,
                         hq_topup=1, channels=(8, 8, 16, 16), temporal_kernel=3, device="cpu")
-    T.train(cfg, split, out, teacher_dir=teacher, part_matrix=torch.full((3, 5), 0.2))
+    T.train_split(cfg, split, out, teacher_dir=teacher, part_matrix=torch.full((3, 5), 0.2))
     rank = os.environ["RANK"]
     torch.save({"world": int(os.environ["WORLD_SIZE"]), "state": seen["model"].state_dict()},
                os.path.join(weights_dir, f"rank{rank}.pt"))

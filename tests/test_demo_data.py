@@ -4,8 +4,9 @@ being the labelled ones, projection, and the HQ store round trip."""
 import numpy as np
 import pytest
 
-from skelpipe.skeleton import layouts
 from skelpipe.data.datasets import demo
+from skelpipe.skeleton import layouts
+from skelpipe.skeleton.geometry import project
 
 NTU = layouts.get("ntu25")
 J = {name: i for i, name in enumerate(NTU.joints)}
@@ -135,11 +136,11 @@ def test_motions_use_their_discriminative_parts():
 def test_projection_is_a_pinhole_inside_the_image():
     cam = {"focal": 1000.0, "cx": 960.0, "cy": 540.0}
     pts = np.array([[0.0, 0.0, 3.0], [1.0, 0.5, 2.0], [0.0, 0.0, 0.0]])
-    uv = demo.project(pts, cam)
+    uv = project(pts, cam)
     assert np.allclose(uv, [[960, 540], [1460, 290], [0, 0]])     # y up → v up; absent → (0, 0)
 
     for inst in demo.generate(num_subjects=6, reps_per_subject=2, seed=0):
-        uv = demo.project(inst.xyz, inst.camera)
+        uv = project(inst.xyz, inst.camera)
         assert uv.shape == inst.xyz.shape[:-1] + (2,) and uv.dtype == np.float32
         present = np.abs(inst.xyz).sum(-1) > 0
         W, H = inst.camera["W"], inst.camera["H"]

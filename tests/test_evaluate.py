@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
-from skelpipe.skeleton import noise
-from skelpipe.core.errors import SkelpipeError
-from skelpipe.learn.evaluate import evaluate, evaluate_command, predict, topk_accuracy
-from skelpipe.learn.models import build_model
-from skelpipe.learn.train import TrainConfig, save_model
 from test_train import make_split, write_pack
+
+from skelpipe.commands.evaluate import evaluate_command
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.learn.checkpoint import save_model
+from skelpipe.learn.config import TrainConfig
+from skelpipe.learn.evaluate import evaluate, predict, topk_accuracy
+from skelpipe.learn.models import build_model
+from skelpipe.skeleton import noise
 
 BIAS = torch.tensor([6.0, 5.0, 4.0, 3.0, 2.0, 1.0])   # class 0 first, class 5 last
 

@@ -1,6 +1,6 @@
 """Pose extraction with OpenPifPaf, on CPU with small random-weight networks built here.
 
-The "biased" network has its heads fixed to one field (``extract.bias_heads``): a standing
+The "biased" network has its heads fixed to one field (``network.bias_heads``): a standing
 person anchored at every cell, so that the decoder finds people in any frame and the geometry
 of what is written can be checked against the template exactly.
 """
@@ -19,9 +19,8 @@ import pytest
 
 pytest.importorskip("openpifpaf", reason="OpenPifPaf is not installed (skelpipe install-openpifpaf)")
 
-from skelpipe.pose import decoding
-from skelpipe.pose import extract  # noqa: E402
 from skelpipe.core.errors import SkelpipeError  # noqa: E402
+from skelpipe.pose import decoding, extract, network  # noqa: E402
 from skelpipe.skeleton.store import open_store  # noqa: E402
 
 BIASED = decoding.BIASED_CONFIG
@@ -38,7 +37,7 @@ def write_video(path, n=6, size=(64, 48), fps=25.0):
 
 @pytest.fixture(scope="module")
 def biased_ckpt(tmp_path_factory):
-    return extract.random_checkpoint("mobilenetv3small", tmp_path_factory.mktemp("ckpt") / "mnv3s.pkl", biased=True)
+    return network.random_checkpoint("mobilenetv3small", tmp_path_factory.mktemp("ckpt") / "mnv3s.pkl", biased=True)
 
 
 def template(net):
@@ -51,30 +50,30 @@ def template(net):
 
 
 def test_backbone_aliases():
-    assert extract.resolve_backbone("ShuffleNetv2x1") == "shufflenetv2k16"
-    assert extract.resolve_backbone("MobileNetv3Small") == "mobilenetv3small"
-    assert extract.resolve_backbone("ResNet152") == "resnet152"
-    assert extract.resolve_backbone("shufflenetv2k30") == "shufflenetv2k30"
+    assert network.resolve_backbone("ShuffleNetv2x1") == "shufflenetv2k16"
+    assert network.resolve_backbone("MobileNetv3Small") == "mobilenetv3small"
+    assert network.resolve_backbone("ResNet152") == "resnet152"
+    assert network.resolve_backbone("shufflenetv2k30") == "shufflenetv2k30"
 
 
 def test_offline_missing_checkpoint_names_file_place_and_option(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv(extract.OFFLINE_ENV, "1")
+    monkeypatch.setenv(network.OFFLINE_ENV, "1")
     with pytest.raises(SkelpipeError) as e:
-        extract.load_network("ShuffleNetv2x1")
+        network.load_network("ShuffleNetv2x1")
     msg = str(e.value)
     folder = tmp_path / "torch" / "hub" / "checkpoints"
     assert "shufflenetv2k16-210820-232500-cocokp-slurm726069-edge513-o10s-7189450a.pkl" in msg
     assert str(folder) in msg and "--checkpoint" in msg and "curl -L -o" in msg
     with pytest.raises(SkelpipeError, match="no pretrained resnet152 checkpoint.*--checkpoint"):
-        extract.load_network("ResNet152")
+        network.load_network("ResNet152")
     with pytest.raises(SkelpipeError, match="nope.pkl: checkpoint file not found"):
-        extract.load_network("ResNet152", str(tmp_path / "nope.pkl"))
+        network.load_network("ResNet152", str(tmp_path / "nope.pkl"))
 
 
 def test_checkpoint_of_another_backbone_is_refused(biased_ckpt):
     with pytest.raises(SkelpipeError, match="holds a mobilenetv3small network, not --backbone shufflenetv2k16"):
-        extract.load_network("shufflenetv2k16", str(biased_ckpt))
+        network.load_network("shufflenetv2k16", str(biased_ckpt))
 
 
 def test_extract_writes_tracked_people_in_original_pixels_and_skips_bad_files(biased_ckpt, tmp_path):
@@ -98,7 +97,7 @@ def test_extract_writes_tracked_people_in_original_pixels_and_skips_bad_files(bi
     assert bad["empty"] == f"{empty}: empty file (0 bytes)"
     assert not (tmp_path / "poses.h5.partial").exists()
 
-    net = extract.load_network("mobilenetv3small", str(biased_ckpt))
+    net = network.load_network("mobilenetv3small", str(biased_ckpt))
     with open_store(out) as s:
         assert s.layout.name == "coco17" and sorted(s.ids()) == ["a", "b"]
         sa, sb = s.read("a"), s.read("b")
@@ -150,7 +149,7 @@ def test_worker_pool_fp16_fields_match_inline_decoding(biased_ckpt):
     same (fp16-rounded) values in this process."""
     import torch
 
-    net = extract.load_network("mobilenetv3small", str(biased_ckpt))
+    net = network.load_network("mobilenetv3small", str(biased_ckpt))
     with torch.no_grad():
         cif, caf = net.model(torch.randn(2, 3, 97, 129))
     inline = decoding.InlineDecoder(net.cif_meta, net.caf_meta, BIASED)
@@ -169,7 +168,7 @@ def test_worker_pool_fp16_fields_match_inline_decoding(biased_ckpt):
 def test_worker_pool_grows_for_larger_frames_without_losing_results(biased_ckpt):
     import torch
 
-    net = extract.load_network("mobilenetv3small", str(biased_ckpt))
+    net = network.load_network("mobilenetv3small", str(biased_ckpt))
     with torch.no_grad():
         small = net.model(torch.zeros(1, 3, 65, 65))
         big = net.model(torch.zeros(1, 3, 129, 161))

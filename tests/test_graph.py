@@ -5,9 +5,9 @@ from collections import deque
 import numpy as np
 import pytest
 
+from skelpipe.learn.models.graph import hop_distance, spatial_adjacency
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.layouts import PARTS, Layout
-from skelpipe.learn.models.graph import hop_distance, spatial_adjacency
 
 NAMES = sorted(layouts.LAYOUTS)
 EXPECTED_JOINTS = {"ntu25": 25, "coco17": 17, "penn13": 13, "kinect20": 20}

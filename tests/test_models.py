@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from skelpipe.skeleton import layouts
 from skelpipe.learn.models import build_model
 from skelpipe.learn.models.stgcn import block_strides, graph_conv
+from skelpipe.skeleton import layouts
 
 TINY = (8, 8, 16, 16)
 

@@ -4,10 +4,19 @@ import h5py
 import numpy as np
 import pytest
 
-from skelpipe.pipeline.cache import Cache
+from skelpipe.commands.pack import run_pack
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.pack import (PackConfig, degrade, frame_indices, load_split, normalise_2d,
-                           normalise_3d, pack, run_pack)
+from skelpipe.core.work import Work
+from skelpipe.data.pack import (
+    PackConfig,
+    degrade,
+    frame_indices,
+    load_split,
+    normalise_2d,
+    normalise_3d,
+    pack,
+)
+from skelpipe.pipeline.cache import Cache
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.noise import instance_seeds, occlusion_mask, sample_keys
 from skelpipe.skeleton.store import PoseWriter
@@ -69,7 +78,7 @@ def test_frame_indices():
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_pack_and_load_split(tmp_path, dtype):
     d = _aligned_pair(tmp_path / "aligned", no_hq=(1,))
-    counts = pack(d, tmp_path, frames=32, dtype=dtype)
+    counts = pack(d, Work(tmp_path), frames=32, dtype=dtype)
     assert counts["train"]["n"] == 8 and counts["test"]["n"] == 4
     sp = load_split(tmp_path / "data.h5", "train")
     assert sp.lq.dtype == np.float32 and sp.hq.dtype == np.float32
@@ -95,7 +104,7 @@ def test_pack_and_load_split(tmp_path, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_load_split_mmap(tmp_path, dtype):
     d = _aligned_pair(tmp_path / "aligned", no_hq=(1,))
-    pack(d, tmp_path, frames=32, dtype=dtype)
+    pack(d, Work(tmp_path), frames=32, dtype=dtype)
     full = load_split(tmp_path, "train")
     mapped = load_split(tmp_path, "train", mmap=True)
     assert isinstance(mapped.lq, np.memmap) and mapped.lq.dtype == np.dtype(dtype)
@@ -106,7 +115,7 @@ def test_load_split_mmap(tmp_path, dtype):
 
 def test_hq_fraction_draw_stored(tmp_path):
     d = _aligned_pair(tmp_path / "aligned", n=60)
-    pack(d, tmp_path, frames=16, hq_fraction=0.7, pair_seed=4)
+    pack(d, Work(tmp_path), frames=16, hq_fraction=0.7, pair_seed=4)
     sp = load_split(tmp_path / "data.h5", "train")
     for c in range(3):
         n_c = (sp.label == c).sum()
@@ -118,26 +127,27 @@ def test_hq_fraction_draw_stored(tmp_path):
 
 def test_temporal_sampling(tmp_path):
     d = _aligned_pair(tmp_path / "aligned")
-    pack(d, tmp_path, sample_frames=8)
+    pack(d, Work(tmp_path), sample_frames=8)
     sp = load_split(tmp_path / "data.h5", "train")
     assert sp.lq.shape[2] == 8 and sp.attrs["T"] == 8 and (sp.length == 8).all()
 
 
 def test_test_occlusion_is_a_fixed_function_of_instance(tmp_path):
     d = _aligned_pair(tmp_path / "aligned")
-    pack(d, tmp_path, frames=32)
+    pack(d, Work(tmp_path), frames=32)
     te = load_split(tmp_path / "data.h5", "test")
     a = degrade(tmp_path / "data.h5", "test", 0.5, "track", seed=3)
     mask = occlusion_mask(instance_seeds(3, sample_keys(te.ids), "eval", "test"), 0.5, te.lq.shape[2:]).numpy()
     np.testing.assert_array_equal(a, te.lq * mask)
     np.testing.assert_array_equal(a, degrade(tmp_path / "data.h5", "test", 0.5, "track", seed=3))
-    pack(_aligned_pair(tmp_path / "aligned2"), tmp_path / "p2", frames=32, test_seed=3)
+    pack(_aligned_pair(tmp_path / "aligned2"), Work(tmp_path / "p2"), frames=32, test_seed=3)
     np.testing.assert_array_equal(a, degrade(tmp_path / "p2", "test", 0.5))  # the pack's test seed
 
 
 def test_stage_cached_and_bad_instance_reported(tmp_path):
     d = _aligned_pair(tmp_path / "aligned")
     import shutil
+
     from skelpipe.skeleton.store import open_store
     # rebuild lq.h5 with one sample lacking image_size
     with open_store(d / "lq.h5") as src, PoseWriter(d / "lq2.h5", "coco17", src.attrs) as w:
@@ -161,7 +171,7 @@ def test_stage_cached_and_bad_instance_reported(tmp_path):
 
 def test_unknown_setting_and_benchmark(tmp_path):
     with pytest.raises(SkelpipeError, match="unknown setting"):
-        pack(tmp_path, tmp_path, T=3)
+        pack(tmp_path, Work(tmp_path), T=3)
     with pytest.raises(SkelpipeError, match="unknown benchmark"):
         PackConfig(benchmark="nope")
 
@@ -212,10 +222,10 @@ def test_real_penn_labels_simulated_aligned_packed(shared_data, tmp_path):
     n = _penn_hq_store(shared_data / "penn_action" / "labels", tmp_path / "hq.h5")
     assert n == 30
     simulate_store(tmp_path / "hq.h5", tmp_path / "lq.h5", "resnet152", seed=0)
-    stats = align_stores(tmp_path / "hq.h5", tmp_path / "lq.h5", tmp_path / "aligned")
+    stats = align_stores(tmp_path / "hq.h5", tmp_path / "lq.h5", Work(tmp_path / "aligned"))
     assert stats["paired"] == 30 and stats["no_lq_person"] == 0 and not stats["outliers"]
     assert stats["align_error"]["max"] < 0.05  # resnet152 profile: about 1-2 % of body size
-    counts = pack(tmp_path / "aligned", tmp_path / "pack", frames=150, dtype="float16")
+    counts = pack(tmp_path / "aligned", Work(tmp_path / "pack"), frames=150, dtype="float16")
     assert counts["train"]["n"] == 15 and counts["test"]["n"] == 15
     tr, te = load_split(tmp_path / "pack", "train"), load_split(tmp_path / "pack", "test")
     assert tr.lq.shape == (15, 3, 150, 17, 2) and tr.hq.shape == (15, 3, 150, 13, 2)

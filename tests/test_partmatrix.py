@@ -9,13 +9,22 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
+from skelpipe.commands.partmatrix import partmatrix_command
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.learn.partmatrix import (
+    agreement,
+    compute_part_matrix,
+    occluded_logits,
+    occluded_predictions,
+    part_error_rates,
+    part_keep_masks,
+    part_matrix_from_predictions,
+    part_matrix_from_scores,
+    part_probability_drops,
+    plot_part_matrix,
+)
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.layouts import PARTS
-from skelpipe.core.errors import SkelpipeError
-from skelpipe.learn.partmatrix import (agreement, compute_part_matrix, occluded_logits, occluded_predictions,
-                                 part_error_rates, part_keep_masks, part_matrix_from_predictions,
-                                 part_matrix_from_scores, part_probability_drops, partmatrix_command,
-                                 plot_part_matrix)
 
 
 def test_part_matrix_on_hand_made_predictions():
@@ -105,7 +114,7 @@ def test_plot_writes_png(tmp_path):
 def teacher_and_pack(tmp_path, monkeypatch):
     """A saved tiny teacher (train.save_model) and a stand-in for pack.load_split."""
     from skelpipe.data import pack
-    from skelpipe.learn import train
+    from skelpipe.learn import checkpoint, partmatrix
     from skelpipe.learn.models import build_model
 
     torch.manual_seed(0)
@@ -116,7 +125,7 @@ def teacher_and_pack(tmp_path, monkeypatch):
             "num_persons": 2, "dropout": 0.0}
     teacher_dir = tmp_path / "teacher"
     teacher_dir.mkdir()
-    train.save_model(teacher_dir, model, meta)
+    checkpoint.save_model(teacher_dir, model, meta)
     n = 8
     rng = np.random.default_rng(0)
     split = pack.Split(lq=np.zeros((n, 3, 8, 17, 2), np.float32),
@@ -124,7 +133,7 @@ def teacher_and_pack(tmp_path, monkeypatch):
                        has_hq=np.array([1, 1, 0, 1, 1, 1, 0, 1], bool),
                        label=np.array([0, 1, 2, 0, 1, 0, 2, 1]), ids=[str(i) for i in range(n)],
                        attrs={"hq_layout": "penn13", "num_classes": 3, "class_names": ["run", "jump", "sit"]})
-    monkeypatch.setattr(pack, "load_split", lambda pack_dir, name: split)
+    monkeypatch.setattr(partmatrix, "load_split", lambda pack_dir, name: split)
     return teacher_dir, split, model
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from skelpipe.pipeline.cache import Cache
 from skelpipe.cli import cli
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.pipeline.plan import Plan, load_pipeline, parse_override
+from skelpipe.pipeline.cache import Cache
+from skelpipe.pipeline.config import load_pipeline, parse_override
+from skelpipe.pipeline.plan import Plan
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
@@ -192,10 +193,10 @@ def test_ntu_with_real_openpifpaf_extraction(tmp_path):
     pytest.importorskip("openpifpaf")
     import cv2
     import numpy as np
-
-    from skelpipe.pose import extract
-    from skelpipe.skeleton.store import open_store
     from test_datasets_ntu import FRAMES, skeleton_text
+
+    from skelpipe.pose import network
+    from skelpipe.skeleton.store import open_store
 
     root = tmp_path / "ntu"
     (root / "nturgb+d_skeletons").mkdir(parents=True)
@@ -209,7 +210,7 @@ def test_ntu_with_real_openpifpaf_extraction(tmp_path):
             video.write(np.full((64, 96, 3), 40 * t, np.uint8))
         video.release()
     (root / "nturgb+d_rgb" / "S001C001P001R001A003_rgb.avi").write_bytes(b"")  # a zero-byte video
-    checkpoint = extract.random_checkpoint("mobilenetv3small", tmp_path / "mnv3s.pkl", biased=True)
+    checkpoint = network.random_checkpoint("mobilenetv3small", tmp_path / "mnv3s.pkl", biased=True)
     overrides = ["experiments.settings=['heterogeneous']", "sources.k16.backbone=mobilenetv3small",
                  f"sources.k16.checkpoint='{checkpoint}'", "extract.long_edge=65",
                  "extract.decoder_workers=0", "extract.decoder={cif_neighbors = 1}"]

@@ -5,8 +5,8 @@ import json
 import cv2
 import numpy as np
 
-from skelpipe.skeleton import layouts
 from skelpipe.pipeline import plots
+from skelpipe.skeleton import layouts
 from skelpipe.skeleton.store import Sample
 
 

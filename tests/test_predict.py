@@ -11,13 +11,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from skelpipe.commands.pack import run_pack
+from skelpipe.commands.predict import predict_command
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.pack import PackConfig, load_split
+from skelpipe.learn.checkpoint import save_model
+from skelpipe.learn.config import TrainConfig
+from skelpipe.learn.models import build_model
+from skelpipe.learn.train import train
 from skelpipe.pipeline import predict
 from skelpipe.pipeline.cache import Cache
-from skelpipe.core.errors import SkelpipeError
-from skelpipe.learn.models import build_model
-from skelpipe.data.pack import PackConfig, load_split, run_pack
 from skelpipe.skeleton.store import PoseWriter
-from skelpipe.learn.train import TrainConfig, save_model, train
 
 W, H, FRAMES = 96, 64, 20
 NUM_CLASSES = 6
@@ -200,13 +204,13 @@ def test_table_json_and_annotated_video(monkeypatch, tmp_path):
     fake_extraction(monkeypatch, coco_people(3, people=2))
     video = write_video(tmp_path / "in.mp4")
     args = [str(video), "--model", str(model), "--backbone", "mobilenetv3small", "--device", "cpu"]
-    r = CliRunner().invoke(predict.predict_command, args, catch_exceptions=False)
+    r = CliRunner().invoke(predict_command, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     rows = re.findall(r"(\d) │ (action\d) +│ +([\d.]+)%", r.stdout)
     assert [(int(k), name) for k, name, _ in rows] == [
         (1, "action1"), (2, "action5"), (3, "action3"), (4, "action0"), (5, "action2")]
     assert float(rows[0][2]) == pytest.approx(100 * float(BIAS.softmax(0)[1]), abs=0.05)
-    r = CliRunner().invoke(predict.predict_command, args + ["--json", "--top", "6",
+    r = CliRunner().invoke(predict_command, args + ["--json", "--top", "6",
                                                             "--out-video", str(tmp_path / "o" / "out.mp4")],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -246,9 +250,9 @@ def test_backbone_required_when_unrecorded(monkeypatch, tmp_path):
 def test_model_directory_errors(tmp_path):
     video = write_video(tmp_path / "v.mp4")
     runner = CliRunner()
-    r = runner.invoke(predict.predict_command, [str(video)])
+    r = runner.invoke(predict_command, [str(video)])
     assert isinstance(r.exception, SkelpipeError) and "--model" in str(r.exception)
-    r = runner.invoke(predict.predict_command, [str(video), "--model", str(tmp_path / "nope")])
+    r = runner.invoke(predict_command, [str(video), "--model", str(tmp_path / "nope")])
     assert r.exit_code != 0 and isinstance(r.exception, SkelpipeError)
     assert str(tmp_path / "nope") in str(r.exception) and "\n" not in str(r.exception)
     (tmp_path / "empty").mkdir()
@@ -281,7 +285,7 @@ def test_evaluate_stage_directory_leads_to_its_model(tmp_path):
 def estimator(tmp_path_factory):
     """A random-weight shufflenetv2k16 checkpoint with biased confidence heads (people to decode)."""
     pytest.importorskip("openpifpaf", reason="OpenPifPaf is not installed (skelpipe install-openpifpaf)")
-    from skelpipe.pose.extract import random_checkpoint
+    from skelpipe.pose.network import random_checkpoint
 
     return random_checkpoint("shufflenetv2k16", tmp_path_factory.mktemp("pifpaf") / "k16.pkl", biased=True)
 
@@ -292,7 +296,7 @@ def test_predict_end_to_end_with_a_random_estimator(estimator, cached_student, t
     args = [str(video), "--model", str(student), "--checkpoint", str(estimator), "--device", "cpu",
             "--long-edge", "129", "--decoder-workers", "0"]
     runner = CliRunner()
-    r = runner.invoke(predict.predict_command, args + ["--out-video", str(tmp_path / "out.mp4")],
+    r = runner.invoke(predict_command, args + ["--out-video", str(tmp_path / "out.mp4")],
                       catch_exceptions=False)
     assert r.exit_code == 0, r.output
     rows = re.findall(r"(\d) │ (action\d) +│ +([\d.]+)%", r.stdout)
@@ -301,7 +305,7 @@ def test_predict_end_to_end_with_a_random_estimator(estimator, cached_student, t
     assert 0 < sum(p) <= 100.05
     assert "OpenPifPaf shufflenetv2k16" in r.stdout          # taken from the student's pack
     assert count_frames(tmp_path / "out.mp4") == FRAMES
-    r = runner.invoke(predict.predict_command, args + ["--json"], catch_exceptions=False)
+    r = runner.invoke(predict_command, args + ["--json"], catch_exceptions=False)
     out = json.loads(r.stdout)
     probs = [t["probability"] for t in out["top"]]
     assert len(probs) == 5 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-9

@@ -1,10 +1,16 @@
 import numpy as np
 import pytest
 
-from skelpipe.skeleton import layouts
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.pose.simulate import (PROFILES, body_size, get_profile, image_points, simulate_sample,
-                               simulate_store, to_coco17)
+from skelpipe.pose.simulate import (
+    PROFILES,
+    get_profile,
+    simulate_sample,
+    simulate_store,
+    to_coco17,
+)
+from skelpipe.skeleton import layouts
+from skelpipe.skeleton.geometry import body_size, image_points
 from skelpipe.skeleton.store import PoseWriter, Sample, open_store
 
 COCO = layouts.get("coco17")

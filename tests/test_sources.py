@@ -3,12 +3,12 @@ the dataset's format, the real Penn labels, the demo; bad files reported, chunks
 
 import numpy as np
 import pytest
+from test_datasets_ntu import FRAMES, skeleton_text
 
+from skelpipe.core.errors import SkelpipeError
 from skelpipe.data import sources
 from skelpipe.pipeline.cache import Cache
-from skelpipe.core.errors import SkelpipeError
 from skelpipe.skeleton.store import open_store
-from test_datasets_ntu import FRAMES, skeleton_text
 
 
 def _ntu_root(tmp_path):

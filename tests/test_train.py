@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -16,12 +15,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from skelpipe.skeleton import layouts
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.pack import Split
+from skelpipe.learn.checkpoint import load_model, save_model
+from skelpipe.learn.config import TrainConfig
 from skelpipe.learn.evaluate import predict
 from skelpipe.learn.models import build_model
+from skelpipe.learn.train import train_split as train
+from skelpipe.skeleton import layouts
 from skelpipe.skeleton.noise import instance_seeds, sample_keys
-from skelpipe.learn.train import TrainConfig, load_model, save_model, train
 
 TINY = dict(channels=(8, 8, 16, 16), temporal_kernel=3, device="cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +45,7 @@ def make_split(n=48, num_classes=3, frames=16, seed=0, paired_fraction=1.0, nois
     has_hq[: int(round(n * (1 - paired_fraction)))] = False
     hq = skeletons("ntu25")
     hq[~has_hq] = 0
-    return SimpleNamespace(
+    return Split(
         lq=skeletons("coco17"), hq=hq, has_hq=has_hq, label=label.astype(np.int64),
         ids=[f"i{k:03d}" for k in range(n)],
         attrs={"hq_layout": "ntu25", "lq_layout": "coco17", "num_classes": num_classes,
@@ -138,7 +140,7 @@ def test_cached_and_online_teacher_features_give_equal_losses(kd, tmp_path):
 
 
 def test_cached_teacher_outputs_equal_a_direct_forward(tmp_path):
-    from skelpipe.learn.train import teacher_outputs
+    from skelpipe.learn.distill import teacher_outputs
     teacher, _ = load_model(random_teacher(tmp_path / "teacher"))
     split = make_split(paired_fraction=0.5)
     x, pool = torch.from_numpy(split.hq), np.flatnonzero(split.has_hq)
@@ -154,7 +156,9 @@ def test_cached_teacher_outputs_equal_a_direct_forward(tmp_path):
 
 RESUME_SCRIPT = textwrap.dedent("""
     import os, signal, sys, torch
-    from skelpipe.learn.train import TrainConfig, train, random_split
+    from skelpipe.commands.bench import random_split
+    from skelpipe.learn.config import TrainConfig
+    from skelpipe.learn.train import train_split
     out, teacher, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(1)
     if kill_at:                       # die by SIGKILL inside optimizer step number kill_at
@@ -171,7 +175,7 @@ RESUME_SCRIPT = textwrap.dedent("""
     cfg = TrainConfig(stage="student", kd="pmsc", epochs=4, batch_size=6, lr=0.05, milestones=(2,),
                       op=0.3, occlusion_draws="fresh", hq_topup=2, dropout=0.2,
                       channels=(8, 8, 16, 16), temporal_kernel=3, device="cpu")
-    train(cfg, split, out, teacher_dir=teacher, part_matrix=torch.full((3, 5), 0.2))
+    train_split(cfg, split, out, teacher_dir=teacher, part_matrix=torch.full((3, 5), 0.2))
 """)
 
 
@@ -246,7 +250,7 @@ def write_pack(pack_dir, train_split, test_split):
 
 
 def test_train_command_on_a_pack_directory(tmp_path):
-    from skelpipe.learn.train import train_command
+    from skelpipe.commands.train import train_command
     write_pack(tmp_path / "pack", make_split(), make_split(seed=1))
     args = ["--stage", "teacher", "--pack", str(tmp_path / "pack"), "--out", str(tmp_path / "t"),
             "--channels", "8,8,16,16", "--temporal-kernel", "3", "--epochs", "3", "--batch-size", "6",
@@ -274,11 +278,11 @@ def test_train_command_on_a_pack_directory(tmp_path):
 
 
 def test_epoch_order_is_seeded_by_epoch_and_dealt_into_disjoint_shards():
-    from skelpipe.learn.train import _epoch_order
-    a, b = _epoch_order(10, 0, 3, 0, 1), _epoch_order(10, 0, 3, 0, 1)
+    from skelpipe.learn.batches import epoch_order
+    a, b = epoch_order(10, 0, 3, 0, 1), epoch_order(10, 0, 3, 0, 1)
     assert (a == b).all() and sorted(a) == list(range(10))
-    assert not (a == _epoch_order(10, 0, 4, 0, 1)).all()
-    shards = [_epoch_order(10, 0, 3, r, 3) for r in range(3)]
+    assert not (a == epoch_order(10, 0, 4, 0, 1)).all()
+    shards = [epoch_order(10, 0, 3, r, 3) for r in range(3)]
     assert [len(s) for s in shards] == [4, 4, 4]                # padded to a multiple of 3
     assert set(np.concatenate(shards)) == set(range(10))
     counts = np.bincount(np.concatenate(shards), minlength=10)
@@ -286,12 +290,12 @@ def test_epoch_order_is_seeded_by_epoch_and_dealt_into_disjoint_shards():
 
 
 def test_hq_batch_maps_each_paired_instance_to_its_counterpart():
-    from skelpipe.learn.train import _hq_batch
+    from skelpipe.learn.batches import hq_batch
     has_hq = np.array([True, False, True, True, False, True, True])
     idx = np.array([4, 0, 1, 3])
-    hq, pair = _hq_batch(idx, has_hq, np.flatnonzero(has_hq), 0, np.random.default_rng(0))
+    hq, pair = hq_batch(idx, has_hq, np.flatnonzero(has_hq), 0, np.random.default_rng(0))
     assert hq.tolist() == [0, 3] and pair.tolist() == [-1, 0, -1, 1]
-    hq, pair = _hq_batch(idx, has_hq, np.flatnonzero(has_hq), 2, np.random.default_rng(0))
+    hq, pair = hq_batch(idx, has_hq, np.flatnonzero(has_hq), 2, np.random.default_rng(0))
     assert hq[:2].tolist() == [0, 3] and pair.tolist() == [-1, 0, -1, 1]
     assert len(hq) == 4 and set(hq[2:]) <= {2, 5, 6}            # top-up: D_pair, not in the batch
 

@@ -1,4 +1,8 @@
-"""``--device auto|cpu|cuda[:i]`` → a ``torch.device``, with a clear error when unusable."""
+"""``--device auto|cpu|cuda[:i]`` → a ``torch.device``, with a clear error when unusable; whether
+data fit on it."""
+
+import numpy as np
+import torch
 
 from skelpipe.core.errors import SkelpipeError
 
@@ -9,8 +13,6 @@ def resolve(device: str = "auto"):
     ``auto`` picks ``cuda`` when a GPU is usable, else ``cpu``. ``cuda`` / ``cuda:i`` fail with a
     one-line ``SkelpipeError`` when CUDA is unavailable or the index does not exist.
     """
-    import torch
-
     name = (device or "auto").strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -28,3 +30,17 @@ def resolve(device: str = "auto"):
             return torch.device("cuda", int(index))
         return torch.device("cuda", torch.cuda.current_device())
     raise SkelpipeError(f"--device {device}: expected auto, cpu, cuda or cuda:<index>")
+
+
+def fits(device, *arrays) -> bool:
+    """Whether the arrays fit comfortably (half the free memory) on ``device``."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(a.nbytes for a in arrays) < free // 2
+
+
+def holding(array, device, on_device: bool) -> torch.Tensor:
+    """A numpy array as a tensor on ``device`` (``on_device``: it fits there) or in host memory."""
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    return t.to(device) if on_device else t

@@ -35,14 +35,14 @@ import csv
 import math
 from pathlib import Path
 
-import click
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from skelpipe.core import atomic
-from skelpipe.skeleton import layouts
+from skelpipe.core.console import progress
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.pose.simulate import body_size, image_points
+from skelpipe.skeleton import layouts
+from skelpipe.skeleton.geometry import body_size, image_points
 from skelpipe.skeleton.store import PoseWriter, open_store
 
 MISSING = ("solitary", "drop")
@@ -66,7 +66,7 @@ def _present_2d(kp: np.ndarray) -> np.ndarray:
 
 
 def lq_image_points(sample, layout, store_attrs):
-    """Like ``simulate.image_points`` for LQ: estimator 2D uses its confidence for presence."""
+    """Like ``geometry.image_points`` for LQ: estimator 2D uses its confidence for presence."""
     placed = image_points(sample, layout, store_attrs, default_camera=False)
     if placed is None:
         return None
@@ -179,16 +179,14 @@ def align_stores(hq_path, lq_path, work, missing: str = "solitary", outlier: flo
                  max_people: int = 2) -> dict:
     """Align an HQ store with an LQ store into ``hq.h5`` + ``lq.h5`` in ``work.dir``.
 
-    ``work``: a ``skelpipe.pipeline.cache.Work`` (bad instances reported, statistics noted in the
-    manifest) or a plain directory. Returns the statistics.
+    ``work``: the stage's ``Work`` (bad instances reported, statistics noted in the manifest).
+    Returns the statistics.
     """
     if missing not in MISSING:
         raise SkelpipeError(f"align: missing must be one of {', '.join(MISSING)}, not {missing!r}")
-    out_dir = Path(getattr(work, "dir", work))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = work.dir
     for stale in out_dir.glob("*.partial-*"):  # left by a killed run
         stale.unlink()
-    report_bad = work.report_bad if hasattr(work, "report_bad") else (lambda item, reason: None)
     stats = {"instances": 0, "written": 0, "paired": 0, "no_hq": 0, "no_lq_person": 0,
              "dropped": 0, "reordered": 0, "frame_mismatch": 0, "outliers": [],
              "frame_mismatches": []}
@@ -215,60 +213,10 @@ def align_stores(hq_path, lq_path, work, missing: str = "solitary", outlier: flo
                 l = lq.read(sid) if sid in lq_ids else None
                 no_hq, no_lq = _is_empty_hq(h), _is_empty_lq(l, lq_3d)
                 if no_hq or no_lq:
-                    what = "no HQ skeleton" if no_hq else "no detected person in the LQ poses"
-                    if no_hq and no_lq:
-                        what = "neither an HQ skeleton nor a detected LQ person"
-                    stats["no_hq"] += no_hq
-                    stats["no_lq_person"] += no_lq
-                    keep = missing == "solitary" and not (no_hq and no_lq)
-                    report_bad(sid, f"align: {what} ({'kept' if keep else 'dropped'}, missing={missing})")
-                    rows.append({"id": sid, "status": ("kept: " if keep else "dropped: ") + what})
-                    if not keep:
-                        stats["dropped"] += 1
-                        continue
-                    if no_hq:  # LQ only: a solitary instance
-                        lw.add(sid, _persons(l.keypoints, max_people), None,
-                               **{**l.attrs, "has_hq": False, "align_method": "none"})
-                    else:  # HQ, and an LQ sequence in which the estimator found nobody
-                        T_h = h.keypoints.shape[1]
-                        hq_attrs = dict(h.attrs)
-                        lq_attrs = {**(l.attrs if l is not None else {}),
-                                    **{k: h.attrs[k] for k in INSTANCE_ATTRS if k in h.attrs},
-                                    "has_hq": True, "align_method": "none",
-                                    "frames_hq": T_h, "frames_lq": 0 if l is None else l.keypoints.shape[1]}
-                        if "image_size" not in lq_attrs and "image_size" in h.attrs:
-                            lq_attrs["image_size"] = h.attrs["image_size"]
-                        lw.add(sid, np.zeros((max_people, T_h, lq.layout.num_joints, C_L), np.float32),
-                               None, **lq_attrs)
-                        hw.add(sid, _persons(h.keypoints, max_people), h.arrays, **hq_attrs)
-                    stats["written"] += 1
+                    _write_unpaired(sid, h, l, no_hq, no_lq, missing, max_people, (lq.layout, C_L),
+                                    (hw, lw), stats, rows, work)
                     continue
-                hq_kp, lq_kp, lq_arrays, info = align_instance(h, l, hq.layout, lq.layout, hq.attrs,
-                                                               lq.attrs, max_people)
-                flagged = bool(np.isfinite(info["align_error"]) and info["align_error"] > outlier)
-                info["align_outlier"] = flagged
-                if flagged:
-                    stats["outliers"].append({"id": sid, "align_error": round(info["align_error"], 4)})
-                if info["frames_hq"] != info["frames_lq"]:
-                    stats["frame_mismatch"] += 1
-                    stats["frame_mismatches"].append(
-                        {"id": sid, "frames_hq": info["frames_hq"], "frames_lq": info["frames_lq"]})
-                stats["reordered"] += info["reordered"]
-                if np.isfinite(info["align_error"]):
-                    errors.append(info["align_error"])
-                lq_attrs = {**l.attrs, **{k: h.attrs[k] for k in INSTANCE_ATTRS if k in h.attrs},
-                            **info, "has_hq": True, "num_frames": info["frames_hq"]}
-                if info["align_method"] == "order":
-                    lq_attrs["align_error"] = "not measured"
-                hw.add(sid, hq_kp, h.arrays, **h.attrs)
-                lw.add(sid, lq_kp, lq_arrays, **lq_attrs)
-                rows.append({"id": sid, "status": "paired", "method": info["align_method"],
-                             "error": "" if not np.isfinite(info["align_error"])
-                             else f"{info['align_error']:.5f}", "outlier": int(flagged),
-                             "frames_hq": info["frames_hq"], "frames_lq": info["frames_lq"],
-                             "lq_order": " ".join(map(str, info["lq_order"]))})
-                stats["written"] += 1
-                stats["paired"] += 1
+                _write_paired(sid, h, l, (hq, lq), max_people, outlier, (hw, lw), stats, rows, errors)
     if errors:
         e = np.asarray(errors)
         stats["align_error"] = {"n": len(e), "mean": float(e.mean()), "median": float(np.median(e)),
@@ -277,10 +225,68 @@ def align_stores(hq_path, lq_path, work, missing: str = "solitary", outlier: flo
     stats["per_instance"] = "alignment.csv"
     _write_csv(out_dir / "alignment.csv", rows)
     stats["frame_mismatches"] = stats["frame_mismatches"][:200]
-    if hasattr(work, "note"):
-        work.note(align=stats)
-        work.mark_done("align", {k: v for k, v in stats.items() if not isinstance(v, list)})
+    work.note(align=stats)
+    work.mark_done("align", {k: v for k, v in stats.items() if not isinstance(v, list)})
     return stats
+
+
+def _write_unpaired(sid, h, l, no_hq, no_lq, missing, max_people, lq_shape, writers, stats, rows, work):
+    """An instance with no HQ skeleton or no detected LQ person: reported, then kept (as a
+    solitary LQ instance, or HQ with an empty LQ sequence) or dropped, per ``missing``."""
+    (lq_layout, C_L), (hw, lw) = lq_shape, writers
+    what = "no HQ skeleton" if no_hq else "no detected person in the LQ poses"
+    if no_hq and no_lq:
+        what = "neither an HQ skeleton nor a detected LQ person"
+    stats["no_hq"] += no_hq
+    stats["no_lq_person"] += no_lq
+    keep = missing == "solitary" and not (no_hq and no_lq)
+    work.report_bad(sid, f"align: {what} ({'kept' if keep else 'dropped'}, missing={missing})")
+    rows.append({"id": sid, "status": ("kept: " if keep else "dropped: ") + what})
+    if not keep:
+        stats["dropped"] += 1
+        return
+    if no_hq:  # LQ only: a solitary instance
+        lw.add(sid, _persons(l.keypoints, max_people), None,
+               **{**l.attrs, "has_hq": False, "align_method": "none"})
+    else:  # HQ, and an LQ sequence in which the estimator found nobody
+        T_h = h.keypoints.shape[1]
+        lq_attrs = {**(l.attrs if l is not None else {}),
+                    **{k: h.attrs[k] for k in INSTANCE_ATTRS if k in h.attrs},
+                    "has_hq": True, "align_method": "none",
+                    "frames_hq": T_h, "frames_lq": 0 if l is None else l.keypoints.shape[1]}
+        if "image_size" not in lq_attrs and "image_size" in h.attrs:
+            lq_attrs["image_size"] = h.attrs["image_size"]
+        lw.add(sid, np.zeros((max_people, T_h, lq_layout.num_joints, C_L), np.float32), None, **lq_attrs)
+        hw.add(sid, _persons(h.keypoints, max_people), h.arrays, **dict(h.attrs))
+    stats["written"] += 1
+
+
+def _write_paired(sid, h, l, stores, max_people, outlier, writers, stats, rows, errors):
+    """An instance with both sides: people and frames aligned, then written with what was measured."""
+    (hq, lq), (hw, lw) = stores, writers
+    hq_kp, lq_kp, lq_arrays, info = align_instance(h, l, hq.layout, lq.layout, hq.attrs, lq.attrs, max_people)
+    flagged = bool(np.isfinite(info["align_error"]) and info["align_error"] > outlier)
+    info["align_outlier"] = flagged
+    if flagged:
+        stats["outliers"].append({"id": sid, "align_error": round(info["align_error"], 4)})
+    if info["frames_hq"] != info["frames_lq"]:
+        stats["frame_mismatch"] += 1
+        stats["frame_mismatches"].append({"id": sid, "frames_hq": info["frames_hq"], "frames_lq": info["frames_lq"]})
+    stats["reordered"] += info["reordered"]
+    if np.isfinite(info["align_error"]):
+        errors.append(info["align_error"])
+    lq_attrs = {**l.attrs, **{k: h.attrs[k] for k in INSTANCE_ATTRS if k in h.attrs},
+                **info, "has_hq": True, "num_frames": info["frames_hq"]}
+    if info["align_method"] == "order":
+        lq_attrs["align_error"] = "not measured"
+    hw.add(sid, hq_kp, h.arrays, **h.attrs)
+    lw.add(sid, lq_kp, lq_arrays, **lq_attrs)
+    rows.append({"id": sid, "status": "paired", "method": info["align_method"],
+                 "error": "" if not np.isfinite(info["align_error"]) else f"{info['align_error']:.5f}",
+                 "outlier": int(flagged), "frames_hq": info["frames_hq"], "frames_lq": info["frames_lq"],
+                 "lq_order": " ".join(map(str, info["lq_order"]))})
+    stats["written"] += 1
+    stats["paired"] += 1
 
 
 def _write_csv(path: Path, rows: list[dict]):
@@ -298,8 +304,6 @@ def _channels(store) -> int:
 
 
 def _progress(ids):
-    from skelpipe.core.console import progress
-
     with progress("instances") as bar:
         task = bar.add_task("align", total=len(ids))
         for sid in ids:
@@ -308,49 +312,3 @@ def _progress(ids):
 
 
 # ---------------------------------------------------------------- stage and CLI
-
-
-def run_align(cache, hq_path, lq_path, missing="solitary", outlier=0.5, max_people=2) -> Path:
-    """Align through the cache (reused when done); returns the stage directory."""
-    from skelpipe.data.pack import input_key
-
-    config = {"missing": missing, "outlier": outlier, "max_people": max_people}
-    st = cache.stage("align", version=1, config=config,
-                     inputs={"hq": input_key(hq_path), "lq": input_key(lq_path)})
-    return st.ensure(lambda work: align_stores(hq_path, lq_path, work, **config))
-
-
-@click.command("align")
-@click.option("--hq", "hq_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="HQ pose store (dataset skeletons).")
-@click.option("--lq", "lq_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="LQ pose store (extracted or simulated).")
-@click.option("--missing", default="solitary", show_default=True, type=click.Choice(MISSING),
-              help="An instance with no HQ skeleton or no detected person: keep it, or drop it.")
-@click.option("--outlier", default=0.5, show_default=True,
-              help="Flag instances whose alignment error / body size exceeds this.")
-@click.option("--max-people", default=2, show_default=True)
-@click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Cache root.")
-def align_command(hq_path, lq_path, missing, outlier, max_people, cache_dir):
-    """Pair LQ people and frames with HQ people and frames; print where the aligned pair is.
-
-    \b
-    Example:
-      skelpipe align --hq cache/skeletons/KEY/skeletons.h5 --lq cache/extract/KEY/skeletons.h5
-    """
-    import json
-
-    from skelpipe.pipeline.cache import Cache
-    from skelpipe.core.console import console
-
-    path = run_align(Cache(cache_dir), hq_path, lq_path, missing, outlier, max_people)
-    stats = json.loads((path / "manifest.json").read_text()).get("align", {})
-    err = stats.get("align_error")
-    console.print(f"{stats.get('written', 0)} of {stats.get('instances', 0)} instances written, "
-                  f"{stats.get('paired', 0)} paired, {stats.get('no_hq', 0)} without HQ, "
-                  f"{stats.get('no_lq_person', 0)} without an LQ person, {stats.get('reordered', 0)} "
-                  f"reordered, {stats.get('frame_mismatch', 0)} frame-count mismatches, "
-                  f"{len(stats.get('outliers', []))} outliers"
-                  + (f"; alignment error / body size: mean {err['mean']:.3f}, median "
-                     f"{err['median']:.3f}, max {err['max']:.3f}" if err else ""))
-    click.echo(str(path))

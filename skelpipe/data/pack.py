@@ -33,27 +33,25 @@ copy per (p, mode, seed) (see ``degrade``).
 """
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import click
 import h5py
 import numpy as np
 
 from skelpipe.core import atomic
-from skelpipe.skeleton import layouts
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.data import datasets
 from skelpipe.data.pairing import draw_pairs
+from skelpipe.skeleton import layouts
+from skelpipe.skeleton.noise import occlude, test_seeds
 from skelpipe.skeleton.store import open_store
 
 FILE = "data.h5"
 SPLITS = ("train", "test")
-NTU_BENCHMARKS = ("xsub", "xview", "xsub120", "xset120")
-SYSU_BENCHMARKS = ("setting1", "setting2")
-BENCHMARKS = ("default",) + NTU_BENCHMARKS + SYSU_BENCHMARKS
+BENCHMARKS = ("default",) + tuple(b for d in datasets.DATASETS.values() for b in d.benchmarks)
 # Centre joint for 3D normalisation, per layout.
 CENTRE_3D = {"ntu25": "spine_mid", "kinect20": "spine"}
 
@@ -187,24 +185,14 @@ def split_of(sample_id: str, attrs: dict, cfg: PackConfig) -> str | None:
     """"train", "test", or None (not in this benchmark) for one instance.
 
     ``default``: the sample's ``split`` attribute (Penn Action's train flag, the demo's
-    cross-subject split). NTU benchmarks: the dataset's protocol from the sample name; a sample
-    whose id is not an NTU name (the demo) falls back to its ``split`` attribute. SYSU
-    ``setting1``/``setting2``: split number ``cfg.split`` of the reader's 30 seeded splits.
+    cross-subject split); a dataset's own benchmark (NTU's protocols, SYSU's settings and
+    their ``cfg.split``-th random split): that dataset's ``split_of``.
     """
-    if cfg.benchmark in NTU_BENCHMARKS:
-        from skelpipe.data.datasets import ntu
-
-        if ntu._NAME.fullmatch(sample_id):
-            name = ntu.parse_name(sample_id)
-            if ntu.num_classes(cfg.benchmark) == 60 and (name.action > 60 or name.setup > 17):
-                return None  # an NTU-120 sample under an NTU-60 benchmark
-            return ntu.split_of(sample_id, cfg.benchmark)
-    elif cfg.benchmark in SYSU_BENCHMARKS:
-        from skelpipe.data.datasets import sysu
-
-        return sysu.split_of(sample_id, int(cfg.benchmark[-1]), int(cfg.split))
-    split = attrs.get("split")
-    return split if split in SPLITS else None
+    owner = datasets.for_benchmark(cfg.benchmark)
+    if owner is None:
+        split = attrs.get("split")
+        return split if split in SPLITS else None
+    return owner.split_of(sample_id, attrs, cfg.benchmark, cfg.split)
 
 
 # ---------------------------------------------------------------- packing
@@ -213,17 +201,13 @@ def split_of(sample_id: str, attrs: dict, cfg: PackConfig) -> str | None:
 def pack(aligned_dir, work, **config) -> dict:
     """Pack the aligned pair ``aligned_dir/{hq,lq}.h5`` into ``data.h5``; returns counts per split.
 
-    ``work``: a ``skelpipe.pipeline.cache.Work`` (the file goes to ``work.dir``, bad instances are
-    reported there, counts noted in the manifest) or a plain directory. ``config``: the
-    ``PackConfig`` fields.
+    ``work``: the stage's ``Work`` (the file goes to ``work.dir``, bad instances are reported
+    there, counts noted in the manifest). ``config``: the ``PackConfig`` fields.
     """
     cfg = PackConfig.from_dict(config)
     aligned_dir = Path(aligned_dir)
-    out_dir = Path(getattr(work, "dir", work))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out_path = out_dir / FILE
+    out_path = work.dir / FILE
     atomic.remove_stale(out_path)
-    report_bad = work.report_bad if hasattr(work, "report_bad") else (lambda item, reason: None)
     with open_store(aligned_dir / "lq.h5") as lq, open_store(aligned_dir / "hq.h5") as hq:
         if not len(lq):
             raise SkelpipeError(f"{aligned_dir / 'lq.h5'}: no instance")
@@ -236,47 +220,11 @@ def pack(aligned_dir, work, **config) -> dict:
         hq_channels = first_hq.attrs.get("channels") or hq.attrs.get("channels")
         lq_3d, hq_3d = is_3d(lq.layout, lq_channels, C_L), is_3d(hq.layout, hq_channels, C_H)
 
-        members = {s: [] for s in SPLITS}
-        outside = 0  # instances that belong to no split of this benchmark
-        for sid in lq.ids():
-            attrs = lq.read_attrs(sid)
-            try:
-                split = split_of(sid, attrs, cfg)
-            except SkelpipeError as e:
-                report_bad(sid, f"pack: {e}")
-                continue
-            if split is None:
-                outside += 1
-                continue
-            use_hq = sid in hq_ids and attrs.get("has_hq", True)
-            hq_attrs = hq.read_attrs(sid) if use_hq else None
-            problem = _check(attrs, lq_3d) or (
-                _check(hq_attrs, hq_3d, need_label=False) if use_hq else None)
-            if problem:
-                report_bad(sid, f"pack: {problem}")
-                continue
-            members[split].append(Member(sid, int(attrs["label"]), attrs.get("label_name"),
-                                         attrs.get("image_size"), use_hq,
-                                         hq_attrs.get("image_size") if use_hq else None))
+        members, outside = _members(lq, hq, hq_ids, cfg, lq_3d, hq_3d, work)
         if not any(members.values()):
             raise SkelpipeError(f"{aligned_dir}: no instance falls in a split of benchmark {cfg.benchmark!r}")
         class_names = _class_names(lq, members)
-        attrs = {
-            "hq_layout": hq.layout.name, "lq_layout": lq.layout.name,
-            "hq_channels": hq_channels or ("x,y,z" if hq_3d else "x,y,conf"),
-            "lq_channels": lq_channels or ("x,y,z" if lq_3d else "x,y,conf"),
-            "num_classes": len(class_names), "class_names": class_names, "T": cfg.length,
-            "max_people": cfg.max_people,
-            "extractor": lq.attrs.get("extractor", lq.attrs.get("source", "")),
-            "lq_source": lq.attrs.get("source", ""), "hq_source": hq.attrs.get("source", ""),
-            "benchmark": cfg.benchmark, "split": cfg.split,
-            "lq_normalisation": normalisation_text(lq.layout, lq_3d),
-            "hq_normalisation": normalisation_text(hq.layout, hq_3d),
-            "temporal": (f"uniform sampling to {cfg.sample_frames} frames" if cfg.sample_frames
-                         else f"first {cfg.frames} frames, zero-padded"),
-            "hq_fraction": cfg.hq_fraction, "pair_seed": cfg.pair_seed, "test_seed": cfg.test_seed,
-            "dtype": cfg.dtype, "config": json.dumps(dataclasses.asdict(cfg)),
-        }
+        attrs = _pack_attrs(lq, hq, cfg, class_names, (lq_channels, hq_channels), (lq_3d, hq_3d))
         counts = {}
         with atomic.replacing(out_path) as tmp, h5py.File(tmp, "w") as f:
             for k, v in attrs.items():
@@ -285,10 +233,58 @@ def pack(aligned_dir, work, **config) -> dict:
                 counts[split] = _pack_split(f.create_group(split), split, members[split], lq, hq,
                                             cfg, lq_3d, hq_3d, (C_L, C_H))
     counts["outside_benchmark"] = outside
-    if hasattr(work, "note"):
-        work.mark_done("pack", counts)
-        work.note(counts=counts)
+    work.mark_done("pack", counts)
+    work.note(counts=counts)
     return counts
+
+
+def _members(lq, hq, hq_ids, cfg, lq_3d, hq_3d, work) -> tuple[dict, int]:
+    """The instances of each split of ``cfg.benchmark`` (bad ones reported and skipped), and how
+    many belong to no split."""
+    members = {s: [] for s in SPLITS}
+    outside = 0  # instances that belong to no split of this benchmark
+    for sid in lq.ids():
+        attrs = lq.read_attrs(sid)
+        try:
+            split = split_of(sid, attrs, cfg)
+        except SkelpipeError as e:
+            work.report_bad(sid, f"pack: {e}")
+            continue
+        if split is None:
+            outside += 1
+            continue
+        use_hq = sid in hq_ids and attrs.get("has_hq", True)
+        hq_attrs = hq.read_attrs(sid) if use_hq else None
+        problem = _check(attrs, lq_3d) or (
+            _check(hq_attrs, hq_3d, need_label=False) if use_hq else None)
+        if problem:
+            work.report_bad(sid, f"pack: {problem}")
+            continue
+        members[split].append(Member(sid, int(attrs["label"]), attrs.get("label_name"),
+                                     attrs.get("image_size"), use_hq,
+                                     hq_attrs.get("image_size") if use_hq else None))
+    return members, outside
+
+
+def _pack_attrs(lq, hq, cfg, class_names, channels, three_d) -> dict:
+    """What ``data.h5`` says of itself: layouts, channels, classes, normalisation, settings."""
+    (lq_channels, hq_channels), (lq_3d, hq_3d) = channels, three_d
+    return {
+        "hq_layout": hq.layout.name, "lq_layout": lq.layout.name,
+        "hq_channels": hq_channels or ("x,y,z" if hq_3d else "x,y,conf"),
+        "lq_channels": lq_channels or ("x,y,z" if lq_3d else "x,y,conf"),
+        "num_classes": len(class_names), "class_names": class_names, "T": cfg.length,
+        "max_people": cfg.max_people,
+        "extractor": lq.attrs.get("extractor", lq.attrs.get("source", "")),
+        "lq_source": lq.attrs.get("source", ""), "hq_source": hq.attrs.get("source", ""),
+        "benchmark": cfg.benchmark, "split": cfg.split,
+        "lq_normalisation": normalisation_text(lq.layout, lq_3d),
+        "hq_normalisation": normalisation_text(hq.layout, hq_3d),
+        "temporal": (f"uniform sampling to {cfg.sample_frames} frames" if cfg.sample_frames
+                     else f"first {cfg.frames} frames, zero-padded"),
+        "hq_fraction": cfg.hq_fraction, "pair_seed": cfg.pair_seed, "test_seed": cfg.test_seed,
+        "dtype": cfg.dtype, "config": json.dumps(dataclasses.asdict(cfg)),
+    }
 
 
 def _check(attrs, three_d: bool, need_label: bool = True) -> str | None:
@@ -432,7 +428,6 @@ def degrade(pack_dir, split: str, op: float, mode: str = "track", seed: int | No
     split, sample id) made on the device in microseconds, whereas a stored copy per (op, mode,
     seed) would repeat the LQ tensors (GBs for NTU) and could not serve fresh per-epoch draws.
     """
-    from skelpipe.skeleton.noise import occlude, test_seeds
 
     sp = load_split(pack_dir, split)
     seed = sp.attrs.get("test_seed", 0) if seed is None else seed
@@ -440,67 +435,3 @@ def degrade(pack_dir, split: str, op: float, mode: str = "track", seed: int | No
 
 
 # ---------------------------------------------------------------- stage and CLI
-
-
-def input_key(path) -> str:
-    """Cache input key of a directory: its stage key when it is a stage, else a file fingerprint."""
-    path = Path(path)
-    manifest = path / "manifest.json"
-    if manifest.exists():
-        return json.loads(manifest.read_text())["key"]
-    h = hashlib.sha256(str(path.resolve()).encode())
-    for p in sorted(path.glob("*.h5")) if path.is_dir() else [path]:
-        st = p.stat()
-        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
-def pack_stage(cache, aligned_dir, cfg: PackConfig):
-    """The cache stage that packs ``aligned_dir`` with ``cfg``."""
-    return cache.stage("pack", version=1, config=dataclasses.asdict(cfg),
-                       inputs={"align": input_key(aligned_dir)})
-
-
-def run_pack(cache, aligned_dir, cfg: PackConfig) -> Path:
-    """Pack through the cache (reused when done); returns the stage directory."""
-    st = pack_stage(cache, aligned_dir, cfg)
-    return st.ensure(lambda work: pack(aligned_dir, work, **dataclasses.asdict(cfg)))
-
-
-@click.command("pack")
-@click.option("--aligned", "aligned_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Output directory of the align stage (hq.h5 + lq.h5).")
-@click.option("--benchmark", default="default", show_default=True, type=click.Choice(BENCHMARKS),
-              help="Split rule: default = the samples' split attribute; NTU protocols; SYSU settings.")
-@click.option("--split", default=0, show_default=True, help="SYSU: which of the 30 random splits.")
-@click.option("--frames", default=300, show_default=True, help="T: pad / truncate to this many frames.")
-@click.option("--sample-frames", default=0, show_default=True,
-              help="> 0: uniformly sample sequences to this many frames instead.")
-@click.option("--float16", is_flag=True, help="Store float16 (halves the file; load_split returns float32).")
-@click.option("--hq-fraction", default=1.0, show_default=True,
-              help="Fraction of training instances keeping HQ.")
-@click.option("--pair-seed", default=0, show_default=True)
-@click.option("--test-seed", default=0, show_default=True, help="Base seed of the fixed test occlusion.")
-@click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Cache root.")
-def pack_command(aligned_dir, benchmark, split, frames, sample_frames, float16, hq_fraction,
-                 pair_seed, test_seed, cache_dir):
-    """Pack an aligned HQ/LQ pair into normalised (N, C, T, V, M) tensors per split.
-
-    \b
-    Example:
-      skelpipe pack --aligned cache/align/1a2b3c4d5e6f7a8b --benchmark xsub --hq-fraction 0.8 --float16
-    """
-    from skelpipe.pipeline.cache import Cache
-    from skelpipe.core.console import console
-
-    cfg = PackConfig(benchmark=benchmark, split=split, frames=frames, sample_frames=sample_frames,
-                     dtype="float16" if float16 else "float32", hq_fraction=hq_fraction,
-                     pair_seed=pair_seed, test_seed=test_seed)
-    path = run_pack(Cache(cache_dir), aligned_dir, cfg)
-    counts = json.loads((path / "manifest.json").read_text()).get("counts", {})
-    for split in SPLITS:
-        c = counts[split]
-        console.print(f"{split}: {c['n']} instances, {c['pair']} paired, {c['solitary']} solitary")
-    if counts.get("outside_benchmark"):
-        console.print(f"{counts['outside_benchmark']} instances outside benchmark {benchmark}")
-    click.echo(str(path))

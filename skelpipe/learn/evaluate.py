@@ -10,17 +10,18 @@ and each sample's id, in a stream of its own that no training mask can repeat; e
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
-import click
 import numpy as np
 import torch
 
 from skelpipe.core import atomic
-from skelpipe.skeleton import noise
-from skelpipe.core.console import console, progress
+from skelpipe.core.console import progress
+from skelpipe.core.device import resolve
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.pack import load_split
+from skelpipe.learn.checkpoint import load_model
+from skelpipe.skeleton import noise
 
 
 @torch.no_grad()
@@ -90,7 +91,7 @@ def plot_confusion(cm: np.ndarray, class_names, path, title=""):
 
 def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, seed=None,
              out_dir=None, device="auto", batch_size=256) -> dict:
-    """Evaluate the model in ``model_dir`` on a split of ``pack_dir`` (a directory or a loaded split).
+    """Evaluate the model in ``model_dir`` on a split of the pack directory ``pack_dir``.
 
     ``which``: "hq" or "lq" (default: HQ for a teacher, LQ for a student). ``op`` and ``mode``
     default to the model's training settings (OP only on LQ data), ``seed`` to the pack's
@@ -98,17 +99,11 @@ def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, 
     ``metrics.json``, ``predictions.csv`` and ``confusion.png`` into ``out_dir`` when given;
     returns ``dict(top1, top5, per_class, n, ...)``.
     """
-    from skelpipe.core.device import resolve
-    from skelpipe.learn.train import load_model
 
     device = resolve(device)
     model, meta = load_model(model_dir, device)
     cfg = meta["config"]
-    if isinstance(pack_dir, (str, os.PathLike)):
-        from skelpipe.data.pack import load_split
-        data = load_split(pack_dir, split)
-    else:
-        data = pack_dir
+    data = load_split(pack_dir, split)
     which = which or ("hq" if meta["stage"] == "teacher" else "lq")
     if which not in ("hq", "lq"):
         raise SkelpipeError(f"evaluate: which must be hq or lq, got {which!r}")
@@ -130,7 +125,7 @@ def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, 
     if len(labels) == 0:
         raise SkelpipeError(f"{pack_dir}: the {split} split has no {which.upper()} instance to evaluate")
 
-    seeds = noise.test_seeds(seed, ids, getattr(data, "name", split)) if op > 0 else None
+    seeds = noise.test_seeds(seed, ids, data.name) if op > 0 else None
     logits = predict(model, x, batch_size=batch_size, device=device, op=op, mode=mode, seeds=seeds,
                      amp=cfg.get("amp", True), show_progress=True)
     num_classes = meta["num_classes"]
@@ -147,45 +142,20 @@ def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, 
               "model_key": meta.get("config_key"), "stage": meta["stage"], "kd": meta.get("kd")}
 
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        rows = io.StringIO()
-        writer = csv.writer(rows)
-        writer.writerow(["id", "label", "pred", "top5", "prob"])
-        for i in range(len(labels)):
-            writer.writerow([ids[i], int(labels[i]), int(preds[i]),
-                             " ".join(str(int(c)) for c in top.indices[i]), f"{float(top.values[i, 0]):.6f}"])
-        atomic.write_text(out_dir / "predictions.csv", rows.getvalue())
-        plot_confusion(cm, names, out_dir / "confusion.png",
+        _write_outputs(Path(out_dir), result, ids, labels, top, cm, names,
                        title=f"{meta['stage']} {which.upper()} {split}: top-1 {top1:.3f}")
-        atomic.write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result
 
 
-@click.command("evaluate")
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="A trained model directory (skelpipe train --out).")
-@click.option("--pack", "pack_dir", required=True, type=click.Path(file_okay=False), help="Packed data directory (skelpipe pack).")
-@click.option("--split", default="test", show_default=True, help="Which split of the pack.")
-@click.option("--which", type=click.Choice(["hq", "lq"]), default=None, help="HQ or LQ skeletons [default: HQ for a teacher, LQ for a student].")
-@click.option("--op", type=float, default=None, help="Occlusion probability of LQ data [default: the model's training OP].")
-@click.option("--occlusion-mode", type=click.Choice(list(noise.MODES)), default=None, help="[default: the model's training mode]")
-@click.option("--seed", type=int, default=None, help="Base seed of the fixed test occlusion draws [default: the pack's test_seed].")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Where to write metrics.json, predictions.csv, confusion.png.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<i>.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-def evaluate_command(model_dir, pack_dir, split, which, op, occlusion_mode, seed, out_dir, device, batch_size):
-    """Top-1, top-5 and per-class accuracy of a trained model, a confusion matrix (PNG) and
-    per-instance predictions (CSV).
-
-    Teachers are evaluated on HQ test data, students on LQ test data occluded with their
-    training OP (one fixed draw per instance).
-
-    \b
-    Example:
-      skelpipe evaluate --model runs/student-pmsc --pack cache/pack/ab12cd --out runs/student-pmsc/eval
-      skelpipe evaluate --model runs/teacher --pack cache/pack/ab12cd --split test --out runs/teacher/eval
-    """
-    r = evaluate(model_dir, pack_dir, split=split, which=which, op=op, mode=occlusion_mode, seed=seed,
-                 out_dir=out_dir, device=device, batch_size=batch_size)
-    console.print(f"{r['stage']} on {r['which'].upper()} {r['split']} ({r['n']} instances, OP {r['op']}): "
-                  f"top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  → {out_dir}")
+def _write_outputs(out_dir: Path, result: dict, ids, labels, top, cm, names, title: str):
+    """``predictions.csv`` (top-5 per instance), ``confusion.png`` and ``metrics.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["id", "label", "pred", "top5", "prob"])
+    for i in range(len(labels)):
+        writer.writerow([ids[i], int(labels[i]), int(top.indices[i, 0]),
+                         " ".join(str(int(c)) for c in top.indices[i]), f"{float(top.values[i, 0]):.6f}"])
+    atomic.write_text(out_dir / "predictions.csv", rows.getvalue())
+    plot_confusion(cm, names, out_dir / "confusion.png", title=title)
+    atomic.write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")

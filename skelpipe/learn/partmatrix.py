@@ -21,13 +21,15 @@ generator parts).
 import json
 from pathlib import Path
 
-import click
 import numpy as np
 import torch
 
 from skelpipe.core import atomic
 from skelpipe.core.console import console, progress
+from skelpipe.core.device import resolve
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.pack import load_split
+from skelpipe.learn.checkpoint import load_model
 from skelpipe.skeleton.layouts import PARTS, Layout
 
 MEASURES = ("error", "prob_drop")
@@ -176,9 +178,6 @@ def compute_part_matrix(teacher_dir, pack_dir, out_dir, batch_size=256, device="
     Returns E (num_classes, 5)."""
     if measure not in MEASURES:
         raise SkelpipeError(f"part matrix: measure must be one of {', '.join(MEASURES)}, got {measure!r}")
-    from skelpipe.core.device import resolve
-    from skelpipe.data.pack import load_split
-    from skelpipe.learn.train import load_model
 
     device = resolve(device) if isinstance(device, str) else torch.device(device)
     model, meta = load_model(teacher_dir, device)
@@ -214,27 +213,3 @@ def compute_part_matrix(teacher_dir, pack_dir, out_dir, batch_size=256, device="
     plot_part_matrix(e, class_names, PARTS, out_dir / "part_matrix.png")
     console.print(f"part matrix written to {out_dir}/part_matrix.npy (+ .json, .png)")
     return e
-
-
-@click.command("partmatrix")
-@click.option("--teacher", "teacher_dir", required=True, type=click.Path(file_okay=False),
-              help="Teacher directory written by `skelpipe train --stage teacher`.")
-@click.option("--pack", "pack_dir", required=True, type=click.Path(),
-              help="Packed data directory (its HQ training instances are occluded).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Where to write part_matrix.{npy,json,png} (default: the teacher directory).")
-@click.option("--batch-size", default=256, show_default=True, help="Occluded copies per forward pass.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<index>.")
-@click.option("--measure", type=click.Choice(MEASURES), default="error", show_default=True,
-              help="error: misclassification rate (the paper); prob_drop: drop of the true-class probability.")
-def partmatrix_command(teacher_dir, pack_dir, out_dir, batch_size, device, measure):
-    """Compute the action-specific part matrix E of a teacher (METHOD.md eq. 12-13).
-
-    Zeroes each of the five body parts of every HQ training instance in turn, classifies with
-    the teacher, and writes the per-class error rates (softmax over parts) and a heat map.
-
-    \b
-    Example:
-      skelpipe partmatrix --teacher runs/teacher --pack cache/pack/ab12cd --out runs/teacher
-    """
-    compute_part_matrix(teacher_dir, pack_dir, out_dir or teacher_dir, batch_size, device, measure)

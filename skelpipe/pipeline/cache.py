@@ -31,12 +31,19 @@ import sys
 import time
 from pathlib import Path
 
-import click
+import numpy
 
+import skelpipe
 from skelpipe.core.atomic import write_json
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.work import Work
 
 MANIFEST = "manifest.json"
+
+# Bump a stage's version when its code changes what it writes: that re-keys it and everything
+# downstream.
+VERSIONS = {"skeletons": 1, "extract": 1, "simulate": 1, "align": 1, "pack": 1, "teacher": 1,
+            "partmatrix": 2, "student": 2, "evaluate": 2}  # 2: masks keyed by sample id; E measures
 
 
 def default_root() -> Path:
@@ -86,43 +93,6 @@ class Lock:
         self.release()
 
 
-class Work:
-    """The partial directory of a running stage, with per-unit resume and bad-item records."""
-
-    def __init__(self, stage: "Stage", directory: Path):
-        self.stage, self.dir = stage, directory
-        self.notes: dict = {}
-        (self.dir / ".units").mkdir(parents=True, exist_ok=True)
-        (self.dir / ".bad").mkdir(exist_ok=True)
-
-    @staticmethod
-    def _name(unit: str) -> str:
-        return hashlib.sha1(unit.encode()).hexdigest()[:20] + ".json"
-
-    def is_done(self, unit: str) -> bool:
-        return (self.dir / ".units" / self._name(unit)).exists()
-
-    def mark_done(self, unit: str, info: dict | None = None) -> None:
-        write_json(self.dir / ".units" / self._name(unit), {"unit": unit, "info": info or {}})
-
-    def done_units(self) -> dict[str, dict]:
-        records = (json.loads(p.read_text()) for p in (self.dir / ".units").glob("*.json"))
-        return {r["unit"]: r["info"] for r in records}
-
-    def report_bad(self, item: str, reason: str) -> None:
-        from skelpipe.core.console import console
-
-        console.print(f"[yellow]skipped[/] {item}: {reason}")
-        write_json(self.dir / ".bad" / self._name(item), {"item": item, "reason": reason})
-
-    def bad_items(self) -> list[dict]:
-        return sorted((json.loads(p.read_text()) for p in (self.dir / ".bad").glob("*.json")),
-                      key=lambda r: r["item"])
-
-    def note(self, **fields) -> None:
-        self.notes.update(fields)
-
-
 class Stage:
     def __init__(self, cache: "Cache", name: str, version: int, config: dict, inputs: dict):
         self.cache, self.name, self.version = cache, name, version
@@ -165,7 +135,7 @@ class Stage:
             started = self.partial / ".started"
             if not started.exists():
                 started.write_text(_now())
-            work = Work(self, self.partial)
+            work = Work(self.partial)
             t0 = time.time()
             yield work
             elapsed = time.time() - t0
@@ -209,9 +179,6 @@ class Stage:
 
 
 def _versions() -> dict:
-    import numpy
-
-    import skelpipe
 
     out = {"python": platform.python_version(), "skelpipe": skelpipe.__version__,
            "numpy": numpy.__version__}
@@ -253,91 +220,3 @@ class Cache:
             except SkelpipeError:
                 return True
         return False
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-@click.group("cache")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Cache root (default: $SKELPIPE_CACHE or ./cache).")
-@click.pass_context
-def cache_command(ctx, cache_dir):
-    """Show and prune the stage cache.
-
-    \b
-    Example:
-      skelpipe cache ls
-      skelpipe cache gc --older-than 30 --dry-run
-    """
-    ctx.obj = Cache(cache_dir)
-
-
-@cache_command.command("ls")
-@click.option("--stage", default=None, help="Only this stage.")
-@click.pass_obj
-def cache_ls(cache: Cache, stage):
-    """List cached stage outputs: stage, key, state, size, finish time.
-
-    \b
-    Example:
-      skelpipe cache ls --stage train
-    """
-    from rich.table import Table
-
-    from skelpipe.core.console import console
-
-    table = Table(title=f"cache: {cache.root}")
-    for col in ("stage", "key", "state", "size", "finished", "units", "bad"):
-        table.add_column(col)
-    total = 0
-    for name, key, state, size, manifest in cache.entries():
-        if stage and name != stage:
-            continue
-        if state == "partial" and cache.is_locked(name, key):
-            state = "running"
-        total += size
-        m = manifest or {}
-        table.add_row(name, key, state, _human(size), m.get("finished", ""), str(m.get("units", "")),
-                      str(len(m.get("bad_items", []))) if manifest else "")
-    console.print(table)
-    console.print(f"total {_human(total)}")
-
-
-@cache_command.command("gc")
-@click.option("--stage", default=None, help="Only this stage.")
-@click.option("--older-than", type=float, default=None,
-              help="Also remove finished entries finished more than this many days ago.")
-@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
-@click.pass_obj
-def cache_gc(cache: Cache, stage, older_than, dry_run):
-    """Remove abandoned partial work (not locked by a running process) and, with
-    --older-than, old finished entries.
-
-    \b
-    Example:
-      skelpipe cache gc --dry-run
-    """
-    from skelpipe.core.console import console
-
-    cutoff = None if older_than is None else time.time() - older_than * 86400
-    freed = 0
-    for name, key, state, size, manifest in list(cache.entries()):
-        if stage and name != stage:
-            continue
-        path = cache.root / name / (key + (".partial" if state == "partial" else ""))
-        if state == "partial":
-            if cache.is_locked(name, key):
-                continue
-        elif cutoff is None or path.stat().st_mtime > cutoff:
-            continue
-        console.print(f"{'would remove' if dry_run else 'removing'} {path} ({_human(size)})")
-        freed += size
-        if not dry_run:
-            shutil.rmtree(path)
-    console.print(f"{'would free' if dry_run else 'freed'} {_human(freed)}")

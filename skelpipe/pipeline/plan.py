@@ -15,120 +15,33 @@ Every stage is a ``skelpipe.pipeline.cache`` entry: a rerun reuses what is finis
 """
 
 import copy
+import multiprocessing
 import os
 import shutil
 import time
-import tomllib
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import click
+import torch
 
-from skelpipe.pipeline.cache import Cache, Stage, Work
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.work import Work
+from skelpipe.data import align, pack, sources
+from skelpipe.learn import evaluate, partmatrix, train
+from skelpipe.learn.config import KD_FIELDS, TrainConfig
+from skelpipe.pipeline.cache import VERSIONS, Cache, Stage
+from skelpipe.pose import extract, simulate
+from skelpipe.pose.extract import shard_from_env
 
-# Bump a stage's version when its code changes what it writes: that re-keys it and everything
-# downstream.
-VERSIONS = {"skeletons": 1, "extract": 1, "simulate": 1, "align": 1, "pack": 1, "teacher": 1,
-            "partmatrix": 2, "student": 2, "evaluate": 2}  # 2: masks keyed by sample id; E measures
 STAGE_ORDER = ("skeletons", "extract", "simulate", "align", "pack", "teacher", "partmatrix",
                "student", "evaluate", "report")
 
 # Where each dataset's data is expected when the pipeline needs it.
-DATA_ENV = {"ntu": "SKELPIPE_NTU_ROOT", "penn": "SKELPIPE_PENN_ROOT", "sysu": "SKELPIPE_SYSU_ROOT",
-            "custom": "SKELPIPE_CUSTOM_ROOT"}
-EXPECTED = {
-    "ntu": "nturgb+d_skeletons/*.skeleton (Kinect skeletons) and, for extraction, nturgb+d_rgb/*_rgb.avi",
-    "penn": "labels/NNNN.mat (annotations) and, for extraction, frames/NNNN/*.jpg",
-    "sysu": "one folder per video with its skeleton .mat file and RGB video (see README)",
-    "custom": "labels.csv (video,label[,split]) and the videos it names",
-}
-
-PIPELINE_DIRS = (Path.cwd() / "pipelines", Path(__file__).resolve().parents[2] / "pipelines")
-
-
+# The working directory's pipelines/ (a user's own files) first, then those shipped in the package.
 # --------------------------------------------------------------------------- pipeline files
-
-def find_pipeline(name: str) -> Path:
-    """A pipeline by file path or by name (``demo`` → ``pipelines/demo.toml``)."""
-    path = Path(name)
-    if path.suffix == ".toml":
-        if not path.is_file():
-            raise SkelpipeError(f"{path}: no such pipeline file")
-        return path
-    for d in PIPELINE_DIRS:
-        if (d / f"{name}.toml").is_file():
-            return d / f"{name}.toml"
-    known = sorted({p.stem for d in PIPELINE_DIRS if d.is_dir() for p in d.glob("*.toml")})
-    raise SkelpipeError(f"unknown pipeline {name!r}; known: {', '.join(known) or 'none'} "
-                        "(or give a path to a .toml file)")
-
-
-def parse_override(text: str) -> tuple[list[str], object]:
-    """``section.key=value`` → (["section", "key"], value); value parsed as TOML when it can be."""
-    if "=" not in text:
-        raise click.BadParameter(f"{text!r}: expected section.key=value", param_hint="--set")
-    dotted, raw = text.split("=", 1)
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return dotted.strip().split("."), value
-
-
-def _merge(base: dict, over: dict) -> dict:
-    """``over`` on top of ``base``: tables merge key by key, anything else (arrays of tables
-    included) is replaced whole."""
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
-def _read_toml(path: Path, seen=()) -> dict:
-    """A pipeline file as a dict; ``base = "penn"`` (a name or a path) starts from that file."""
-    try:
-        cfg = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise SkelpipeError(f"{path}: invalid TOML ({e})") from None
-    base = cfg.pop("base", None)
-    if base is None:
-        return cfg
-    base_path = find_pipeline(base)
-    if base_path.resolve() in seen:
-        raise SkelpipeError(f"{path}: base {base!r} includes itself")
-    return _merge(_read_toml(base_path, (*seen, path.resolve())), cfg)
-
-
-def load_pipeline(name: str, overrides=()) -> dict:
-    path = find_pipeline(name)
-    cfg = _read_toml(path, (path.resolve(),))
-    for text in overrides:
-        keys, value = parse_override(text)
-        nodes = [cfg]
-        for k in keys[:-1]:
-            nodes = [n.setdefault(k, {}) for n in nodes]
-            # An array of tables ([[experiments]], [[settings]]): the setting applies to each.
-            nodes = [m for n in nodes for m in (n if isinstance(n, list) else [n])]
-            if not all(isinstance(n, dict) for n in nodes):
-                raise SkelpipeError(f"--set {text}: {k} is not a section of {path}")
-        for n in nodes:
-            n[keys[-1]] = value
-    cfg["_path"] = str(path)
-    for section in ("sources", "settings", "experiments", "teacher", "student"):
-        if section not in cfg:
-            raise SkelpipeError(f"{path}: missing [{section}]")
-    return cfg
-
-
-def resolve_data_root(cfg: dict, given: str | None) -> Path | None:
-    """The dataset's root: --data-root, else the dataset's environment variable, else None."""
-    env = DATA_ENV.get(cfg["dataset"])
-    root = given or (os.environ.get(env) if env else None)
-    return Path(root).expanduser() if root else None
-
 
 # --------------------------------------------------------------------------- the plan
 
@@ -206,8 +119,6 @@ class Plan:
         return self
 
     def _experiment(self, setting: dict, exp: dict):
-        from skelpipe.learn.train import KD_FIELDS
-
         cfg = self.cfg
         hq, lq = self.source(setting["hq"]), self.source(setting["lq"])
         align = self.add("align", f"align {setting['name']}", dict(cfg.get("align", {})),
@@ -265,7 +176,6 @@ class Plan:
     def _checked(self, section: str, config: dict) -> dict:
         """``config`` when it makes a valid TrainConfig; a one-line error naming the pipeline
         file and section otherwise (at plan time, so that --dry-run catches it)."""
-        from skelpipe.learn.train import TrainConfig
 
         try:
             TrainConfig.from_dict(config)
@@ -294,7 +204,6 @@ class Plan:
         depend on each other, run in that many worker processes, each with cores / jobs
         threads (small networks on a CPU train faster side by side than one after the other
         with every core: on 2 cores, 2 × 1 thread gives ~1.25× the samples/s of 1 × 2)."""
-        from skelpipe.pose.extract import shard_from_env
 
         self.shard = shard_from_env()
         if self.shard and only != "extract":
@@ -330,7 +239,6 @@ class Plan:
         t0 = time.time()
         run_kwargs = {}
         if step.stage == "extract" and self.shard:  # one share of the videos per rank
-            from skelpipe.pose import extract
 
             run_kwargs = {"shard": self.shard,
                           "on_commit": lambda d: extract.merge_work(d, "skeletons.h5")}
@@ -343,8 +251,6 @@ class Plan:
     def _run_parallel(self, group, total: int, jobs: int):
         """The steps of ``group`` in ``jobs`` worker processes (spawned: each rebuilds the plan
         from the same settings and runs the steps it is given by key)."""
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         for _, step in group:
             self._check_deps(step)
@@ -366,8 +272,6 @@ _WORKER: dict = {}
 
 
 def _worker_init(cfg, cache_root, root, device, threads):
-    import torch
-
     torch.set_num_threads(threads)
     console.quiet = True  # the parent reports each finished step; epochs would interleave
     _WORKER["plan"] = Plan(cfg, Cache(cache_root), root, device).build()
@@ -392,24 +296,17 @@ def _train_config(section: dict, stage: str) -> dict:
 # Each builds one stage's output into ``work.dir`` from its config and its inputs' outputs.
 
 def build_skeletons(plan: Plan, step: Step, work: Work):
-    from skelpipe.data import sources
-
     sources.write_dataset_store(plan.cfg["dataset"], step.entry.config["options"], plan.root,
                                 work.dir / "skeletons.h5", work)
 
 
 def build_simulated(plan: Plan, step: Step, work: Work):
-    from skelpipe.pose import simulate
-
     cfg = step.entry.config
     simulate.simulate_store(step.deps["hq"].entry.path / "skeletons.h5", work.dir / "skeletons.h5",
                             profile=cfg["profile"], seed=cfg["seed"], work=work)
 
 
 def build_extracted(plan: Plan, step: Step, work: Work):
-    from skelpipe.pose import extract
-    from skelpipe.data import sources
-
     cfg = step.entry.config
     videos = sources.dataset_videos(cfg["dataset"], cfg["options"], plan.root)
     extract.extract_to_work(videos, work, backbone=cfg["backbone"], checkpoint=cfg["checkpoint"] or None,
@@ -421,40 +318,30 @@ def build_extracted(plan: Plan, step: Step, work: Work):
 
 
 def build_align(plan: Plan, step: Step, work: Work):
-    from skelpipe.data import align
-
     align.align_stores(step.deps["hq"].entry.path / "skeletons.h5",
                        step.deps["lq"].entry.path / "skeletons.h5", work, **step.entry.config)
 
 
 def build_pack(plan: Plan, step: Step, work: Work):
-    from skelpipe.data import pack
-
     pack.pack(step.deps["align"].entry.path, work, **step.entry.config)
 
 
 def build_train(plan: Plan, step: Step, work: Work):
-    from skelpipe.learn import train
-
     cfg = dict(step.entry.config)
     teacher = step.deps.get("teacher")
     partmatrix = step.deps.get("partmatrix")
-    train.train(train.TrainConfig.from_dict({**cfg, "device": plan.device}),
+    train.train(TrainConfig.from_dict({**cfg, "device": plan.device}),
                 step.deps["pack"].entry.path, work.dir,
                 teacher_dir=teacher.entry.path if teacher else None,
                 part_matrix=partmatrix.entry.path / "part_matrix.npy" if partmatrix else None)
 
 
 def build_partmatrix(plan: Plan, step: Step, work: Work):
-    from skelpipe.learn import partmatrix
-
     partmatrix.compute_part_matrix(step.deps["teacher"].entry.path, step.deps["pack"].entry.path,
                                    work.dir, device=plan.device, **step.entry.config)
 
 
 def build_evaluate(plan: Plan, step: Step, work: Work):
-    from skelpipe.learn import evaluate
-
     cfg = step.entry.config
     model = step.deps["model"]
     evaluate.evaluate(model.entry.path, step.deps["pack"].entry.path, split="test",
@@ -464,74 +351,3 @@ def build_evaluate(plan: Plan, step: Step, work: Work):
 
 
 # --------------------------------------------------------------------------- the command
-
-def _check_data(plan: Plan, steps):
-    needs_data = [s for s in steps if s.stage in ("skeletons", "extract") and not s.entry.done
-                  and plan.cfg["dataset"] != "demo"]
-    if needs_data and (plan.root is None or not plan.root.is_dir()):
-        dataset = plan.cfg["dataset"]
-        where = f"{plan.root} does not exist" if plan.root else \
-            f"no data root given (--data-root or ${DATA_ENV.get(dataset, '?')})"
-        raise SkelpipeError(f"{dataset} data missing: {where}; expected under the root: "
-                            f"{EXPECTED.get(dataset, '?')}")
-
-
-def print_plan(plan: Plan):
-    from rich.table import Table
-
-    table = Table(title=f"plan of {plan.cfg['name']} ({len(plan.steps)} stages) — cache {plan.cache.root}")
-    for col in ("#", "stage", "what", "key", "state"):
-        table.add_column(col)
-    colours = {"done": "green", "partial": "yellow", "missing": "dim"}
-    for n, step in enumerate(plan.ordered(), 1):
-        state = step.entry.state
-        table.add_row(str(n), step.stage, step.label, step.key, f"[{colours[state]}]{state}")
-    console.print(table)
-
-
-@click.command("run-all")
-@click.argument("pipeline")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None,
-              help="The dataset's root folder (default: $SKELPIPE_NTU_ROOT, $SKELPIPE_PENN_ROOT, …).")
-@click.option("--only", type=click.Choice(STAGE_ORDER), default=None, help="Run only this stage.")
-@click.option("--until", type=click.Choice(STAGE_ORDER), default=None, help="Stop after this stage.")
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override a pipeline setting (value in TOML syntax), e.g. --set teacher.epochs=5.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Cache root (default: $SKELPIPE_CACHE or ./cache).")
-@click.option("--report-dir", type=click.Path(file_okay=False), default=None,
-              help="Where results.json, results.md and plots go (default: reports/<pipeline>).")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:i]")
-@click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Worker processes for the training stages (teachers, students) [default: on a CPU "
-                   "min(cores, 4), on a GPU 1].")
-@click.option("--dry-run", is_flag=True, help="Print the plan of stages and their cache state; run nothing.")
-def run_all_command(pipeline, data_root, only, until, overrides, cache_dir, report_dir, device, jobs, dry_run):
-    """Run a whole pipeline (demo, ntu, penn, sysu or a .toml file) through the stage cache.
-
-    \b
-    Example:
-      skelpipe run-all demo
-      skelpipe run-all ntu --data-root /data/ntu --dry-run
-      skelpipe run-all penn --set extract.extractor=simulated --until teacher
-    """
-    cfg = load_pipeline(pipeline, overrides)
-    plan = Plan(cfg, Cache(cache_dir), resolve_data_root(cfg, data_root), device).build()
-    if dry_run:
-        print_plan(plan)
-        return
-    _check_data(plan, plan.steps.values())
-    from skelpipe.core.device import resolve
-
-    on_gpu = resolve(device).type == "cuda"  # an unusable --device fails here, before any stage
-    t0 = time.time()
-    if only != "report":
-        if jobs is None:
-            jobs = 1 if on_gpu else min(os.cpu_count() or 1, 4)
-        plan.run(only=only, until=until if until != "report" else None, jobs=jobs)
-    if (only in (None, "report")) and (until in (None, "report", "evaluate")):
-        from skelpipe.pipeline import report
-
-        out = Path(report_dir or Path("reports") / cfg["name"])
-        report.write_report(plan, out)
-        console.print(f"report: {out}/results.md  ({time.time() - t0:.1f} s in all)")

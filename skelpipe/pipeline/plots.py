@@ -10,6 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.sources import dataset_videos
+from skelpipe.pose.video import frames, probe
+from skelpipe.skeleton import geometry
+from skelpipe.skeleton.noise import occlude
 from skelpipe.skeleton.store import open_store  # noqa: E402
 
 
@@ -70,9 +75,7 @@ def _pixels(sample, layout, store_attrs) -> np.ndarray | None:
     if "color_xy" in sample.arrays:
         return sample.arrays["color_xy"]
     if "camera" in sample.attrs:
-        from skelpipe.data.datasets import demo
-
-        return demo.project(sample.keypoints, sample.attrs["camera"])
+        return geometry.project(sample.keypoints, sample.attrs["camera"])
     if sample.keypoints.shape[-1] == 3 and sample.attrs.get("channels", store_attrs.get("channels")) != "x,y,z":
         return sample.keypoints[..., :2]
     return None
@@ -89,8 +92,6 @@ def draw_skeleton(ax, xy: np.ndarray, layout, colour: str, conf: np.ndarray | No
 
 def video_frames(video, picks) -> dict:
     """RGB images of the frames ``picks`` of a video file or frame folder ({} if unreadable)."""
-    from skelpipe.core.errors import SkelpipeError
-    from skelpipe.pose.video import frames, probe
 
     wanted, out = set(int(t) for t in picks), {}
     try:
@@ -108,7 +109,6 @@ def skeleton_figure(hq_sample, lq_sample, hq_layout, lq_layout, hq_attrs, lq_att
                     ops=(0.0, 0.3, 0.6), frames=4, video=None, title="") -> Path | None:
     """Rows: HQ, then LQ at each occlusion probability; columns: frames across the clip, drawn
     over the video's frames when ``video`` (a file or frame folder) is given."""
-    from skelpipe.skeleton.noise import occlude
 
     hq_xy = _pixels(hq_sample, hq_layout, hq_attrs)
     lq_xy = lq_sample.keypoints[..., :2]
@@ -149,8 +149,6 @@ def skeleton_figure(hq_sample, lq_sample, hq_layout, lq_layout, hq_attrs, lq_att
 def skeleton_overlays(plan, out_dir: Path) -> list[Path]:
     """One figure per aligned HQ/LQ pair of the plan: the first test instance's skeletons."""
     written = []
-    from skelpipe.core.errors import SkelpipeError
-    from skelpipe.data.sources import dataset_videos
 
     try:
         videos = dict(dataset_videos(plan.cfg["dataset"], plan.cfg.get("data", {}), plan.root))

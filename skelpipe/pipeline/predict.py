@@ -16,11 +16,30 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
+import h5py
 import numpy as np
+import torch
 
-from skelpipe.skeleton import layouts
+from skelpipe.core import device as devices
+from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.work import Work
+from skelpipe.data.pack import (
+    FILE,
+    PackConfig,
+    decode_attr,
+    frame_indices,
+    normalise_2d,
+    to_tensor,
+)
+from skelpipe.learn.checkpoint import load_model
+from skelpipe.learn.evaluate import predict
+from skelpipe.pipeline.cache import default_root
+from skelpipe.pose import extract
+from skelpipe.pose import video as videos
+from skelpipe.pose.extract import resolve_backbone
+from skelpipe.skeleton import layouts
+from skelpipe.skeleton.store import open_store
 
 # Colours (BGR) of the tracked people in the output video; the label is drawn in white.
 PERSON_COLOURS = ((0, 200, 255), (255, 120, 0), (0, 220, 0), (200, 0, 200))
@@ -93,10 +112,7 @@ def pack_attrs(model_dir: Path, meta: dict) -> dict:
     The pack is found by its key (``meta["data"]["key"]``) in the cache holding the model
     (a pipeline stage) or in the default cache.
     """
-    import h5py
 
-    from skelpipe.pipeline.cache import default_root
-    from skelpipe.data.pack import FILE, decode_attr
 
     key = (meta.get("data") or {}).get("key")
     if not key:
@@ -128,7 +144,6 @@ def estimator_of(meta: dict, attrs: dict) -> tuple[str | None, bool]:
 
 def temporal_config(meta: dict, attrs: dict):
     """The ``pack.PackConfig`` that fixes T and the frame choice of the student's pack."""
-    from skelpipe.data.pack import PackConfig, decode_attr
 
     config = attrs.get("config")
     if isinstance(config, str):
@@ -151,7 +166,6 @@ def check_student(model_dir: Path, meta: dict):
 
 def to_input(keypoints: np.ndarray, image_size, cfg, num_persons: int):
     """(M, T', 17, 3) pixels → ((1, 3, T, 17, M) float32 as the pack stores it, frames used)."""
-    from skelpipe.data.pack import frame_indices, normalise_2d, to_tensor
 
     kp = normalise_2d(keypoints, image_size)
     idx = frame_indices(kp.shape[1], cfg)
@@ -160,9 +174,7 @@ def to_input(keypoints: np.ndarray, image_size, cfg, num_persons: int):
 
 def classify(model, x: np.ndarray, device) -> np.ndarray:
     """Softmax probabilities (K,) of the model on one input (1, C, T, V, M)."""
-    import torch
 
-    from skelpipe.learn.evaluate import predict
 
     logits = predict(model, x, batch_size=1, device=device)
     return torch.softmax(logits[0].double(), 0).numpy()
@@ -178,13 +190,10 @@ def extract_poses(video, backbone: str, checkpoint=None, device="auto", batch_si
     ``skelpipe.pose.extract.extract_to_work`` into a temporary directory, read back: the same
     reader, network, decoder and tracker as ``skelpipe extract``.
     """
-    from skelpipe.pose import extract
-    from skelpipe.pipeline.cache import Work
-    from skelpipe.skeleton.store import open_store
 
     with tempfile.TemporaryDirectory(prefix="skelpipe-predict-") as tmp:
         stats = extract.extract_to_work(
-            [(extract.sample_id_for(Path(video)), Path(video))], Work(None, Path(tmp)), backbone=backbone,
+            [(extract.sample_id_for(Path(video)), Path(video))], Work(Path(tmp)), backbone=backbone,
             checkpoint=checkpoint, device=device, batch_size=batch_size, long_edge=long_edge,
             max_people=max_people, decoder_workers=decoder_workers, decoder_config=decoder_config,
             out_name="poses.h5")
@@ -207,9 +216,6 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
 
     ``decoder_config``: OpenPifPaf decoder thresholds (``skelpipe.pose.decoding.DEFAULT_CONFIG``).
     """
-    from skelpipe.core import device as devices
-    from skelpipe.core.console import console
-    from skelpipe.learn.train import load_model
 
     video = Path(video)
     if not video.exists():
@@ -221,22 +227,7 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
     found = pack_attrs(model_dir, meta)
     # what the training run recorded of its pack, completed by the pack itself when it is cached
     attrs = {**(meta.get("data") or {}), **found}
-    recorded, simulated = estimator_of(meta, attrs)
-    warnings = []
-    if not found and not attrs.get("config"):
-        warnings.append(f"the pack that {model_dir} was trained on is not in the cache: assuming "
-                        f"its first {meta.get('T', 300)} frames, zero-padded (not uniform sampling)")
-    if backbone is None:
-        if recorded is None:
-            raise SkelpipeError(f"{model_dir}: the pose estimator this student was trained on is not "
-                                "recorded (its pack is not in the cache); give --backbone")
-        backbone = recorded
-    elif recorded and _same_backbone(backbone, recorded) is False:
-        warnings.append(f"--backbone {backbone}: the student was trained on poses from {recorded}")
-    if simulated:
-        warnings.append(f"the student was trained on simulated{f' {recorded}' if recorded else ''} poses "
-                        "(skelpipe.pose.simulate), not on real OpenPifPaf output; predictions on real "
-                        "videos may be worse than its test accuracy suggests")
+    backbone, warnings = _backbone_and_warnings(model_dir, meta, attrs, found, backbone)
     for w in warnings:
         console.print(f"[yellow]warning:[/] {w}")
 
@@ -273,9 +264,29 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
     return result
 
 
-def _same_backbone(a: str, b: str):
-    from skelpipe.pose.extract import resolve_backbone
+def _backbone_and_warnings(model_dir, meta, attrs, found, backbone):
+    """The pose estimator to run (``--backbone``, else the one the student was trained on) and
+    what the user should know: a pack not in the cache, another estimator, simulated poses."""
+    recorded, simulated = estimator_of(meta, attrs)
+    warnings = []
+    if not found and not attrs.get("config"):
+        warnings.append(f"the pack that {model_dir} was trained on is not in the cache: assuming "
+                        f"its first {meta.get('T', 300)} frames, zero-padded (not uniform sampling)")
+    if backbone is None:
+        if recorded is None:
+            raise SkelpipeError(f"{model_dir}: the pose estimator this student was trained on is not "
+                                "recorded (its pack is not in the cache); give --backbone")
+        backbone = recorded
+    elif recorded and _same_backbone(backbone, recorded) is False:
+        warnings.append(f"--backbone {backbone}: the student was trained on poses from {recorded}")
+    if simulated:
+        warnings.append(f"the student was trained on simulated{f' {recorded}' if recorded else ''} poses "
+                        "(skelpipe.pose.simulate), not on real OpenPifPaf output; predictions on real "
+                        "videos may be worse than its test accuracy suggests")
+    return backbone, warnings
 
+
+def _same_backbone(a: str, b: str):
     return resolve_backbone(a) == resolve_backbone(b)
 
 
@@ -316,7 +327,6 @@ def write_video(video, out_path, keypoints: np.ndarray, label: str) -> Path:
     ``label`` drawn; the file appears at ``out_path`` only when complete."""
     import cv2
 
-    from skelpipe.pose import video as videos
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -341,71 +351,3 @@ def write_video(video, out_path, keypoints: np.ndarray, label: str) -> Path:
 
 
 # ---------------------------------------------------------------- command
-
-
-def print_table(result: Prediction):
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{Path(result.video).name}: top {len(result.top)} actions")
-    table.add_column("#", justify="right")
-    table.add_column("action")
-    table.add_column("probability", justify="right")
-    for i, (name, p) in enumerate(result.top, 1):
-        table.add_row(str(i), name, f"{p:.1%}")
-    out = Console()
-    out.print(table)
-    out.print(f"{result.num_frames} frames, {result.image_size[0]}×{result.image_size[1]}, "
-              f"poses from OpenPifPaf {result.backbone}; model {result.model_dir}")
-
-
-@click.command("predict")
-@click.argument("video", type=click.Path())
-@click.option("--model", "model_dir", default=None, type=click.Path(),
-              help="A trained student: a skelpipe train --out directory, or a student (or evaluate) "
-                   "stage directory of the cache.")
-@click.option("--backbone", default=None,
-              help="OpenPifPaf backbone for extraction [default: the one the student was trained on].")
-@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
-              help="OpenPifPaf checkpoint file (instead of the named one in the torch hub cache).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<i>.")
-@click.option("--top", default=5, show_default=True, type=click.IntRange(1),
-              help="How many actions to list.")
-@click.option("--out-video", default=None, type=click.Path(dir_okay=False),
-              help="Write the video with the tracked skeletons and the top-1 label drawn (mp4v).")
-@click.option("--batch-size", default=None, type=click.IntRange(1),
-              help="Frames per network batch [16 on CUDA, 4 on CPU].")
-@click.option("--long-edge", default=641, show_default=True,
-              help="Resize frames to this long edge for the estimator.")
-@click.option("--decoder-workers", default=None, type=click.IntRange(0),
-              help="Processes decoding OpenPifPaf's fields [as skelpipe extract]; 0 decodes in this "
-                   "process (starts faster on a short clip).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the result as JSON on stdout instead of a table.")
-def predict_command(video, model_dir, backbone, checkpoint, device, top, out_video, batch_size,
-                    long_edge, decoder_workers, as_json):
-    """Predict the action in VIDEO (a video file or a folder of frames).
-
-    Extracts 2D poses with the OpenPifPaf backbone the student was trained on, normalises them
-    as its training pack did, and prints the student's top actions with their probabilities.
-
-    \b
-    Example:
-      skelpipe predict clip.mp4 --model cache/student/3f2a9c0d1e2b4a5c
-      skelpipe predict clip.mp4 --model runs/student --backbone shufflenetv2k16 --json
-      skelpipe predict clip.mp4 --model runs/student --out-video clip_labelled.mp4
-    """
-    if not model_dir:
-        raise SkelpipeError("--model: which trained student? Give its directory (skelpipe train --out, "
-                            "or cache/student/<key>: `skelpipe cache ls --stage student` lists them)")
-    result = predict_video(video, model_dir, backbone=backbone, checkpoint=checkpoint, device=device,
-                           top=top, out_video=out_video, batch_size=batch_size, long_edge=long_edge,
-                           decoder_workers=decoder_workers)
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
-    else:
-        print_table(result)
-    if out_video:
-        from skelpipe.core.console import console
-
-        console.print(f"[green]wrote[/] {out_video}")

@@ -17,25 +17,19 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-import click
 import h5py
 import numpy as np
 
-from skelpipe.pipeline import stats
 from skelpipe.core.atomic import write_json
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
-
-# Columns of each dataset's tables: (benchmark, metric, header).
-COLUMNS = {
-    "ntu": [("xsub", "top1", "CS"), ("xview", "top1", "CV")],
-    "penn": [("default", "top1", "Top1"), ("default", "top5", "Top5")],
-    "sysu": [("setting1", "top1", "Setting1"), ("setting2", "top1", "Setting2")],
-    "demo": [("xsub", "top1", "Top1"), ("xsub", "top5", "Top5")],
-}
+from skelpipe.data import datasets
+from skelpipe.data.pack import FILE, decode_attr
+from skelpipe.learn.partmatrix import agreement
+from skelpipe.pipeline import plots, stats
 
 # The paper's figures (Tables 1, 2, 4, 5), for comparison only: (dataset, table, model, kd, op,
-# hq_fraction, lq_data) → the two columns of COLUMNS[dataset]. kd "none" = Student (w/o KD).
+# hq_fraction, lq_data) → the two columns of the dataset's report_columns. kd "none" = Student (w/o KD).
 PAPER = {
     ("ntu", 1, "teacher", None, 0.0): (84.56, 89.46),
     ("ntu", 1, "student", "none", 0.0): (79.98, 84.88),
@@ -108,8 +102,6 @@ KD_NAMES = {None: "", "none": "Student (w/o KD)", "kl": "Student (KL)",
 
 
 def _pack_attrs(pack_dir: Path) -> dict:
-    from skelpipe.data.pack import FILE, decode_attr
-
     with h5py.File(Path(pack_dir) / FILE, "r") as f:
         return {k: decode_attr(v) for k, v in f.attrs.items()}
 
@@ -212,7 +204,7 @@ def _cell(rec, metric, paper):
 
 def markdown(records: list[dict], dataset: str, name: str) -> str:
     """The paper-shaped tables of the aggregate records (mean ± sd over seeds, paired gains)."""
-    columns = COLUMNS.get(dataset, COLUMNS["demo"])
+    columns = datasets.get(dataset).report_columns
     records = [r for r in records if r.get("aggregate", True)]
     seeds = sorted({r["n"] for r in records if r["model"] == "student"}) or [1]
     tests = sorted({r["n_test"] for r in records if r.get("n_test")})
@@ -260,9 +252,8 @@ def markdown(records: list[dict], dataset: str, name: str) -> str:
 
 def part_matrix_section(plan) -> str:
     """The top-ranked part of each class in every finished part matrix; on the demo, whose
-    generator knows which parts each action uses (``demo.ACTION_PARTS``), how many classes rank
+    generator knows which parts each action uses (its ``expected_parts``), how many classes rank
     one of them first."""
-    from skelpipe.learn.partmatrix import agreement
 
     lines = []
     for step in plan.ordered():
@@ -270,9 +261,8 @@ def part_matrix_section(plan) -> str:
             continue
         info = json.loads((step.entry.path / "part_matrix.json").read_text())
         expected = {}
-        if plan.cfg["dataset"] == "demo":
-            from skelpipe.data.datasets.demo import ACTION_PARTS
-            expected = ACTION_PARTS
+        if datasets.get(plan.cfg["dataset"]).expected_parts:
+            expected = datasets.get(plan.cfg["dataset"]).expected_parts
         a = agreement(info["E"], info["class_names"], expected)
         teacher = step.deps["teacher"].entry.config
         head = (f"## {step.label}: measure {info.get('measure', 'error')}, teacher part dropout "
@@ -288,7 +278,6 @@ def part_matrix_section(plan) -> str:
 
 def write_report(plan, out_dir) -> list[dict]:
     """results.json, results.md and plots for a pipeline's plan, in ``out_dir``."""
-    from skelpipe.pipeline import plots
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -318,28 +307,3 @@ def write_report(plan, out_dir) -> list[dict]:
     plots.skeleton_overlays(plan, plots_dir)
     console.print(md, markup=False, highlight=False)
     return records
-
-
-@click.command("report")
-@click.argument("pipeline")
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="The same overrides as the run-all being reported.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
-@click.option("--report-dir", type=click.Path(file_okay=False), default=None,
-              help="Default: reports/<pipeline>.")
-def report_command(pipeline, overrides, cache_dir, report_dir):
-    """Write results.json, results.md and plots from what a pipeline has finished so far.
-
-    \b
-    Example:
-      skelpipe report demo
-      skelpipe report ntu --report-dir reports/ntu-run1
-    """
-    from skelpipe.pipeline.cache import Cache
-    from skelpipe.pipeline.plan import Plan, load_pipeline
-
-    cfg = load_pipeline(pipeline, overrides)
-    plan = Plan(cfg, Cache(cache_dir), None, "cpu").build()
-    out = Path(report_dir or Path("reports") / cfg["name"])
-    write_report(plan, out)
-    console.print(f"report: {out}/results.md")

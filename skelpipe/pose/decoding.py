@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from multiprocessing import shared_memory
 
 import numpy as np
+import torch
 
 from skelpipe.core.errors import SkelpipeError
 
@@ -48,7 +49,6 @@ class DecodeFailure:
 
 def configure(config: dict | None) -> dict:
     """Set OpenPifPaf's (class-level, process-wide) decoder thresholds; returns the full config."""
-    import torch
     from openpifpaf.decoder import utils
 
     cfg = {**DEFAULT_CONFIG, **{k: v for k, v in (config or {}).items() if k != CRASH_TAG}}
@@ -75,7 +75,6 @@ def sanitize(field):
     OpenPifPaf's C++ indexes its high-resolution maps with ``int(x + 0.5)`` after bounds checks
     that NaN passes (every comparison with NaN is false): NaN coordinates read out of bounds.
     """
-    import torch
 
     bad = ~torch.isfinite(field)
     if bad.any():
@@ -93,7 +92,6 @@ class FieldDecoder:
 
     def __init__(self, cif_meta, caf_meta, config: dict | None = None):
         import openpifpaf
-        import torch
 
         torch.set_num_threads(1)
         torch.ops.openpifpaf.set_quiet(True)  # no "resizing buffer" lines on stdout
@@ -103,8 +101,6 @@ class FieldDecoder:
         self.n_heads = max(cif_meta.head_index, caf_meta.head_index) + 1
 
     def __call__(self, cif: np.ndarray, caf: np.ndarray):
-        import torch
-
         cif = sanitize(torch.from_numpy(np.array(cif, dtype=np.float32)))
         caf = sanitize(torch.from_numpy(np.array(caf, dtype=np.float32)))
         fields = [None] * self.n_heads

@@ -7,7 +7,7 @@ Action's label files alone, the synthetic demo). Everything it writes is labelle
 1. HQ → 2D pixels: NTU through the Kinect joints' colour-image coordinates (the store array
    ``color_xy`` (M, T, 25, 2)); 2D layouts (Penn Action) as annotated; 3D without colour
    coordinates (the demo) by pinhole projection with the sample's ``camera`` attribute
-   (``skelpipe.data.datasets.demo.project``; default: a Kinect v2 colour camera at the origin).
+   (``skelpipe.skeleton.geometry.project``; default: a Kinect v2 colour camera at the origin).
 2. → COCO-17: the 12 body joints by name; nose, eyes and ears, which Kinect and Penn lack, are
    synthesised from the head, the neck and the shoulder line (so they foreshorten with the body).
 3. Estimator noise, per named profile (``PROFILES``), seeded per instance by (seed, sample id):
@@ -21,14 +21,14 @@ The profiles' severities are set by hand to order the estimators as the paper do
 ShuffleNetV2 < MobileNetV3-small); they are not measured on real estimator output.
 """
 
-import json
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from skelpipe.skeleton import layouts
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.skeleton import layouts
+from skelpipe.skeleton.geometry import body_size, image_points
 from skelpipe.skeleton.store import PoseWriter, open_store
 
 COCO = layouts.get("coco17")
@@ -37,9 +37,6 @@ COCO = layouts.get("coco17")
 _SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87,
                     .89, .89])
 JOINT_WEIGHT = (_SIGMAS / _SIGMAS.mean()).astype(np.float32)
-KINECT_V2_COLOUR = {"focal": 1081.37, "cx": 959.5, "cy": 539.5, "W": 1920, "H": 1080}
-
-
 @dataclass(frozen=True)
 class Profile:
     jitter: float       # per-frame noise, std as a fraction of body size
@@ -70,40 +67,6 @@ def get_profile(name: str) -> Profile:
 
 
 # ---------------------------------------------------------------- HQ → 2D → COCO-17
-
-
-def image_points(sample, layout: layouts.Layout, store_attrs: dict | None = None,
-                 default_camera: bool = True):
-    """(xy (M, T, V, 2) pixels, present (M, T, V) bool, (W, H)) of a sample, or None when the
-    sample carries nothing to place it in an image (3D without colour coordinates or camera
-    and ``default_camera`` False; 2D without image size)."""
-    attrs = {**(store_attrs or {}), **sample.attrs}
-    kp = sample.keypoints
-    channels = attrs.get("channels") or ""
-    if "color_xy" in sample.arrays:
-        xy = np.asarray(sample.arrays["color_xy"], np.float32)
-        size = attrs.get("image_size") or (KINECT_V2_COLOUR["W"], KINECT_V2_COLOUR["H"])
-        present = np.abs(kp).sum(-1) > 0
-        return xy, present & np.isfinite(xy).all(-1), tuple(size)
-    if "z" not in channels.split(",") and (channels or layout.name in ("coco17", "penn13")):
-        xy = kp[..., :2].astype(np.float32)
-        present = (xy != 0).any(-1)
-        size = attrs.get("image_size")
-        if size is None:
-            return None
-        return xy, present, tuple(size)
-    camera = attrs.get("camera")
-    if isinstance(camera, str):
-        camera = json.loads(camera)
-    if not camera and not default_camera:
-        return None
-    camera = camera or KINECT_V2_COLOUR
-    from skelpipe.data.datasets.demo import project
-
-    xy = project(kp[..., :3], camera)
-    present = kp[..., 2] > 1e-6
-    size = attrs.get("image_size") or (camera.get("W", 1920), camera.get("H", 1080))
-    return xy, present, tuple(size)
 
 
 def _neck_name(layout: layouts.Layout) -> str | None:
@@ -163,20 +126,6 @@ def _hidden_coco17(hidden: np.ndarray, layout: layouts.Layout) -> np.ndarray:
     for name in ("nose", "left_eye", "right_eye", "left_ear", "right_ear"):
         out[..., COCO.index(name)] = hidden[..., layout.index("head")]
     return out
-
-
-def body_size(xy: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Per person (M,): median over frames of the bounding-box diagonal of present joints
-    (frames with fewer than two present joints are left out; 0 for a person never present)."""
-    p = present[..., None]
-    lo = np.where(p, xy, np.inf).min(axis=2)
-    hi = np.where(p, xy, -np.inf).max(axis=2)
-    usable = present.sum(axis=2) >= 2                      # (M, T)
-    diag = np.where(usable, np.linalg.norm(np.where(usable[..., None], hi - lo, 0), axis=-1), np.nan)
-    sizes = np.zeros(xy.shape[0], np.float32)
-    for m in np.flatnonzero(usable.any(axis=1)):
-        sizes[m] = np.nanmedian(diag[m])
-    return sizes
 
 
 # ---------------------------------------------------------------- estimator noise

@@ -13,6 +13,7 @@ person was not detected is zeros with confidence 0.
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 #: COCO keypoint sigmas (OKS), in OpenPifPaf's / COCO's joint order.
 COCO_SIGMAS = np.array([0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
@@ -83,7 +84,6 @@ class Tracker:
     def update(self, frame: int, poses: np.ndarray, scores: np.ndarray) -> list[int]:
         """Add one frame's detections ``poses`` (N, V, 3) with ``scores`` (N,); return their track ids
         (-1 for detections beyond the ``max_candidates`` best of the frame)."""
-        from scipy.optimize import linear_sum_assignment
 
         poses = np.asarray(poses, np.float32).reshape(-1, len(self.sigmas), 3)
         scores = np.asarray(scores, np.float32).reshape(-1)

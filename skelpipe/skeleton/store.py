@@ -21,8 +21,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from skelpipe.skeleton import layouts
+from skelpipe.core.console import progress as progress_bar
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.skeleton import layouts
 
 FORMAT_VERSION = 1
 
@@ -172,7 +173,6 @@ class PoseStore:
         if not progress:
             yield from (self.read(i) for i in ids)
             return
-        from skelpipe.core.console import progress as progress_bar
 
         with progress_bar("samples") as bar:
             task = bar.add_task(self.path.name, total=len(ids))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.datasets.base import Dataset, register
 
 LABELS_FILE = "labels.csv"
 SPLITS = ("train", "test")
@@ -133,3 +134,16 @@ def _auto_splits(rows, test_fraction, seed) -> dict[str, str]:
         test = set(rng.permutation(len(videos))[:n_test].tolist())
         out.update({v: "test" if i in test else "train" for i, v in enumerate(videos)})
     return out
+
+
+@register
+class Custom(Dataset):
+    """A folder of the user's videos with ``labels.csv`` (see the module doc): videos only, so
+    its skeletons come from a pose estimator."""
+
+    name = "custom"
+    root_env = "SKELPIPE_CUSTOM_ROOT"
+    expected = "labels.csv (video,label[,split]) and the videos it names"
+
+    def videos(self, root, options):
+        return [(row.id, row.video) for row in read_labels(root)]

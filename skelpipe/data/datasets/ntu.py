@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.datasets.base import Dataset, Skeletons, find_dir, register
 
 NUM_JOINTS = 25
 BODY_FIELDS = ("clipedEdges", "handLeftConfidence", "handLeftState", "handRightConfidence",
@@ -402,3 +403,50 @@ def scan(root, benchmark: str, missing=None, check: bool = False) -> Scan:
                 continue
         samples.append(Sample(name, path, parse_name(name).action - 1, split))
     return Scan(samples, bad, excluded)
+
+
+@register
+class NTU(Dataset):
+    """NTU RGB+D 60 / 120 (``data.version``): Kinect v2 skeletons (ntu25, x/y/z, the colour-image
+    coordinates kept as the array ``color_xy`` for alignment) and ``*_rgb.avi`` videos."""
+
+    name = "ntu"
+    root_env = "SKELPIPE_NTU_ROOT"
+    expected = "nturgb+d_skeletons/*.skeleton (Kinect skeletons) and, for extraction, nturgb+d_rgb/*_rgb.avi"
+    benchmarks = BENCHMARKS
+    report_columns = (("xsub", "top1", "CS"), ("xview", "top1", "CV"))
+
+    def skeletons(self, root, options, work) -> Skeletons:
+        version = int(options.get("version", 60))
+        benchmark = "xsub" if version == 60 else "xsub120"
+        found = scan(find_dir(root, ("nturgb+d_skeletons", "skeletons", "."), "*.skeleton"), benchmark)
+        for path, reason in found.bad:
+            work.report_bad(path, reason)
+        names = action_names(benchmark)
+
+        def read(sample):
+            skel = read_skeleton_file(sample.path)
+            xyz, bodies = to_array(skel)
+            color, _ = to_color_array(skel)
+            return (sample.name, xyz, {"color_xy": color},
+                    {"label": sample.label, "label_name": names[sample.label], "fps": 30.0,
+                     "num_frames": skel["num_frames"], "image_size": [1920, 1080],
+                     "channels": "x,y,z", "bodies": list(bodies)})
+
+        attrs = {"dataset": f"ntu{version}", "source": "kinect_v2", "channels": "x,y,z",
+                 "class_names": list(names), "fps": 30.0, "image_size": [1920, 1080]}
+        return Skeletons(list(found.samples), "ntu25", attrs, read)
+
+    def videos(self, root, options):
+        rgb = find_dir(root, ("nturgb+d_rgb", "rgb", "."), "*_rgb.avi")
+        return [(p.name.removesuffix("_rgb.avi"), p) for p in sorted(rgb.rglob("*_rgb.avi"))]
+
+    def split_of(self, sample_id, attrs, benchmark, split):
+        """The protocol's split from the sample name; an id that is not an NTU name (the demo's)
+        falls back to its ``split`` attribute; an NTU-120 sample is outside an NTU-60 benchmark."""
+        if not _NAME.fullmatch(sample_id):
+            return super().split_of(sample_id, attrs, benchmark, split)
+        name = parse_name(sample_id)
+        if num_classes(benchmark) == 60 and (name.action > 60 or name.setup > 17):
+            return None
+        return split_of(sample_id, benchmark)

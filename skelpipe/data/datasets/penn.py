@@ -19,6 +19,8 @@ import numpy as np
 import scipy.io
 
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.datasets.base import Dataset, Skeletons, find_dir, register
+from skelpipe.data.pairing import draw_pairs
 
 NUM_JOINTS = 13
 # The action strings as stored in the files, sorted; a label is an index into this tuple.
@@ -158,7 +160,6 @@ def dev_split(samples: list[Sample], fraction: float = 0.3, seed: int = 0) -> di
     """The development split: {video id: "train" | "test"} over the official *training*
     samples only, a seeded class-stratified hold-out of ``fraction`` of each class as "test"
     (the official test samples take no part: results on them stay unseen while developing)."""
-    from skelpipe.data.pairing import draw_pairs
 
     if not 0.0 < fraction < 1.0:
         raise SkelpipeError(f"Penn Action dev split: dev_fraction must lie in (0, 1), got {fraction}")
@@ -186,3 +187,51 @@ def scan(root) -> Scan:
         samples.append(Sample(vid, path, label["label"], "train" if label["train"] else "test",
                               label["nframes"]))
     return Scan(samples, bad)
+
+
+@register
+class Penn(Dataset):
+    """Penn Action: human-annotated skeletons (penn13, x/y/visibility) from the label files, and
+    the frame folders. ``data.split``: the official train/test flag, or ``dev`` (a seeded split
+    of the official training videos, for choosing settings without touching the test set)."""
+
+    name = "penn"
+    root_env = "SKELPIPE_PENN_ROOT"
+    expected = "labels/NNNN.mat (annotations) and, for extraction, frames/NNNN/*.jpg"
+
+    def skeletons(self, root, options, work) -> Skeletons:
+        labels_dir = find_dir(root, ("labels", "."), "*.mat")
+        found = scan(labels_dir)
+        for path, reason in found.bad:
+            work.report_bad(str(path), reason)
+        split_mode = options.get("split", "official")
+        if split_mode not in SPLITS:
+            raise SkelpipeError(f"Penn Action: data.split must be one of {', '.join(SPLITS)}, "
+                                f"got {split_mode!r}")
+        samples = found.samples
+        if split_mode == "dev":
+            dev = dev_split(samples, options.get("dev_fraction", 0.3), options.get("dev_seed", 0))
+            samples = [s for s in samples if s.video_id in dev]
+            if not samples:
+                raise SkelpipeError(f"{labels_dir}: no official training sample to make a dev split of")
+
+        def read(item):
+            path = item[1]
+            label = read_label_file(path)
+            h, w = int(label["dimensions"][0]), int(label["dimensions"][1])
+            split = dev[video_id(path)] if split_mode == "dev" else ("train" if label["train"] else "test")
+            return (Path(path).stem, to_array(label), {"bbox": label["bbox"]},
+                    {"label": ACTIONS.index(label["action"]), "label_name": label["action"],
+                     "split": split, "fps": 30.0, "num_frames": label["nframes"], "image_size": [w, h],
+                     "channels": "x,y,conf"})
+
+        attrs = {"dataset": "penn", "source": "human annotation", "channels": "x,y,conf",
+                 "class_names": list(ACTIONS), "fps": 30.0, "split_protocol": split_mode}
+        return Skeletons([(s.path.stem, s.path) for s in samples], "penn13", attrs, read)
+
+    def videos(self, root, options):
+        frames = Path(root) / "frames"
+        if not frames.is_dir():
+            raise SkelpipeError(f"{frames}: no such folder (Penn Action frames/NNNN/ folders; "
+                                "or use --set extract.extractor=simulated)")
+        return [(d.name, d) for d in sorted(frames.iterdir()) if d.is_dir()]

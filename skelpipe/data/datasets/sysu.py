@@ -24,10 +24,12 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
+import h5py
 import numpy as np
 import scipy.io
 
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.data.datasets.base import Dataset, Skeletons, register
 
 NUM_JOINTS = 20
 NUM_SUBJECTS = 40
@@ -109,7 +111,6 @@ def _load_mat(path: Path) -> dict:
     except FileNotFoundError:
         raise SkelpipeError(f"{path}: no such file") from None
     except NotImplementedError:                       # MATLAB v7.3 = HDF5
-        import h5py
 
         try:
             with h5py.File(path, "r") as f:
@@ -261,3 +262,37 @@ def _train_set(setting: int, seed_index: int) -> frozenset[tuple[int, int]]:
         return frozenset((int(s), a) for s in train_subjects for a in range(len(ACTIONS)))
     return frozenset((int(s), a) for a in range(len(ACTIONS))
                      for s in rng.permutation(NUM_SUBJECTS)[:half] + 1)
+
+
+@register
+class SYSU(Dataset):
+    """SYSU 3D HOI: Kinect v1 skeletons (kinect20, x/y/z) and RGB frame folders; benchmarks
+    ``setting1`` / ``setting2``, each over 30 seeded random splits (``split``)."""
+
+    name = "sysu"
+    root_env = "SKELPIPE_SYSU_ROOT"
+    expected = "one folder per video with its skeleton .mat file and RGB video (see README)"
+    benchmarks = ("setting1", "setting2")
+    report_columns = (("setting1", "top1", "Setting1"), ("setting2", "top1", "Setting2"))
+
+    def skeletons(self, root, options, work) -> Skeletons:
+        found = scan(root)
+        for path, reason in found.bad:
+            work.report_bad(str(path), reason)
+
+        def read(item):
+            inst = read_instance(item[1])
+            return (inst["id"], inst["xyz"], {},
+                    {"label": inst["label"], "label_name": ACTIONS[inst["label"]],
+                     "subject": inst["subject"], "fps": 30.0, "num_frames": inst["xyz"].shape[1],
+                     "channels": "x,y,z"})
+
+        attrs = {"dataset": "sysu", "source": "kinect_v1", "channels": "x,y,z",
+                 "class_names": list(ACTIONS), "fps": 30.0}
+        return Skeletons([(p.stem, p) for p in found.paths], "kinect20", attrs, read)
+
+    def videos(self, root, options):
+        return videos(root)
+
+    def split_of(self, sample_id, attrs, benchmark, split):
+        return split_of(sample_id, int(benchmark[-1]), int(split))

@@ -5,9 +5,10 @@
 and ``model.features(x)`` → joint features ``(N*M, C', T', V)``.
 """
 
-from skelpipe.skeleton import layouts
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.learn.models.agcn import AGCN
 from skelpipe.learn.models.stgcn import DEFAULT_CHANNELS, STGCN
+from skelpipe.skeleton import layouts
 
 BACKBONES = ("stgcn", "agcn")
 
@@ -24,7 +25,6 @@ def build_model(backbone="stgcn", layout="coco17", in_channels=3, num_classes=60
     if backbone == "stgcn":
         return STGCN(layout, **kwargs)
     if backbone == "agcn":
-        from skelpipe.learn.models.agcn import AGCN
         return AGCN(layout, **kwargs)
     raise SkelpipeError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
 

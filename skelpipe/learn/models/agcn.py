@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from skelpipe.skeleton.layouts import Layout
 from skelpipe.learn.models.graph import hop_distance
 from skelpipe.learn.models.stgcn import DEFAULT_CHANNELS, SkeletonNet, block_strides
+from skelpipe.skeleton.layouts import Layout
 
 
 def _normalize_digraph(a: np.ndarray) -> np.ndarray:

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelpipe.skeleton.layouts import PARTS, Layout
 from skelpipe.learn.models.graph import spatial_adjacency
+from skelpipe.skeleton.layouts import PARTS, Layout
 
 DEFAULT_CHANNELS = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
 # How part features pool the M person slots: "mean" (METHOD.md, literally: every slot, an empty

@@ -1,0 +1,75 @@
+"""``skelpipe predict``: one video in, the student's top actions out."""
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from skelpipe.core.console import console
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.pipeline.predict import Prediction, predict_video
+
+
+def print_table(result: Prediction):
+    table = Table(title=f"{Path(result.video).name}: top {len(result.top)} actions")
+    table.add_column("#", justify="right")
+    table.add_column("action")
+    table.add_column("probability", justify="right")
+    for i, (name, p) in enumerate(result.top, 1):
+        table.add_row(str(i), name, f"{p:.1%}")
+    out = Console()
+    out.print(table)
+    out.print(f"{result.num_frames} frames, {result.image_size[0]}×{result.image_size[1]}, "
+              f"poses from OpenPifPaf {result.backbone}; model {result.model_dir}")
+
+
+@click.command("predict")
+@click.argument("video", type=click.Path())
+@click.option("--model", "model_dir", default=None, type=click.Path(),
+              help="A trained student: a skelpipe train --out directory, or a student (or evaluate) "
+                   "stage directory of the cache.")
+@click.option("--backbone", default=None,
+              help="OpenPifPaf backbone for extraction [default: the one the student was trained on].")
+@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+              help="OpenPifPaf checkpoint file (instead of the named one in the torch hub cache).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<i>.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(1),
+              help="How many actions to list.")
+@click.option("--out-video", default=None, type=click.Path(dir_okay=False),
+              help="Write the video with the tracked skeletons and the top-1 label drawn (mp4v).")
+@click.option("--batch-size", default=None, type=click.IntRange(1),
+              help="Frames per network batch [16 on CUDA, 4 on CPU].")
+@click.option("--long-edge", default=641, show_default=True,
+              help="Resize frames to this long edge for the estimator.")
+@click.option("--decoder-workers", default=None, type=click.IntRange(0),
+              help="Processes decoding OpenPifPaf's fields [as skelpipe extract]; 0 decodes in this "
+                   "process (starts faster on a short clip).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as JSON on stdout instead of a table.")
+def predict_command(video, model_dir, backbone, checkpoint, device, top, out_video, batch_size,
+                    long_edge, decoder_workers, as_json):
+    """Predict the action in VIDEO (a video file or a folder of frames).
+
+    Extracts 2D poses with the OpenPifPaf backbone the student was trained on, normalises them
+    as its training pack did, and prints the student's top actions with their probabilities.
+
+    \b
+    Example:
+      skelpipe predict clip.mp4 --model cache/student/3f2a9c0d1e2b4a5c
+      skelpipe predict clip.mp4 --model runs/student --backbone shufflenetv2k16 --json
+      skelpipe predict clip.mp4 --model runs/student --out-video clip_labelled.mp4
+    """
+    if not model_dir:
+        raise SkelpipeError("--model: which trained student? Give its directory (skelpipe train --out, "
+                            "or cache/student/<key>: `skelpipe cache ls --stage student` lists them)")
+    result = predict_video(video, model_dir, backbone=backbone, checkpoint=checkpoint, device=device,
+                           top=top, out_video=out_video, batch_size=batch_size, long_edge=long_edge,
+                           decoder_workers=decoder_workers)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        print_table(result)
+    if out_video:
+        console.print(f"[green]wrote[/] {out_video}")

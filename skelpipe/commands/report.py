@@ -1,0 +1,33 @@
+"""``skelpipe report``: the tables and plots of what a pipeline has finished so far."""
+
+from pathlib import Path
+
+import click
+
+from skelpipe.core.console import console
+from skelpipe.pipeline.cache import Cache
+from skelpipe.pipeline.config import load_pipeline
+from skelpipe.pipeline.plan import Plan
+from skelpipe.pipeline.report import write_report
+
+
+@click.command("report")
+@click.argument("pipeline")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="The same overrides as the run-all being reported.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--report-dir", type=click.Path(file_okay=False), default=None,
+              help="Default: reports/<pipeline>.")
+def report_command(pipeline, overrides, cache_dir, report_dir):
+    """Write results.json, results.md and plots from what a pipeline has finished so far.
+
+    \b
+    Example:
+      skelpipe report demo
+      skelpipe report ntu --report-dir reports/ntu-run1
+    """
+    cfg = load_pipeline(pipeline, overrides)
+    plan = Plan(cfg, Cache(cache_dir), None, "cpu").build()
+    out = Path(report_dir or Path("reports") / cfg["name"])
+    write_report(plan, out)
+    console.print(f"report: {out}/results.md")

@@ -1,0 +1,76 @@
+"""Model files: a finished run's ``model.pt`` + ``model.json``, the part matrix E, atomic saves.
+
+Evaluation, the part matrix, prediction and the student's teacher all load a model through
+here, so none of them imports the training loop.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from skelpipe.core import atomic
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.learn.models import build_model
+
+
+def save_model(out_dir, model, meta: dict):
+    """``model.pt`` (state dict) then ``model.json`` (metadata; its presence marks completion)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / "model.pt")
+    atomic.write_text(out_dir / "model.json", json.dumps(meta, indent=2, default=list) + "\n")
+
+
+def load_model(model_dir, device="cpu"):
+    """(model in eval mode on ``device``, metadata) from a directory written by ``train``."""
+    model_dir = Path(model_dir)
+    meta_path, weights = model_dir / "model.json", model_dir / "model.pt"
+    for path in (meta_path, weights):
+        if not path.is_file():
+            raise SkelpipeError(f"{path}: missing (not a finished training run)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise SkelpipeError(f"{meta_path}: not valid JSON ({e})") from None
+    model = build_model(meta["backbone"], meta["layout"], meta["in_channels"], meta["num_classes"],
+                        meta["channels"], meta["temporal_kernel"], meta["num_persons"],
+                        meta.get("dropout", 0.0), meta.get("part_pool", "mean"))
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:  # a truncated file, or weights of another architecture
+        raise SkelpipeError(f"{weights}: cannot load the weights ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), meta
+
+
+def load_part_matrix(path) -> torch.Tensor:
+    """The action-specific part matrix E (num_classes, 5) from a .npy, .pt or .json file, or
+    the ``part_matrix.npy`` of a ``skelpipe partmatrix`` directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "part_matrix.npy"
+    if not path.is_file():
+        raise SkelpipeError(f"{path}: part matrix file not found")
+    try:
+        if path.suffix == ".npy":
+            e = torch.from_numpy(np.load(path))
+        elif path.suffix == ".json":
+            data = json.loads(path.read_text())
+            e = torch.tensor(data["E"] if isinstance(data, dict) else data)
+        else:
+            e = torch.load(path, map_location="cpu", weights_only=True)
+            e = e["E"] if isinstance(e, dict) else e
+    except Exception as err:
+        raise SkelpipeError(f"{path}: cannot read the part matrix ({err})") from None
+    e = torch.as_tensor(e, dtype=torch.float32)
+    if e.dim() != 2 or e.shape[1] != 5:
+        raise SkelpipeError(f"{path}: a part matrix has shape (classes, 5), got {tuple(e.shape)}")
+    return e
+
+
+def save_atomic(obj, path: Path):
+    """``torch.save`` that a kill at any moment leaves either the old file or the new one."""
+    with atomic.replacing(path) as tmp:
+        torch.save(obj, tmp)

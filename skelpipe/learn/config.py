@@ -1,0 +1,123 @@
+"""The settings of a training run, checked when they are made (``TrainConfig``).
+
+A pipeline's ``[teacher]`` / ``[student]`` sections, ``skelpipe train``'s options and the
+benchmarks all build one of these; a wrong type or value is one line naming the setting.
+``settings()`` is the part of a config that defines the result (runtime-only fields left out):
+it keys both the cache and a run directory's resume check.
+"""
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.learn.models import DEFAULT_CHANNELS
+from skelpipe.learn.models.stgcn import PART_POOLS
+from skelpipe.skeleton import noise
+
+STAGES = ("teacher", "student")
+KD_VARIANTS = ("none", "kl", "global-msc", "pmsc")
+
+# Settings that only the distillation term reads: a student without KD ignores them.
+KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", "part_pool")
+
+# Settings that change how fast a run goes, not what it computes; left out of the config key.
+RUNTIME_FIELDS = ("device", "compile", "eval_every", "teacher_features", "deterministic",
+                  "eval_batch_size")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; the paper's values are the defaults (docs/method.md, §Training schedule and defaults)."""
+
+    stage: str = "teacher"                 # teacher | student
+    kd: str = "none"                       # student distillation: none | kl | global-msc | pmsc
+    backbone: str = "stgcn"
+    channels: tuple = DEFAULT_CHANNELS
+    temporal_kernel: int = 9
+    dropout: float = 0.0
+    part_pool: str = "mean"                # part features over the person slots: mean | present
+    part_dropout: float = 0.0              # probability of zeroing one random body part of a training input
+    epochs: int = 60
+    batch_size: int = 64                   # global batch (split over the ranks under DDP)
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: tuple = (30, 40, 50)
+    gamma: float = 0.1
+    alpha: float = 1.0                     # weight of the distillation term
+    alpha_warmup: int = 0                  # > 0: alpha ramps up linearly over this many epochs
+    w: float = 0.5                         # weight of the positives in the MSC losses
+    tau: float = 1.0                       # temperature of the MSC losses
+    kl_temperature: float = 1.0            # temperature of the KL baseline
+    hq_topup: int = 0                      # extra D_pair HQ instances added to every B_H
+    lq_data: str = "all"                   # student's LQ data: all (D_pair ∪ D_sol) | pair (D_pair)
+    op: float = 0.0                        # occlusion probability of the LQ input (student)
+    occlusion_mode: str = "track"          # track | joint | block
+    occlusion_draws: str = "fixed"         # fixed: one draw per instance; fresh: new every epoch
+    occlusion_seed: int = 0                # the training masks' seed (seed leaves them alone)
+    seed: int = 0                          # initialisation and data order
+    amp: bool = True                       # bf16 autocast (CUDA only; CPU runs in fp32)
+    device: str = "auto"
+    compile: bool = False
+    eval_every: int = 0                    # test top-1/top-5 every N epochs (0: never)
+    eval_batch_size: int = 256
+    teacher_features: str = "cached"       # cached | online
+    deterministic: bool = False            # deterministic kernels (slower on CUDA)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):  # types first, so that a bad --set is one line, not a TypeError
+            value = getattr(self, f.name)
+            if f.type is tuple:
+                ok = isinstance(value, (list, tuple)) and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in value)
+                wanted = "a list of integers"
+            else:
+                kinds = {float: (int, float), int: (int,), str: (str,), bool: (bool,)}[f.type]
+                ok = isinstance(value, kinds) and (f.type is bool or not isinstance(value, bool))
+                wanted = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}[f.type]
+            if not ok:
+                raise SkelpipeError(f"training config: {f.name} must be {wanted}, got {value!r}")
+        self.channels = tuple(self.channels)
+        self.milestones = tuple(self.milestones)
+        checks = [
+            (self.stage in STAGES, f"stage must be one of {STAGES}, got {self.stage!r}"),
+            (self.kd in KD_VARIANTS, f"kd must be one of {KD_VARIANTS}, got {self.kd!r}"),
+            (self.stage == "student" or self.kd == "none", "a teacher is trained without --kd"),
+            (self.occlusion_mode in noise.MODES, f"occlusion mode must be one of {noise.MODES}"),
+            (self.occlusion_draws in ("fixed", "fresh"), "occlusion draws must be fixed or fresh"),
+            (self.teacher_features in ("cached", "online"), "teacher features: cached or online"),
+            (0.0 <= self.op <= 1.0, f"op must lie in [0, 1], got {self.op}"),
+            (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch size must be >= 1"),
+            (self.hq_topup >= 0, "hq_topup must be >= 0"),
+            (self.alpha_warmup >= 0, "alpha_warmup must be >= 0"),
+            (self.lq_data in ("all", "pair"), f"lq_data must be all or pair, got {self.lq_data!r}"),
+            (self.part_pool in PART_POOLS, f"part_pool must be one of {PART_POOLS}, got {self.part_pool!r}"),
+            (0.0 <= self.part_dropout <= 1.0, f"part_dropout must lie in [0, 1], got {self.part_dropout}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SkelpipeError(f"training config: {message}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """A config from a dict (a pipeline section); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SkelpipeError(f"training config: unknown setting(s) {', '.join(unknown)}")
+        return cls(**d)
+
+    def key(self, **inputs) -> str:
+        """Short hash of the settings that define the result, plus the keys of the inputs."""
+        blob = json.dumps({"config": settings(self.to_dict()), "inputs": inputs}, sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def settings(config: dict) -> dict:
+    """The settings of a config dict that define the result (JSON-normalised)."""
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in RUNTIME_FIELDS}, default=list))

@@ -1,0 +1,231 @@
+"""The OpenPifPaf network: checkpoints by name (downloaded the normal way, or offline from a local
+file), the model on a device, and ``Runner``, which keeps it busy on batches of frames.
+
+Checkpoints are pickled whole models (OpenPifPaf's format), loaded with ``weights_only=False``:
+only use checkpoint files you trust.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from skelpipe.core.errors import SkelpipeError
+
+#: The paper's backbone names → OpenPifPaf's.
+ALIASES = {"shufflenetv2x1": "shufflenetv2k16", "mobilenetv3small": "mobilenetv3small", "resnet152": "resnet152"}
+OFFLINE_ENV = "SKELPIPE_OFFLINE"  # set to 1: never try to download a checkpoint
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_backbone(name: str) -> str:
+    """Lower-case OpenPifPaf base-network / checkpoint name for ``name`` (aliases resolved)."""
+    key = name.strip().lower()
+    return ALIASES.get(key, key)
+
+
+def _openpifpaf():
+    try:
+        import openpifpaf
+    except ImportError as e:
+        raise SkelpipeError(f"OpenPifPaf is not importable ({e}): run `skelpipe install-openpifpaf`") from e
+    return openpifpaf
+
+
+def checkpoint_file(backbone: str) -> tuple[str, Path]:
+    """(download URL, path in the torch hub cache) of OpenPifPaf's named checkpoint ``backbone``."""
+
+    op = _openpifpaf()
+    url = op.CHECKPOINT_URLS.get(backbone)
+    if url is None:
+        named = sorted(k for k, v in op.CHECKPOINT_URLS.items() if isinstance(v, str) and "-" not in k)
+        raise SkelpipeError(f"--backbone {backbone}: OpenPifPaf has no checkpoint of that name (named: "
+                            f"{', '.join(named)}); for another base network pass --checkpoint PATH")
+    if url is op.PRETRAINED_UNAVAILABLE:
+        raise SkelpipeError(f"--backbone {backbone}: OpenPifPaf 0.13 has no pretrained {backbone} checkpoint; "
+                            f"train one and pass --checkpoint PATH")
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _load_checkpoint(backbone: str, checkpoint: str | None):
+    """The checkpoint dict (or model) and a label for it: a local file, or a named one (cached/downloaded)."""
+
+    if checkpoint:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise SkelpipeError(f"{path}: checkpoint file not found")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False), str(path)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+            raise SkelpipeError(f"{path}: not a loadable OpenPifPaf checkpoint ({type(e).__name__}: {e})") from e
+    url, path = checkpoint_file(backbone)
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=False), f"{backbone} ({path.name})"
+    fix = (f"download {url} to {path} (mkdir -p {path.parent} && curl -L -o {path} {url}), "
+           f"or pass --checkpoint PATH to a local OpenPifPaf checkpoint")
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        raise SkelpipeError(f"checkpoint {path.name} for --backbone {backbone} is not in {path.parent} and "
+                            f"{OFFLINE_ENV} forbids downloading it: {fix}")
+    try:  # OpenPifPaf's own way (network.Factory.from_checkpoint)
+        ckpt = torch.hub.load_state_dict_from_url(url, check_hash=not url.startswith("https"), map_location="cpu",
+                                                  weights_only=False)
+    except Exception as e:  # noqa: BLE001 - offline, proxy, HTTP error, bad hash ...
+        raise SkelpipeError(f"checkpoint {path.name} for --backbone {backbone} is not in {path.parent} and could "
+                            f"not be downloaded ({type(e).__name__}: {e}): {fix}") from e
+    return ckpt, f"{backbone} ({path.name})"
+
+
+@dataclass
+class Network:
+    model: object
+    cif_meta: object
+    caf_meta: object
+    backbone: str
+    checkpoint: str
+
+
+def load_network(backbone: str, checkpoint: str | None = None) -> Network:
+    """OpenPifPaf network for ``backbone`` (or from ``checkpoint``), in eval mode on the CPU."""
+    _openpifpaf()
+    from openpifpaf import headmeta
+    from openpifpaf.network import model_migration, nets
+
+    backbone = resolve_backbone(backbone)
+    ckpt, label = _load_checkpoint(backbone, checkpoint)
+    model = ckpt.get("model") if isinstance(ckpt, dict) else ckpt
+    where = checkpoint or label
+    if not isinstance(model, nets.Shell):
+        raise SkelpipeError(f"{where}: holds no OpenPifPaf network (expected a dict with 'model')")
+    model_migration.model_migration(model)
+    base = getattr(model.base_net, "name", None)
+    if checkpoint and base is not None and base != backbone:
+        raise SkelpipeError(f"{checkpoint}: holds a {base} network, not --backbone {backbone}")
+    cifs = [m for m in model.head_metas if isinstance(m, headmeta.Cif)]
+    cafs = [m for m in model.head_metas if isinstance(m, headmeta.Caf)]
+    if not cifs or not cafs or len(cifs[0].keypoints) != 17:
+        raise SkelpipeError(f"{where}: not a COCO 17-keypoint pose network (heads: "
+                            f"{[m.name for m in model.head_metas]})")
+    model.eval()
+    return Network(model, cifs[0], cafs[0], backbone, label)
+
+
+def random_checkpoint(backbone: str, path, *, biased: bool = False, seed: int = 0) -> Path:
+    """Save a randomly initialised OpenPifPaf COCO-keypoint network (no pretrained weights) at ``path``.
+
+    For tests and benchmarks. Untrained networks detect nobody; ``biased`` fixes the heads'
+    output to a person everywhere (``bias_heads``) so that the decoder has people to decode
+    (decode with ``decoding.BIASED_CONFIG``).
+    """
+
+    op = _openpifpaf()
+    from openpifpaf.network import factory
+    from openpifpaf.plugins.coco import CocoKp
+
+    torch.manual_seed(seed)
+    # the backbones' ImageNet weights would be downloaded; their switch is class-level state
+    saved = {cls: cls.pretrained for cls in factory.BASE_TYPES if hasattr(cls, "pretrained")}
+    try:
+        for cls in saved:
+            cls.pretrained = False
+        model, _ = op.network.Factory(base_name=resolve_backbone(backbone)).factory(head_metas=CocoKp().head_metas)
+    finally:
+        for cls, value in saved.items():
+            cls.pretrained = value
+    if biased:
+        bias_heads(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model, "epoch": 0, "meta": {"random_init": True, "biased": biased}}, path)
+    return path
+
+
+def bias_heads(model, height_cells: float = 6.0, confidence: float = 0.9, scale: float = 1.0):
+    """Make the heads output one fixed field: a standing person (OpenPifPaf's upright COCO pose,
+    ``height_cells`` field cells tall) anchored at every cell, with ``confidence`` everywhere.
+
+    The head convolutions' weights are zeroed and their biases set, so the fields no longer
+    depend on the image: the decoder then finds a grid of people (spaced by its non-maximum
+    suppression) in every frame. For tests and benchmarks of everything after the network.
+    """
+    from openpifpaf import headmeta
+
+    cif = next(h.meta for h in model.head_nets if isinstance(h.meta, headmeta.Cif))
+    pose = np.asarray(cif.pose, np.float32)[:, :2] * np.float32([1, -1])
+    pose = (pose - pose.mean(axis=0)) * (height_cells / (pose[:, 1].max() - pose[:, 1].min()))
+    logit = float(np.log(confidence / (1 - confidence)))
+    raw_scale = float(np.log(np.expm1(scale)))  # softplus⁻¹
+    with torch.no_grad():
+        for head in model.head_nets:
+            meta = head.meta
+            bias = head.conv.bias.view(head.n_fields, head.n_components, head.upsample_stride ** 2)
+            head.conv.weight.zero_()
+            bias.zero_()
+            bias[:, 1] = logit
+            if isinstance(meta, headmeta.Cif):
+                bias[:, 2:4] = torch.from_numpy(pose)[:, :, None]
+                bias[:, 4] = raw_scale
+            elif isinstance(meta, headmeta.Caf):
+                pairs = np.asarray(meta.skeleton) - 1
+                bias[:, 2:4] = torch.from_numpy(pose[pairs[:, 0]])[:, :, None]
+                bias[:, 4:6] = torch.from_numpy(pose[pairs[:, 1]])[:, :, None]
+                bias[:, 6:8] = raw_scale
+    return model
+
+
+class Runner:
+    """Runs the network on uint8 RGB batches; the next batch is launched before the last is read.
+
+    ``launch(batch)`` starts the work (asynchronously on CUDA) and returns a handle;
+    ``fields(handle)`` waits for it and returns (cif, caf) numpy arrays (B, F, C, h, w) in the
+    network's dtype (float16 on CUDA, float32 on CPU).
+    """
+
+    def __init__(self, net: Network, device, half: bool | None = None):
+        self.device = device
+        self.half = device.type == "cuda" if half is None else half
+        self.dtype = torch.float16 if self.half else torch.float32
+        self.model = net.model.to(device)
+        if self.half:
+            self.model.half()
+        self.cif_i, self.caf_i = net.cif_meta.head_index, net.caf_meta.head_index
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=self.dtype).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(IMAGENET_STD, device=device, dtype=self.dtype).view(1, 3, 1, 1) * 255
+        self._pinned: dict = {}
+        self._flip = 0
+
+    def _buffer(self, shape, slot):
+        key = (tuple(shape), slot)
+        if key not in self._pinned:
+            self._pinned[key] = torch.empty(shape, dtype=self.dtype, pin_memory=self.device.type == "cuda")
+        return self._pinned[key]
+
+    def launch(self, batch: np.ndarray):
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)
+            if self.device.type == "cuda":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            x = x.permute(0, 3, 1, 2).to(self.dtype)
+            x = (x - self.mean) / self.std
+            heads = self.model(x.contiguous())
+            cif, caf = heads[self.cif_i], heads[self.caf_i]
+            if self.device.type != "cuda":
+                return cif.numpy(), caf.numpy()
+            self._flip ^= 1
+            out_cif = self._buffer(cif.shape, ("cif", self._flip))
+            out_caf = self._buffer(caf.shape, ("caf", self._flip))
+            out_cif.copy_(cif, non_blocking=True)
+            out_caf.copy_(caf, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            return event, out_cif, out_caf
+
+    @staticmethod
+    def fields(handle):
+        if len(handle) == 2:
+            return handle
+        event, cif, caf = handle
+        event.synchronize()
+        return cif.numpy(), caf.numpy()
