@@ -1,4 +1,4 @@
-"""The distillation losses against plain per-instance loops written from METHOD.md."""
+"""The distillation losses against plain per-instance loops written from docs/method.md."""
 
 import math
 
@@ -10,7 +10,7 @@ from skelpipe.learn.losses import global_msc_loss, kl_distill_loss, pmsc_loss
 
 
 def reference_msc(sim, labels_low, labels_high, pair_index, w):
-    """METHOD.md eq. 9-11 instance by instance; sim(i, j) = phi(i, j) / tau (a 0-dim tensor)."""
+    """docs/method.md eq. 8-11 instance by instance; sim(i, j) = phi(i, j) / tau (a 0-dim tensor)."""
     losses = []
     for i in range(len(labels_low)):
         y = int(labels_low[i])

@@ -1,4 +1,4 @@
-"""D_pair / D_sol: which training instances keep their HQ skeletons (METHOD.md, Data).
+"""D_pair / D_sol: which training instances keep their HQ skeletons (docs/method.md, §D_pair and D_sol).
 
 The HQ fraction (paper: 1.0, 0.8, 0.7) is applied per class: of the n_c instances of class c
 that have an HQ skeleton, ``round(fraction * n_c)`` keep it (D_pair) and the others become

@@ -1,4 +1,4 @@
-"""Distillation losses of METHOD.md: part-level multi-sample contrastive (PMSC), its global
+"""Distillation losses of docs/method.md (§Losses): part-level multi-sample contrastive (PMSC), its global
 variant, and KL distillation — batched over the instances and safe for empty sets.
 
 An LQ batch of B instances is matched against an HQ batch of B_H instances. ``pair_index[i]``
@@ -41,7 +41,7 @@ def _zero_like_inputs(*tensors: torch.Tensor) -> torch.Tensor:
 
 def msc_from_similarity(s: torch.Tensor, labels_low: torch.Tensor, labels_high: torch.Tensor,
                         pair_index: torch.Tensor, w: float = 0.5) -> torch.Tensor:
-    """The multi-sample contrastive loss (eq. 9–11) from log-similarities ``s = phi / tau`` (B, B_H).
+    """The multi-sample contrastive loss (eq. 8–11) from log-similarities ``s = phi / tau`` (B, B_H).
 
     C(i, j) = exp(s[i, j]); P_i = same label, not i's own counterpart; N_i = other labels.
     CP_i / CN_i are means over P_i / N_i (0 when empty). Paired i:
@@ -74,7 +74,7 @@ def _float32_at_least(t: torch.Tensor) -> torch.Tensor:
 
 
 def pmsc_loss(f_low, f_high, labels_low, labels_high, pair_index, part_matrix, w=0.5, tau=1.0):
-    """Part-level multi-sample contrastive loss (METHOD.md, eq. 4–11).
+    """Part-level multi-sample contrastive loss (docs/method.md, §PMSC, eq. 4–11).
 
     ``f_low (B, 5, C)`` student part features of the LQ batch, ``f_high (B_H, 5, C)`` teacher
     part features of the HQ batch, ``part_matrix (num_classes, 5)`` E. With

@@ -1,4 +1,4 @@
-"""The action-specific part matrix E (METHOD.md, eq. 12–13).
+"""The action-specific part matrix E (docs/method.md, §Part matrix, eq. 12–13).
 
 Every HQ training instance of D_pair is classified by the teacher five times, once with each
 body part zeroed (all its joints, frames, persons and channels). ``E[c, p]`` is the fraction of

@@ -2,7 +2,7 @@
 
 A layout is a few lines of data, as in CTR-GCN's ``graph/ntu_rgb_d.py``. Edges and parts are
 0-based. Every layout splits its joints into the five parts of the paper (head, left arm,
-right arm, left leg, right leg); torso and centre joints belong to ``head`` (METHOD.md),
+right arm, left leg, right leg); torso and centre joints belong to ``head`` (docs/method.md, §Body parts),
 shoulders to the arms and hips to the legs.
 """
 

@@ -5,7 +5,7 @@ a counter-based hash (splitmix64) of those integers, computed in int64 on the te
 So a batch of masks is made in a few vectorised operations, with no Python loop over
 instances, and an instance's mask is the same on CPU and GPU, in any batch, at any T.
 
-Modes (METHOD.md; each keeps the expected occluded fraction of joint-frames equal to p):
+Modes (docs/method.md, §Occlusion noise; each keeps the expected occluded fraction of joint-frames equal to p):
 
 - ``track`` (default): each (joint, person) is zeroed over the whole sequence with probability p.
 - ``joint``: each (frame, joint, person) independently with probability p.

@@ -4,7 +4,7 @@ The stack is the reference one: ``data_bn`` over the input, ten spatio-temporal 
 (graph convolution over the spatial-configuration partition with learnable edge importance,
 then a 9x1 temporal convolution), residual connections as in the reference code (none in the
 first block), global average pooling and a linear classifier, initialised as the reference
-code does. ``forward`` also returns the global feature and the five part features METHOD.md
+code does. ``forward`` also returns the global feature and the five part features docs/method.md
 defines. Differences from the reference code, on purpose: ``data_bn`` normalises over M*V*C
 (2s-AGCN's form; the reference pools the M persons), and activations are channels-last.
 """
@@ -17,7 +17,7 @@ from skelpipe.learn.models.graph import spatial_adjacency
 from skelpipe.skeleton.layouts import PARTS, Layout
 
 DEFAULT_CHANNELS = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
-# How part features pool the M person slots: "mean" (METHOD.md, literally: every slot, an empty
+# How part features pool the M person slots: "mean" (docs/method.md, literally: every slot, an empty
 # one included) or "present" (only the slots with a skeleton in the input; an empty slot — a
 # single-person action's second person — contributes nothing).
 PART_POOLS = ("mean", "present")
