@@ -90,7 +90,7 @@ def main(argv=None):
             e.__suppress_context__ = False
             raise
         click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

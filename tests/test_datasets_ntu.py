@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.datasets import ntu
+from skelpipe.data.datasets import ntu, ntu_skeleton
 
 ID_A = "72057594037931101"   # body ids are 17-digit tracking ids, as in the dataset
 ID_B = "72057594037965866"
@@ -58,7 +58,7 @@ def skeleton_file(tmp_path):
 
 def test_round_trip_field_by_field(skeleton_file):
     assert b"\r\n" in skeleton_file.read_bytes()
-    skel = ntu.read_skeleton_file(skeleton_file)
+    skel = ntu_skeleton.read_skeleton_file(skeleton_file)
     assert skel["num_frames"] == 4
     assert list(skel["bodies"]) == [ID_A, ID_B]            # order of first appearance
     expected = {ID_A: [(0, FRAMES[0][0]), (1, FRAMES[1][0])],
@@ -73,7 +73,7 @@ def test_round_trip_field_by_field(skeleton_file):
         np.testing.assert_allclose(b["orientation"], joints[..., 7:11], rtol=0, atol=1e-9)
         assert b["tracking"].dtype.kind == "i"
         np.testing.assert_array_equal(b["tracking"], joints[..., 11].astype(int))
-        for k, field in enumerate(ntu.BODY_FIELDS):
+        for k, field in enumerate(ntu_skeleton.BODY_FIELDS):
             written = [info[k] for _, (_, info, _) in occurrences]
             np.testing.assert_array_equal(b["info"][field], written)
         assert b["info"]["trackingState"].dtype.kind == "i"
@@ -83,9 +83,9 @@ def test_round_trip_field_by_field(skeleton_file):
 def test_file_with_no_bodies_at_all(tmp_path):
     path = tmp_path / "S001C001P001R001A001.skeleton"
     path.write_bytes(skeleton_text([[], []]))
-    skel = ntu.read_skeleton_file(path)
+    skel = ntu_skeleton.read_skeleton_file(path)
     assert skel == {"num_frames": 2, "bodies": {}}
-    arr, ids = ntu.to_array(skel)
+    arr, ids = ntu_skeleton.to_array(skel)
     assert arr.shape == (2, 2, 25, 3) and not arr.any() and ids == []
 
 
@@ -128,7 +128,7 @@ def test_broken_files_rejected_naming_the_file(tmp_path, case):
     path = tmp_path / "S001C001P001R001A001.skeleton"
     path.write_bytes(make(_lines()))
     with pytest.raises(SkelpipeError) as err:
-        ntu.read_skeleton_file(path)
+        ntu_skeleton.read_skeleton_file(path)
     message = str(err.value)
     assert str(path) in message and expected in message, message
     assert "\n" not in message
@@ -136,7 +136,7 @@ def test_broken_files_rejected_naming_the_file(tmp_path, case):
 
 def test_missing_file_is_a_skelpipe_error(tmp_path):
     with pytest.raises(SkelpipeError, match="cannot read"):
-        ntu.read_skeleton_file(tmp_path / "nope.skeleton")
+        ntu_skeleton.read_skeleton_file(tmp_path / "nope.skeleton")
 
 
 # ----------------------------------------------------------------------------- names, splits
@@ -237,22 +237,22 @@ def _two_body_skel(tmp_path, still_first=True):
     frames = [[first[0]], [first[1], second[0]], [first[2], second[1]], [second[2]], []]
     path = tmp_path / "S001C001P001R001A050.skeleton"
     path.write_bytes(skeleton_text(frames))
-    return ntu.read_skeleton_file(path), still, moving
+    return ntu_skeleton.read_skeleton_file(path), still, moving
 
 
 def test_motion_energy_by_hand():
     xyz = np.zeros((2, 25, 3))
     xyz[1, :, 0] = 2.0                       # x: half the values 0, half 2 → variance 1
-    assert ntu.motion_energy(xyz) == pytest.approx(1.0)
+    assert ntu_skeleton.motion_energy(xyz) == pytest.approx(1.0)
     xyz[:, :, 2] = np.arange(25)             # z: 0..24 over joints → variance (25²-1)/12 = 52
-    assert ntu.motion_energy(xyz) == pytest.approx(1.0 + 52.0)
+    assert ntu_skeleton.motion_energy(xyz) == pytest.approx(1.0 + 52.0)
 
 
 def test_body_selection_by_motion_energy(tmp_path):
     skel, still, moving = _two_body_skel(tmp_path)
     assert list(skel["bodies"]) == [ID_A, ID_B]              # the still body appears first
-    assert ntu.rank_bodies(skel) == [ID_B, ID_A]             # but the moving one moves more
-    arr, ids = ntu.to_array(skel)
+    assert ntu_skeleton.rank_bodies(skel) == [ID_B, ID_A]             # but the moving one moves more
+    arr, ids = ntu_skeleton.to_array(skel)
     assert arr.dtype == np.float32 and arr.shape == (2, 5, 25, 3) and ids == [ID_B, ID_A]
     # each body at its own frame indices: B in frames 1, 2, 3 and A in frames 0, 1, 2
     for t, (_, _, j) in zip([1, 2, 3], moving):
@@ -260,17 +260,17 @@ def test_body_selection_by_motion_energy(tmp_path):
     for t, (_, _, j) in zip([0, 1, 2], still):
         np.testing.assert_allclose(arr[1, t], j[:, 0:3], atol=1e-6)
     assert not arr[0, [0, 4]].any() and not arr[1, [3, 4]].any()
-    color, color_ids = ntu.to_color_array(skel)
+    color, color_ids = ntu_skeleton.to_color_array(skel)
     assert color.shape == (2, 5, 25, 2) and color_ids == ids
     np.testing.assert_allclose(color[0, 1], moving[0][2][:, 5:7], atol=1e-3)
 
 
 def test_one_body_kept_and_frames_padded_or_cut(tmp_path):
     skel, _, moving = _two_body_skel(tmp_path, still_first=False)
-    arr, ids = ntu.to_array(skel, max_bodies=1, num_frames=8)
+    arr, ids = ntu_skeleton.to_array(skel, max_bodies=1, num_frames=8)
     assert arr.shape == (1, 8, 25, 3) and ids == [ID_B]
     assert not arr[0, 3:].any()                              # B in frames 0..2 this time
-    cut, _ = ntu.to_array(skel, max_bodies=3, num_frames=2)
+    cut, _ = ntu_skeleton.to_array(skel, max_bodies=3, num_frames=2)
     assert cut.shape == (3, 2, 25, 3) and not cut[2].any()
     np.testing.assert_allclose(cut[0, 1], moving[1][2][:, 0:3], atol=1e-6)
 

@@ -19,6 +19,7 @@ import pytest
 
 pytest.importorskip("openpifpaf", reason="OpenPifPaf is not installed (skelpipe install-openpifpaf)")
 
+from skelpipe.commands.extract import extract_file  # noqa: E402
 from skelpipe.core.errors import SkelpipeError  # noqa: E402
 from skelpipe.pose import decoding, extract, network  # noqa: E402
 from skelpipe.skeleton.store import open_store  # noqa: E402
@@ -132,7 +133,7 @@ def _resized(w, h, long_edge):
 def test_decoder_crash_costs_one_frame(biased_ckpt, tmp_path):
     """A worker killed by SIGSEGV while decoding frame 2: that frame has nobody, the rest is intact."""
     v = write_video(tmp_path / "v.avi", n=5)
-    manifest = extract.extract_file([v], tmp_path / "p.h5", backbone="mobilenetv3small", checkpoint=str(biased_ckpt),
+    manifest = extract_file([v], tmp_path / "p.h5", backbone="mobilenetv3small", checkpoint=str(biased_ckpt),
                                     device="cpu", long_edge=65, decoder_workers=1,
                                     decoder_config={**BIASED, decoding.CRASH_TAG: "v:2"})
     (item,) = manifest["bad_items"]
@@ -201,13 +202,13 @@ def test_sharding_covers_every_video_once(biased_ckpt, tmp_path):
     videos = [write_video(tmp_path / f"s{i}.avi", n=2) for i in range(3)]
     kw = dict(backbone="mobilenetv3small", checkpoint=str(biased_ckpt), device="cpu", long_edge=65,
               decoder_workers=0, decoder_config=BIASED)
-    first = extract.extract_file(videos, tmp_path / "p.h5", shard=(1, 2), **kw)
+    first = extract_file(videos, tmp_path / "p.h5", shard=(1, 2), **kw)
     assert first.get("waiting_for_shards") and not (tmp_path / "p.h5").exists()
-    last = extract.extract_file(videos, tmp_path / "p.h5", shard=(0, 2), **kw)
+    last = extract_file(videos, tmp_path / "p.h5", shard=(0, 2), **kw)
     assert last["units"] == 3
     with open_store(tmp_path / "p.h5") as s:
         assert sorted(s.ids()) == ["s0", "s1", "s2"]
-    again = extract.extract_file(videos, tmp_path / "p.h5", **kw)  # same videos and settings: nothing to do
+    again = extract_file(videos, tmp_path / "p.h5", **kw)  # same videos and settings: nothing to do
     assert again["key"] == last["key"]
 
 
@@ -244,7 +245,7 @@ def test_resume_after_sigkill(biased_ckpt, tmp_path):
 
 def test_real_clips(shared_data, biased_ckpt, tmp_path):
     clips = [shared_data / "videos" / "ta_chi.mp4", shared_data / "videos" / "S001C001P001R001A001_rgb.avi"]
-    extract.extract_file(clips, tmp_path / "real.h5", backbone="mobilenetv3small", checkpoint=str(biased_ckpt),
+    extract_file(clips, tmp_path / "real.h5", backbone="mobilenetv3small", checkpoint=str(biased_ckpt),
                          device="cpu", long_edge=65, batch_size=16, decoder_workers=0, decoder_config=BIASED)
     with open_store(tmp_path / "real.h5") as s:
         tai, ntu = s.read("ta_chi"), s.read("S001C001P001R001A001")

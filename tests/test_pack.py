@@ -7,15 +7,8 @@ import pytest
 from skelpipe.commands.pack import run_pack
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
-from skelpipe.data.pack import (
-    PackConfig,
-    degrade,
-    frame_indices,
-    load_split,
-    normalise_2d,
-    normalise_3d,
-    pack,
-)
+from skelpipe.data.pack import PackConfig, frame_indices, normalise_2d, normalise_3d, pack
+from skelpipe.data.split import degrade, load_split
 from skelpipe.pipeline.cache import Cache
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.noise import instance_seeds, occlusion_mask, sample_keys

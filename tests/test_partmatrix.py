@@ -112,8 +112,8 @@ def test_plot_writes_png(tmp_path):
 
 @pytest.fixture
 def teacher_and_pack(tmp_path, monkeypatch):
-    """A saved tiny teacher (train.save_model) and a stand-in for pack.load_split."""
-    from skelpipe.data import pack
+    """A saved tiny teacher (train.save_model) and a stand-in for load_split."""
+    from skelpipe.data.split import Split
     from skelpipe.learn import checkpoint, partmatrix
     from skelpipe.learn.models import build_model
 
@@ -128,7 +128,7 @@ def teacher_and_pack(tmp_path, monkeypatch):
     checkpoint.save_model(teacher_dir, model, meta)
     n = 8
     rng = np.random.default_rng(0)
-    split = pack.Split(lq=np.zeros((n, 3, 8, 17, 2), np.float32),
+    split = Split(lq=np.zeros((n, 3, 8, 17, 2), np.float32),
                        hq=rng.standard_normal((n, 3, 8, 13, 2)).astype(np.float32),
                        has_hq=np.array([1, 1, 0, 1, 1, 1, 0, 1], bool),
                        label=np.array([0, 1, 2, 0, 1, 0, 2, 1]), ids=[str(i) for i in range(n)],

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from skelpipe.cli import cli
-from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.errors import ConfigError, SkelpipeError
 from skelpipe.pipeline.cache import Cache
 from skelpipe.pipeline.config import load_pipeline, parse_override
 from skelpipe.pipeline.plan import Plan
@@ -249,18 +249,61 @@ def test_bad_device_cache_root_and_empty_report_are_one_line_errors(tmp_path, mo
 
 
 @pytest.mark.parametrize("override,message", [
+    # the issue's cases: an unknown section, an unknown key, a wrong type, values out of range
+    ("techer.epochs=3", "unknown section [techer] (did you mean 'teacher'?)"),
+    ("teacher.epoch=3", "[teacher] unknown setting epoch = 3 (did you mean 'epochs'?)"),
+    ("teacher.epochs=abc", "[teacher] epochs must be an integer, got 'abc'"),
+    ("experiments.op=[1.5]", "experiments.op: 1.5 is outside [0.0, 1.0]"),
+    ("experiments.kd=['pmcs']", "experiments.kd: 'pmcs' is not one of none, kl, global-msc, pmsc (did you mean 'pmsc'?)"),
+    ("teacher.epochs=0", "[teacher] epochs must be >= 1, got 0"),
+    # more of the same kind
     ("student.epochs='ten'", "epochs must be an integer"),
     ("teacher.channels=['a']", "channels must be a list of integers"),
     ("student.alpha='high'", "alpha must be a number"),
-    ("student.kd_typo=1", "unknown setting(s) kd_typo"),
     ("student.occlusion_mode='random'", "occlusion mode must be one of"),
+    ("data.subject=3", "data.subject = 3: unknown setting (did you mean 'subjects'?)"),
+    ("pack.frames='64'", "[pack] frames must be an integer, got '64'"),
+    ("align.missing='keep'", "align.missing: 'keep' is not one of solitary, drop"),
+    ("experiments.seeds=[1, 1]", "the seeds must be distinct"),
+    ("experiments.benchmarks=['xsubb']", "(did you mean 'xsub'?)"),
+    ("experiments.settings=['other']", "experiments.settings: 'other' is not one of heterogeneous"),
+    ("partmatrix.measure='errors'", "(did you mean 'error'?)"),
 ])
 def test_bad_settings_fail_the_dry_run_in_one_line(override, message, tmp_path):
     result = CliRunner().invoke(cli, ["run-all", "demo", "--dry-run", "--cache-dir", str(tmp_path),
                                       "--set", override])
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SkelpipeError) and message in str(result.exception)
-    assert "demo.toml [" in str(result.exception)
+    assert isinstance(result.exception, ConfigError), result.output
+    assert message in str(result.exception) and "demo.toml" in str(result.exception)
+    assert "\n" not in str(result.exception)
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing was written
+
+
+def test_a_config_error_is_one_line_and_exit_status_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "skelpipe", "run-all", "demo", "--cache-dir", str(tmp_path),
+                           "--set", "techer.epochs=3"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: ") and "did you mean 'teacher'" in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_stage_keys_come_from_the_checked_settings(tmp_path):
+    """Keys from complete settings: runtime-only fields and defaults written out change nothing;
+    skelpipe pack and run-all key the same pack the same way."""
+    cache = Cache(tmp_path)
+    keys = lambda *o: {s.stage: s.key for s in Plan(load_pipeline("demo", o), cache, None, "cpu").build().ordered()}  # noqa: E731
+    base = keys()
+    assert keys("teacher.eval_every=5", "student.device='cpu'", "teacher.compile=true") == base
+    assert keys("teacher.momentum=0.9", "pack.max_people=2", "align.max_people=2") == base  # the defaults
+    assert keys("teacher.momentum=0.8")["teacher"] != base["teacher"]
+    plan = Plan(load_pipeline("demo"), cache, None, "cpu").build()
+    pack_step = next(s for s in plan.ordered() if s.stage == "pack")
+    aligned = tmp_path / "aligned"
+    from skelpipe.commands.pack import pack_stage
+    from skelpipe.data.pack import PackConfig
+    (aligned).mkdir()
+    (aligned / "manifest.json").write_text(json.dumps({"key": pack_step.deps["align"].key}))
+    cli_stage = pack_stage(cache, aligned, PackConfig(**{k: v for k, v in pack_step.config.items()}))
+    assert cli_stage.key == pack_step.key
 
 
 def test_a_data_root_of_bad_files_fails_and_commits_nothing(tmp_path):

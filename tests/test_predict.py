@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from skelpipe.commands.pack import run_pack
 from skelpipe.commands.predict import predict_command
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.pack import PackConfig, load_split
+from skelpipe.data.pack import PackConfig
+from skelpipe.data.split import load_split
 from skelpipe.learn.checkpoint import save_model
 from skelpipe.learn.config import TrainConfig
 from skelpipe.learn.models import build_model

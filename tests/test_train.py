@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.pack import Split
+from skelpipe.data.split import Split
 from skelpipe.learn.checkpoint import load_model, save_model
 from skelpipe.learn.config import TrainConfig
 from skelpipe.learn.evaluate import predict

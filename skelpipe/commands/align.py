@@ -8,13 +8,13 @@ import click
 from skelpipe.core.console import console
 from skelpipe.core.fingerprint import input_key
 from skelpipe.data.align import MISSING, align_stores
-from skelpipe.pipeline.cache import VERSIONS, Cache
+from skelpipe.pipeline.cache import VERSIONS, Cache, stage_settings
 
 
 def run_align(cache, hq_path, lq_path, missing="solitary", outlier=0.5, max_people=2) -> Path:
     """Align through the cache (reused when done); returns the stage directory."""
     config = {"missing": missing, "outlier": outlier, "max_people": max_people}
-    st = cache.stage("align", VERSIONS["align"], config=config,
+    st = cache.stage("align", VERSIONS["align"], config=stage_settings("align", config),
                      inputs={"hq": input_key(hq_path), "lq": input_key(lq_path)})
     return st.ensure(lambda work: align_stores(hq_path, lq_path, work, **config))
 

@@ -17,17 +17,18 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from skelpipe.commands.extract import extract_file
 from skelpipe.commands.train import _int_list
 from skelpipe.core.console import console
 from skelpipe.core.device import resolve
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.pack import Split
+from skelpipe.data.split import Split
 from skelpipe.learn.checkpoint import save_model
 from skelpipe.learn.config import KD_VARIANTS, TrainConfig
 from skelpipe.learn.models import DEFAULT_CHANNELS, build_model
 from skelpipe.learn.train import train_split
 from skelpipe.pose.decoding import BIASED_CONFIG
-from skelpipe.pose.extract import extract_file, sample_id_for
+from skelpipe.pose.extract import sample_id_for
 from skelpipe.pose.network import (
     Network,
     Runner,

@@ -1,12 +1,107 @@
-"""``skelpipe extract``: 2D poses from videos with OpenPifPaf into one pose store."""
+"""``skelpipe extract``: 2D poses from videos with OpenPifPaf into one pose store, resumable in
+``<out>.partial/`` (a private stage cache), sharded over processes under torchrun."""
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import click
+from rich.table import Table
 
+from skelpipe.core import atomic
+from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.pose.extract import extract_file, parse_shard
+from skelpipe.pipeline.cache import VERSIONS, Cache, Lock
+from skelpipe.pose.extract import (
+    RunStats,
+    extract_to_work,
+    merge_work,
+    parse_shard,
+    sample_id_for,
+    shard_from_env,
+)
+from skelpipe.pose.network import load_network, resolve_backbone
+
+
+def _checkpoint_key(checkpoint: str | None) -> str:
+    if not checkpoint:
+        return ""
+    p = Path(checkpoint)
+    st = p.stat() if p.is_file() else None
+    return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}" if st else str(p)
+
+
+def extract_file(video_paths, out, *, backbone: str, checkpoint: str | None = None, device: str = "auto",
+                 batch_size: int | None = None, long_edge: int | None = 641, max_people: int = 2,
+                 decoder_workers: int | None = None, decoder_config: dict | None = None,
+                 shard: tuple[int, int] | None = None, fps: float = 30.0) -> dict:
+    """``skelpipe extract`` as a function: videos → ``out`` (one store), resumable in ``<out>.partial/``.
+
+    Returns the run's manifest (``bad_items`` included). Under sharding, a shard that is not the
+    last to finish returns ``{"waiting_for_shards": True, ...}`` and leaves the merge to the last.
+    """
+
+    out = Path(out)
+    videos = [(sample_id_for(p), Path(p)) for p in video_paths]
+    if not videos:
+        raise SkelpipeError("no videos given (--videos)")
+    config = {"videos": [[s, str(p.resolve())] for s, p in videos], "backbone": resolve_backbone(backbone),
+              "checkpoint": _checkpoint_key(checkpoint), "long_edge": long_edge, "max_people": max_people,
+              "decoder": decoder_config or {}}
+    root = out.with_name(out.name + ".partial")
+    stage = Cache(root).stage("extract", VERSIONS["extract"], config)
+    manifest_path = out.with_name(out.name + ".manifest.json")
+    if out.exists() and manifest_path.exists() and json.loads(manifest_path.read_text()).get("key") == stage.key:
+        console.print(f"{out}: up to date (same videos and settings); nothing to do")
+        return json.loads(manifest_path.read_text())
+    shard = shard or shard_from_env()
+    net = load_network(backbone, checkpoint)  # a bad backbone / checkpoint fails before anything is written
+    stats = RunStats()
+    if not stage.done:  # (done: an earlier run committed but stopped before moving the file)
+        with stage.run(shard=shard, on_commit=lambda d: merge_work(d, "poses.h5")) as work:
+            stats = extract_to_work(videos, work, backbone=backbone, checkpoint=checkpoint, device=device,
+                                    batch_size=batch_size, long_edge=long_edge, max_people=max_people,
+                                    decoder_workers=decoder_workers, decoder_config=decoder_config,
+                                    shard=shard, out_name=None, fps=fps, network=net)
+    summary(stats, stage)
+    with Lock(root.with_name(root.name + ".finish.lock"), f"finishing {out}"):
+        if stage.done and (stage.path / "poses.h5").exists():
+            manifest = stage.manifest()
+            os.replace(stage.path / "poses.h5", out)
+            atomic.write_json(manifest_path, manifest)
+            shutil.rmtree(root, ignore_errors=True)
+            console.print(f"wrote {out} ({manifest.get('units', 0)} videos; manifest {manifest_path})")
+            return manifest
+    if manifest_path.exists() and json.loads(manifest_path.read_text()).get("key") == stage.key:
+        return json.loads(manifest_path.read_text())
+    console.print(f"shard {shard[0]}/{shard[1]} done; the last shard to finish writes {out}")
+    return {"waiting_for_shards": True, "key": stage.key}
+
+
+def summary(stats: RunStats, stage=None):
+    """End-of-run tables: videos done / already done / bad, frames, speed; then each bad item."""
+
+    table = Table(title="extraction")
+    for col in ("videos extracted", "already done", "bad videos", "frames", "frames/s"):
+        table.add_column(col, justify="right")
+    table.add_row(str(stats.videos_done), str(stats.videos_skipped), str(len(stats.bad)), str(stats.frames),
+                  f"{stats.fps:,.1f}")
+    console.print(table)
+    if stage is not None and stage.done:
+        bad = [(b["item"], b["reason"]) for b in stage.manifest().get("bad_items", [])]
+    elif stage is not None:
+        bad = [(b["item"], b["reason"]) for b in
+               (json.loads(p.read_text()) for p in sorted((stage.partial / ".bad").glob("*.json")))]
+    else:
+        bad = stats.bad
+    if bad:
+        t = Table(title="reported and skipped (also in the manifest)")
+        t.add_column("item")
+        t.add_column("reason")
+        for item, reason in sorted(bad):
+            t.add_row(item, reason)
+        console.print(t)
 
 
 @click.command("extract")

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import click
+from rich.table import Table
 
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
@@ -237,8 +238,6 @@ def doctor_command():
     Example:
       skelpipe doctor
     """
-    from rich.table import Table
-
     rows, fixes = doctor_checks()
     table = Table(title="skelpipe doctor")
     table.add_column("check")

@@ -9,12 +9,12 @@ import click
 from skelpipe.core.console import console
 from skelpipe.core.fingerprint import input_key
 from skelpipe.data.pack import BENCHMARKS, SPLITS, PackConfig, pack
-from skelpipe.pipeline.cache import VERSIONS, Cache
+from skelpipe.pipeline.cache import VERSIONS, Cache, stage_settings
 
 
 def pack_stage(cache, aligned_dir, cfg: PackConfig):
     """The cache stage that packs ``aligned_dir`` with ``cfg``."""
-    return cache.stage("pack", VERSIONS["pack"], config=dataclasses.asdict(cfg),
+    return cache.stage("pack", VERSIONS["pack"], config=stage_settings("pack", dataclasses.asdict(cfg)),
                        inputs={"align": input_key(aligned_dir)})
 
 

@@ -1,4 +1,6 @@
-"""The one exception type users see: a one-line message naming the file and the problem."""
+"""The exceptions users see: a one-line message naming the file and the problem."""
+
+import difflib
 
 
 class SkelpipeError(Exception):
@@ -7,3 +9,18 @@ class SkelpipeError(Exception):
     The message names the file (or setting) and what is wrong with it; the CLI prints it
     without a traceback unless ``--debug`` is given.
     """
+
+    exit_code = 1
+
+
+class ConfigError(SkelpipeError):
+    """A setting that cannot be used (unknown, of the wrong type, out of range): exit status 2,
+    like any other usage error, before anything runs."""
+
+    exit_code = 2
+
+
+def did_you_mean(name, known) -> str:
+    """`` (did you mean 'teacher'?)`` when ``name`` is close to one of ``known``, else ``""``."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -11,8 +11,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from skelpipe.core.errors import SkelpipeError
-from skelpipe.learn.models import DEFAULT_CHANNELS
+from skelpipe.core.errors import SkelpipeError, did_you_mean
+from skelpipe.learn.models import BACKBONES, DEFAULT_CHANNELS
 from skelpipe.learn.models.stgcn import PART_POOLS
 from skelpipe.skeleton import noise
 
@@ -83,13 +83,18 @@ class TrainConfig:
         self.milestones = tuple(self.milestones)
         checks = [
             (self.stage in STAGES, f"stage must be one of {STAGES}, got {self.stage!r}"),
-            (self.kd in KD_VARIANTS, f"kd must be one of {KD_VARIANTS}, got {self.kd!r}"),
+            (self.kd in KD_VARIANTS, f"kd must be one of {KD_VARIANTS}, got {self.kd!r}{did_you_mean(self.kd, KD_VARIANTS)}"),
             (self.stage == "student" or self.kd == "none", "a teacher is trained without --kd"),
             (self.occlusion_mode in noise.MODES, f"occlusion mode must be one of {noise.MODES}"),
             (self.occlusion_draws in ("fixed", "fresh"), "occlusion draws must be fixed or fresh"),
             (self.teacher_features in ("cached", "online"), "teacher features: cached or online"),
             (0.0 <= self.op <= 1.0, f"op must lie in [0, 1], got {self.op}"),
-            (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch size must be >= 1"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.tau > 0, f"tau must be > 0, got {self.tau}"),
+            (self.alpha >= 0 and self.w >= 0, f"alpha and w must be >= 0, got {self.alpha} and {self.w}"),
+            (self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}"),
             (self.hq_topup >= 0, "hq_topup must be >= 0"),
             (self.alpha_warmup >= 0, "alpha_warmup must be >= 0"),
             (self.lq_data in ("all", "pair"), f"lq_data must be all or pair, got {self.lq_data!r}"),
@@ -109,7 +114,8 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise SkelpipeError(f"training config: unknown setting(s) {', '.join(unknown)}")
+            raise SkelpipeError(f"training config: unknown setting {unknown[0]} = {d[unknown[0]]!r}"
+                                f"{did_you_mean(unknown[0], known)}")
         return cls(**d)
 
     def key(self, **inputs) -> str:
@@ -119,5 +125,7 @@ class TrainConfig:
 
 
 def settings(config: dict) -> dict:
-    """The settings of a config dict that define the result (JSON-normalised)."""
-    return json.loads(json.dumps({k: v for k, v in config.items() if k not in RUNTIME_FIELDS}, default=list))
+    """The settings of a config dict that define the result (JSON-normalised): runtime-only
+    fields left out, and the distillation settings of a run without distillation."""
+    drop = RUNTIME_FIELDS + (KD_FIELDS if config.get("kd", "none") == "none" else ())
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in drop}, default=list))

@@ -4,7 +4,7 @@ Teachers are evaluated on the HQ test data, students on the LQ test data occlude
 same probability (OP) as in training, one fixed draw per instance
 (``noise.test_seeds(test_seed, ids, split)``: a hash of the pack's ``test_seed``, the split
 and each sample's id, in a stream of its own that no training mask can repeat; exactly what
-``pack.degrade`` gives), so every student sees the same test set.
+``split.degrade`` gives), so every student sees the same test set.
 """
 
 import csv
@@ -19,7 +19,7 @@ from skelpipe.core import atomic
 from skelpipe.core.console import progress
 from skelpipe.core.device import resolve
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.pack import load_split
+from skelpipe.data.split import load_split
 from skelpipe.learn.checkpoint import load_model
 from skelpipe.skeleton import noise
 
@@ -95,7 +95,7 @@ def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, 
 
     ``which``: "hq" or "lq" (default: HQ for a teacher, LQ for a student). ``op`` and ``mode``
     default to the model's training settings (OP only on LQ data), ``seed`` to the pack's
-    ``test_seed`` (the fixed test draw ``pack.degrade`` also makes). Writes
+    ``test_seed`` (the fixed test draw ``split.degrade`` also makes). Writes
     ``metrics.json``, ``predictions.csv`` and ``confusion.png`` into ``out_dir`` when given;
     returns ``dict(top1, top5, per_class, n, ...)``.
     """

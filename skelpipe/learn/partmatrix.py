@@ -28,7 +28,7 @@ from skelpipe.core import atomic
 from skelpipe.core.console import console, progress
 from skelpipe.core.device import resolve
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.pack import load_split
+from skelpipe.data.split import load_split
 from skelpipe.learn.checkpoint import load_model
 from skelpipe.skeleton.layouts import PARTS, Layout
 

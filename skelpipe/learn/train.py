@@ -41,7 +41,7 @@ from skelpipe.core.console import console, progress
 from skelpipe.core.device import fits, holding
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.fingerprint import input_key
-from skelpipe.data.pack import Split, load_split
+from skelpipe.data.split import Split, load_split
 from skelpipe.learn import distributed, partmatrix
 from skelpipe.learn.batches import epoch_order, epoch_plan
 from skelpipe.learn.checkpoint import load_part_matrix, save_atomic, save_model

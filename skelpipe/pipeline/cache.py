@@ -19,9 +19,11 @@ the holder).
 """
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -37,6 +39,10 @@ import skelpipe
 from skelpipe.core.atomic import write_json
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
+from skelpipe.data.align import align_stores
+from skelpipe.data.pack import PackConfig
+from skelpipe.learn.config import TrainConfig, settings
+from skelpipe.learn.partmatrix import compute_part_matrix
 
 MANIFEST = "manifest.json"
 
@@ -44,6 +50,28 @@ MANIFEST = "manifest.json"
 # downstream.
 VERSIONS = {"skeletons": 1, "extract": 1, "simulate": 1, "align": 1, "pack": 1, "teacher": 1,
             "partmatrix": 2, "student": 2, "evaluate": 2}  # 2: masks keyed by sample id; E measures
+
+
+def stage_settings(stage: str, config: dict) -> dict:
+    """The settings that define a stage's output, completed with their defaults and checked: the
+    config of its cache key. Runtime-only training fields (device, eval_every, …) are left out,
+    and so are the distillation settings of a student without distillation, so that the same
+    settings key the same entry from run-all, ``skelpipe pack`` / ``align`` or a ``--set``."""
+    if stage in ("teacher", "student"):
+        return settings(TrainConfig.from_dict({**config, "stage": stage}).to_dict())
+    if stage == "pack":
+        return dataclasses.asdict(PackConfig.from_dict(config))
+    if stage == "align":
+        return {**_defaults(align_stores), **config}
+    if stage == "partmatrix":
+        return {**_defaults(compute_part_matrix, skip=("device",)), **config}
+    return config
+
+
+def _defaults(function, skip=()) -> dict:
+    """A function's keyword defaults (its settings), as the stage's defaults."""
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty and name not in skip}
 
 
 def default_root() -> Path:

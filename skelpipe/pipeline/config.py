@@ -9,8 +9,12 @@ from pathlib import Path
 
 import click
 
-from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.errors import ConfigError, SkelpipeError, did_you_mean
 from skelpipe.data import datasets
+from skelpipe.data.align import MISSING
+from skelpipe.data.pack import BENCHMARKS, PackConfig
+from skelpipe.learn.config import KD_VARIANTS, TrainConfig
+from skelpipe.learn.partmatrix import MEASURES
 
 # The working directory's pipelines/ (a user's own files) first, then those shipped in the package.
 PIPELINE_DIRS = (Path.cwd() / "pipelines", Path(__file__).resolve().parents[1] / "pipelines")
@@ -82,10 +86,124 @@ def load_pipeline(name: str, overrides=()) -> dict:
         for n in nodes:
             n[keys[-1]] = value
     cfg["_path"] = str(path)
-    for section in ("sources", "settings", "experiments", "teacher", "student"):
-        if section not in cfg:
-            raise SkelpipeError(f"{path}: missing [{section}]")
+    check(cfg, path)
     return cfg
+
+
+# --------------------------------------------------------------------------- checks
+# Every section is checked when the pipeline is loaded (so --dry-run catches everything): an
+# unknown section or key, a value of the wrong type or out of range is one ConfigError line
+# naming the file, the key, the value and what is allowed.
+
+def _kinds(kind) -> tuple:
+    return {int: (int,), float: (int, float), str: (str,), bool: (bool,), dict: (dict,)}[kind]
+
+
+def _value(where: str, key: str, value, kind, choices=None, low=None, high=None):
+    """One value: its type (``kind``, or ``[kind]`` for a non-empty list), its choices, its range."""
+    items = value if isinstance(kind, list) else [value]
+    base = kind[0] if isinstance(kind, list) else kind
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table"}
+    wanted = " or ".join(names[k] for k in base) if isinstance(base, tuple) else names[base]
+    if isinstance(kind, list) and not (isinstance(value, list) and value):
+        raise ConfigError(f"{where}{key} = {value!r}: expected a non-empty list of {wanted.split(' ', 1)[1]}s")
+    for v in items:
+        types = base if isinstance(base, tuple) else _kinds(base)
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            raise ConfigError(f"{where}{key} = {value!r}: expected {'a list of ' if isinstance(kind, list) else ''}"
+                              f"{wanted if not isinstance(kind, list) else wanted.split(' ', 1)[1] + 's'}")
+        if choices is not None and v not in choices:
+            raise ConfigError(f"{where}{key}: {v!r} is not one of {', '.join(map(str, choices))}"
+                              f"{did_you_mean(v, choices)}")
+        if (low is not None and v < low) or (high is not None and v > high):
+            span = f"[{low}, {high}]" if high is not None else f">= {low}"
+            raise ConfigError(f"{where}{key}: {v!r} is outside {span}")
+
+
+def _section(where: str, values: dict, schema: dict):
+    """A table against ``schema`` (key → (kind, choices, low, high)): unknown keys and bad values."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where.rstrip('.')}: expected a table, got {values!r}")
+    for key, value in values.items():
+        if key not in schema:
+            raise ConfigError(f"{where}{key} = {value!r}: unknown setting{did_you_mean(key, schema)}; "
+                              f"known: {', '.join(schema)}")
+        kind, choices, low, high = (*schema[key], None, None, None)[:4]
+        _value(where, key, value, kind, choices, low, high)
+
+
+SOURCE = {"kind": (str, ("dataset", "estimator")), "label": (str,), "backbone": (str,),
+          "checkpoint": (str,), "extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,)}
+SETTING = {"name": (str,), "hq": (str,), "lq": (str,)}
+EXTRACT = {"extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,), "seed": (int,),
+           "long_edge": (int, None, 32), "max_people": (int, None, 1), "decoder": (dict,),
+           "decoder_workers": (int, None, 0)}
+ALIGN = {"missing": (str, MISSING), "outlier": (float, None, 0.0), "max_people": (int, None, 1)}
+PARTMATRIX = {"measure": (str, MEASURES), "batch_size": (int, None, 1)}
+EXPERIMENT = {"table": ((int, str),), "settings": ([str],), "benchmarks": ([str], BENCHMARKS),
+              "splits": (int, None, 1), "op": ([float], None, 0.0, 1.0), "kd": ([str], KD_VARIANTS),
+              "hq_fraction": ([float], None, 0.0, 1.0), "student_data": ([str], ("all", "pair")),
+              "seeds": ([int],), "seed_occlusion": (bool,)}
+TOP = ("name", "dataset", "description", "data", "extract", "sources", "settings", "align", "pack",
+       "teacher", "student", "partmatrix", "experiments", "_path")
+
+
+def check(cfg: dict, path) -> None:
+    """Every section of a loaded pipeline, or a ``ConfigError`` naming the first bad setting."""
+    for key in cfg:
+        if key not in TOP:
+            raise ConfigError(f"{path}: unknown section [{key}]{did_you_mean(key, TOP)}; known: "
+                              f"{', '.join(k for k in TOP if k != '_path')}")
+    for section in ("name", "dataset", "sources", "settings", "experiments", "teacher", "student"):
+        if section not in cfg:
+            raise ConfigError(f"{path}: missing [{section}]" if section not in ("name", "dataset")
+                              else f"{path}: missing {section} = ...")
+    _value(f"{path}: ", "dataset", cfg["dataset"], str, tuple(sorted(datasets.DATASETS)))
+    dataset = datasets.get(cfg["dataset"])
+    _section(f"{path}: data.", cfg.get("data", {}), {k: (type(v) if v is not None else int,)
+                                                     for k, v in dataset.options.items()})
+    _section(f"{path}: extract.", cfg.get("extract", {}), EXTRACT)
+    if not isinstance(cfg["sources"], dict) or not cfg["sources"]:
+        raise ConfigError(f"{path}: [sources.NAME] tables expected")
+    for name, source in cfg["sources"].items():
+        _section(f"{path}: sources.{name}.", source, SOURCE)
+        if "kind" not in source:
+            raise ConfigError(f"{path}: sources.{name}.kind missing (dataset or estimator)")
+    _tables(path, "settings", cfg["settings"], SETTING)
+    for s in cfg["settings"]:
+        for side in ("name", "hq", "lq"):
+            if side not in s:
+                raise ConfigError(f"{path}: a [[settings]] table without {side}")
+        for side in ("hq", "lq"):
+            _value(f"{path}: settings.{s['name']}.", side, s[side], str, tuple(cfg["sources"]))
+    _section(f"{path}: align.", cfg.get("align", {}), ALIGN)
+    _section(f"{path}: partmatrix.", cfg.get("partmatrix", {}), PARTMATRIX)
+    _tables(path, "experiments", cfg["experiments"], EXPERIMENT)
+    for exp in cfg["experiments"]:
+        seeds = exp.get("seeds", [])
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{path}: experiments.seeds = {seeds!r}: the seeds must be distinct")
+        for name in exp.get("settings", []):
+            _value(f"{path}: experiments.", "settings", name, str, tuple(s["name"] for s in cfg["settings"]))
+    for stage in ("teacher", "student"):
+        _wrapped(path, stage, lambda: TrainConfig.from_dict({**cfg[stage], "stage": stage}))
+    _wrapped(path, "pack", lambda: PackConfig.from_dict(cfg.get("pack", {})))
+
+
+def _tables(path, name: str, tables, schema: dict):
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{path}: [[{name}]] tables expected")
+    for table in tables:
+        _section(f"{path}: {name}.", table, schema)
+
+
+def _wrapped(path, section: str, make):
+    """A dataclass's own checks, reported against the pipeline file and section."""
+    try:
+        make()
+    except SkelpipeError as e:
+        message = str(e).removeprefix("training config: ").removeprefix("pack: ")
+        raise ConfigError(f"{path}: [{section}] {message}") from e
 
 
 def resolve_data_root(cfg: dict, given: str | None) -> Path | None:

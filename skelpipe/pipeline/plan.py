@@ -14,7 +14,6 @@ order; the training occlusion masks follow ``student.occlusion_seed``, or the se
 Every stage is a ``skelpipe.pipeline.cache`` entry: a rerun reuses what is finished, a killed run resumes.
 """
 
-import copy
 import multiprocessing
 import os
 import shutil
@@ -27,12 +26,12 @@ from typing import Callable
 import torch
 
 from skelpipe.core.console import console
-from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.errors import ConfigError, SkelpipeError
 from skelpipe.core.work import Work
 from skelpipe.data import align, pack, sources
 from skelpipe.learn import evaluate, partmatrix, train
-from skelpipe.learn.config import KD_FIELDS, TrainConfig
-from skelpipe.pipeline.cache import VERSIONS, Cache, Stage
+from skelpipe.learn.config import TrainConfig
+from skelpipe.pipeline.cache import VERSIONS, Cache, Stage, stage_settings
 from skelpipe.pose import extract, simulate
 from skelpipe.pose.extract import shard_from_env
 
@@ -53,6 +52,7 @@ class Step:
     deps: dict
     build: Callable[["Step", Work], None]
     meta: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)   # the stage's settings, runtime fields included
 
     @property
     def key(self) -> str:
@@ -67,10 +67,13 @@ class Plan:
         self.records: list[Step] = []  # evaluate steps, in report order
 
     def add(self, stage, label, config, deps, build, meta=None) -> Step:
-        entry = self.cache.stage(stage, VERSIONS[stage], config,
-                                 {name: dep.key for name, dep in deps.items()})
+        try:
+            keyed = stage_settings(stage, config)
+        except SkelpipeError as e:
+            raise ConfigError(f"{self.cfg['_path']}: [{stage}] {e}") from e
+        entry = self.cache.stage(stage, VERSIONS[stage], keyed, {name: dep.key for name, dep in deps.items()})
         if entry.key not in self.steps:
-            self.steps[entry.key] = Step(stage, label, entry, deps, build, meta or {})
+            self.steps[entry.key] = Step(stage, label, entry, deps, build, meta or {}, config)
         return self.steps[entry.key]
 
     # sources ---------------------------------------------------------------
@@ -141,7 +144,7 @@ class Plan:
                                     pack_cfg, {"align": align}, build_pack)
                     where = {**common, "benchmark": benchmark, "split": split, "hq_fraction": fraction}
                     teacher = self.add("teacher", f"teacher {setting['name']} {benchmark} HQ {fraction:.0%}",
-                                       self._checked("teacher", _train_config(cfg["teacher"], stage="teacher")),
+                                       dict(cfg["teacher"]),
                                        {"pack": pack}, build_train)
                     self._evaluate(teacher, pack, 0.0, {**where, "model": "teacher", "kd": None, "op": 0.0,
                                                         "seed": cfg["teacher"].get("seed", 0)})
@@ -159,29 +162,15 @@ class Plan:
                                         build_partmatrix)
                                     deps["partmatrix"] = partmatrix
                                 for seed in seeds:
-                                    scfg = {**_train_config(cfg["student"], stage="student"), "kd": kd, "op": op,
-                                            "lq_data": data, "seed": seed}
-                                    if kd == "none":  # KD-only settings: one baseline serves every ablation
-                                        scfg = {k: v for k, v in scfg.items() if k not in KD_FIELDS}
+                                    scfg = {**cfg["student"], "kd": kd, "op": op, "lq_data": data, "seed": seed}
                                     if exp.get("seed_occlusion", False):
                                         scfg["occlusion_seed"] = seed
-                                    self._checked("student", scfg)
                                     student = self.add(
                                         "student", f"student {setting['name']} kd={kd} OP {op} {benchmark} "
                                         f"HQ {fraction:.0%}{' (pairs only)' if data == 'pair' else ''}"
                                         f"{f' seed {seed}' if len(seeds) > 1 else ''}", scfg, deps, build_train)
                                     self._evaluate(student, pack, op, {**where, "model": "student", "kd": kd,
                                                                        "op": op, "lq_data": data, "seed": seed})
-
-    def _checked(self, section: str, config: dict) -> dict:
-        """``config`` when it makes a valid TrainConfig; a one-line error naming the pipeline
-        file and section otherwise (at plan time, so that --dry-run catches it)."""
-
-        try:
-            TrainConfig.from_dict(config)
-        except SkelpipeError as e:
-            raise SkelpipeError(f"{self.cfg['_path']} [{section}]: {e}") from e
-        return config
 
     def _evaluate(self, model: Step, pack: Step, op: float, meta: dict):
         scfg = self.cfg["student"]
@@ -286,12 +275,6 @@ def _worker_run(key: str) -> float:
     return time.time() - t0
 
 
-def _train_config(section: dict, stage: str) -> dict:
-    out = copy.deepcopy(section)
-    out["stage"] = stage
-    return out
-
-
 # --------------------------------------------------------------------------- stage builders
 # Each builds one stage's output into ``work.dir`` from its config and its inputs' outputs.
 
@@ -327,7 +310,7 @@ def build_pack(plan: Plan, step: Step, work: Work):
 
 
 def build_train(plan: Plan, step: Step, work: Work):
-    cfg = dict(step.entry.config)
+    cfg = {**step.config, "stage": step.stage}
     teacher = step.deps.get("teacher")
     partmatrix = step.deps.get("partmatrix")
     train.train(TrainConfig.from_dict({**cfg, "device": plan.device}),

@@ -24,20 +24,14 @@ from skelpipe.core import device as devices
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
-from skelpipe.data.pack import (
-    FILE,
-    PackConfig,
-    decode_attr,
-    frame_indices,
-    normalise_2d,
-    to_tensor,
-)
+from skelpipe.data.pack import PackConfig, frame_indices, normalise_2d, to_tensor
+from skelpipe.data.split import FILE, decode_attr
 from skelpipe.learn.checkpoint import load_model
 from skelpipe.learn.evaluate import predict
 from skelpipe.pipeline.cache import default_root
 from skelpipe.pose import extract
 from skelpipe.pose import video as videos
-from skelpipe.pose.extract import resolve_backbone
+from skelpipe.pose.network import resolve_backbone
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.store import open_store
 

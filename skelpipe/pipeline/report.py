@@ -24,7 +24,7 @@ from skelpipe.core.atomic import write_json
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data import datasets
-from skelpipe.data.pack import FILE, decode_attr
+from skelpipe.data.split import FILE, decode_attr
 from skelpipe.learn.partmatrix import agreement
 from skelpipe.pipeline import plots, stats
 

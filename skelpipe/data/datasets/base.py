@@ -36,6 +36,7 @@ class Dataset:
     benchmarks: tuple[str, ...] = ()      # pack benchmarks of its own, besides "default"
     report_columns: tuple = (("default", "top1", "Top1"), ("default", "top5", "Top5"))
     expected_parts: dict | None = None    # action → the body parts it uses, when known
+    options: dict = {}                    # the pipeline's [data] settings it reads, with their defaults
 
     def skeletons(self, root: Path, options: dict, work) -> Skeletons:
         """The dataset's own (HQ) skeletons; bad files found while scanning go to ``work.report_bad``."""

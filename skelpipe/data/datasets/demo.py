@@ -199,8 +199,9 @@ class Demo(Dataset):
     name = "demo"
     report_columns = (("xsub", "top1", "Top1"), ("xsub", "top5", "Top5"))
     expected_parts = ACTION_PARTS
+    options = {"subjects": 16, "reps": 4, "test_reps": 0, "seed": 0}
 
     def generate(self, options, out_dir):
         return write_stores(out_dir, num_subjects=options.get("subjects", 16),
                             reps_per_subject=options.get("reps", 4), seed=options.get("seed", 0),
-                            test_reps=options.get("test_reps"))
+                            test_reps=options.get("test_reps") or None)

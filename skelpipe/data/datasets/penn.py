@@ -198,6 +198,7 @@ class Penn(Dataset):
     name = "penn"
     root_env = "SKELPIPE_PENN_ROOT"
     expected = "labels/NNNN.mat (annotations) and, for extraction, frames/NNNN/*.jpg"
+    options = {"split": "official", "dev_fraction": 0.3, "dev_seed": 0}
 
     def skeletons(self, root, options, work) -> Skeletons:
         labels_dir = find_dir(root, ("labels", "."), "*.mat")
