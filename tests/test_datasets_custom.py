@@ -91,3 +91,14 @@ def test_bad_files(tmp_path, text, message):
 def test_missing_labels_file(tmp_path):
     with pytest.raises(SkelpipeError, match="labels.csv: no such file"):
         custom.read_labels(tmp_path)
+
+
+def test_videos_carry_their_labels_and_splits_into_extraction(tmp_path):
+    """What ``Custom.videos`` hands to extraction: each video with its label and split, so the
+    extracted poses can be packed (the dataset has no skeletons of its own)."""
+    folder = make_folder(tmp_path, "video,label,split\nc/w1.mp4,wave,train\nc/j1.mp4,jump,test\n",
+                         ["c/w1.mp4", "c/j1.mp4"])
+    videos = {v.id: v for v in custom.Custom().videos(folder, {})}
+    assert videos["c__w1.mp4"].attrs == {"label": 1, "label_name": "wave", "split": "train"}
+    assert videos["c__j1.mp4"].attrs == {"label": 0, "label_name": "jump", "split": "test"}
+    assert videos["c__j1.mp4"].path == folder / "c" / "j1.mp4"

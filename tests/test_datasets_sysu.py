@@ -102,7 +102,9 @@ def test_scan(release):
     np.testing.assert_allclose(inst["xyz"][0], written[("2", 12)].transpose(2, 0, 1), rtol=1e-6)
     by_path = sysu.read_instance(root / "10" / "video3")  # numbered among its sibling subjects
     assert by_path["id"] == "P03A03" and by_path["subject_name"] == "10"
-    assert sysu.videos(root)[0] == ("P01A01", root / "1" / "video1" / "rgb")
+    first = sysu.SYSU().videos(root, {})[0]  # with what extraction stores beside the poses
+    assert first == ("P01A01", root / "1" / "video1" / "rgb", {"label": 0, "label_name": sysu.ACTIONS[0],
+                                                                  "subject": 1})
     checked, bad = sysu.scan(root, check=True)
     assert "P01A02" not in [i.sample_id for i in checked]
     assert any("video2/sklWorld.mat" in p for p, _ in bad)

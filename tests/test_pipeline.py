@@ -225,6 +225,9 @@ def test_ntu_with_real_openpifpaf_extraction(tmp_path):
     with open_store(extracted / "skeletons.h5") as s:
         assert s.ids() == names and s.layout.name == "coco17"
         assert s.read(names[0]).keypoints.shape[1] == len(FRAMES)
+        # the dataset's labels travel with the extracted poses: a setting of two estimators
+        # (HQ and LQ both extracted, as NTU's Table 2) can be packed without Kinect skeletons
+        assert s.read_attrs(names[1])["label"] == 1 and s.read_attrs(names[1])["label_name"] == "eat meal/snack"
     aligned = next((tmp_path / "cache" / "align").glob("*/manifest.json")).parent
     with open_store(aligned / "lq.h5") as lq:
         assert lq.ids() == names and lq.read(names[1]).attrs["label"] == 1

@@ -67,7 +67,8 @@ def test_missing_root_and_videos(tmp_path):
         sources.dataset_videos("ntu", {}, None)
     (tmp_path / "nturgb+d_rgb").mkdir()
     (tmp_path / "nturgb+d_rgb" / "S001C001P001R001A001_rgb.avi").write_bytes(b"x")
-    assert sources.dataset_videos("ntu", {}, tmp_path) == [
-        ("S001C001P001R001A001", tmp_path / "nturgb+d_rgb" / "S001C001P001R001A001_rgb.avi")]
+    assert sources.dataset_videos("ntu", {}, tmp_path) == [  # labelled from the sample name
+        ("S001C001P001R001A001", tmp_path / "nturgb+d_rgb" / "S001C001P001R001A001_rgb.avi",
+         {"label": 0, "label_name": "drink water"})]
     with pytest.raises(SkelpipeError, match="no .*frames"):
         sources.dataset_videos("penn", {}, tmp_path)

@@ -22,6 +22,7 @@ from skelpipe.pose.extract import (
     shard_from_env,
 )
 from skelpipe.pose.network import load_network, resolve_backbone
+from skelpipe.pose.video import Video
 
 
 def _checkpoint_key(checkpoint: str | None) -> str:
@@ -43,10 +44,10 @@ def extract_file(video_paths, out, *, backbone: str, checkpoint: str | None = No
     """
 
     out = Path(out)
-    videos = [(sample_id_for(p), Path(p)) for p in video_paths]
+    videos = [Video(sample_id_for(p), Path(p)) for p in video_paths]
     if not videos:
         raise SkelpipeError("no videos given (--videos)")
-    config = {"videos": [[s, str(p.resolve())] for s, p in videos], "backbone": resolve_backbone(backbone),
+    config = {"videos": [[v.id, str(v.path.resolve())] for v in videos], "backbone": resolve_backbone(backbone),
               "checkpoint": _checkpoint_key(checkpoint), "long_edge": long_edge, "max_people": max_people,
               "decoder": decoder_config or {}}
     root = out.with_name(out.name + ".partial")

@@ -65,8 +65,8 @@ def _nothing_read(root, dataset: str, work: Work) -> SkelpipeError:
                          + (f" ({len(bad)} bad: {reasons}{' …' if len(bad) > 3 else ''})" if bad else " found"))
 
 
-def dataset_videos(dataset: str, options: dict, root: Path | None) -> list[tuple[str, Path]]:
-    """(sample id, video file or frame folder) of every video of a dataset, for extraction."""
+def dataset_videos(dataset: str, options: dict, root: Path | None) -> list:
+    """Every video of a dataset (``Video``: id, file or frame folder, attributes), for extraction."""
     if root is None:
         raise SkelpipeError(f"{dataset}: no data root given")
     return datasets.get(dataset).videos(root, options)

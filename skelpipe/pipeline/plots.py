@@ -151,7 +151,7 @@ def skeleton_overlays(plan, out_dir: Path) -> list[Path]:
     written = []
 
     try:
-        videos = dict(dataset_videos(plan.cfg["dataset"], plan.cfg.get("data", {}), plan.root))
+        videos = {v.id: v.path for v in dataset_videos(plan.cfg["dataset"], plan.cfg.get("data", {}), plan.root)}
     except SkelpipeError:  # no data root, or a dataset without videos: skeletons on a blank canvas
         videos = {}
     for step in plan.ordered():

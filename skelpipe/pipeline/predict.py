@@ -32,6 +32,7 @@ from skelpipe.pipeline.cache import default_root
 from skelpipe.pose import extract
 from skelpipe.pose import video as videos
 from skelpipe.pose.network import resolve_backbone
+from skelpipe.pose.video import Video
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.store import open_store
 
@@ -187,7 +188,7 @@ def extract_poses(video, backbone: str, checkpoint=None, device="auto", batch_si
 
     with tempfile.TemporaryDirectory(prefix="skelpipe-predict-") as tmp:
         stats = extract.extract_to_work(
-            [(extract.sample_id_for(Path(video)), Path(video))], Work(Path(tmp)), backbone=backbone,
+            [Video(extract.sample_id_for(Path(video)), Path(video))], Work(Path(tmp)), backbone=backbone,
             checkpoint=checkpoint, device=device, batch_size=batch_size, long_edge=long_edge,
             max_people=max_people, decoder_workers=decoder_workers, decoder_config=decoder_config,
             out_name="poses.h5")

@@ -34,7 +34,7 @@ from skelpipe.core.work import Work
 from skelpipe.pose.decoding import DecodeFailure, DecoderPool, InlineDecoder
 from skelpipe.pose.network import Network, Runner, load_network
 from skelpipe.pose.tracking import Tracker
-from skelpipe.pose.video import VideoError, VideoReader, network_size, probe
+from skelpipe.pose.video import Video, VideoError, VideoReader, network_size, probe
 from skelpipe.skeleton.store import PoseWriter, open_store
 
 
@@ -45,6 +45,7 @@ from skelpipe.skeleton.store import PoseWriter, open_store
 class VideoJob:
     sample_id: str
     path: Path
+    attrs: dict = field(default_factory=dict)  # the dataset's label, split, subject
     info: object = None
     total: int | None = None  # frames, known once the reader is done
     results: dict = field(default_factory=dict)  # frame → (poses, scores) | DecodeFailure
@@ -112,7 +113,7 @@ def _write_video(job: VideoJob, out: Path, net: Network, max_people: int, fps_de
     score = np.zeros((max_people, job.total), np.float32)
     for m, track in enumerate(tracks):
         score[m, track.frames] = track.scores
-    attrs = {"fps": job.info.fps or fps_default, "num_frames": job.total,
+    attrs = {**job.attrs, "fps": job.info.fps or fps_default, "num_frames": job.total,
              "image_size": [job.info.width, job.info.height], "backbone": net.backbone,
              "checkpoint": net.checkpoint, "channels": "x,y,conf", "video": str(job.path),
              "people": len(tracks), "tracks_found": len(tracker.tracks), "decoder_failures": len(failures)}
@@ -166,7 +167,7 @@ def extract_to_work(videos, work, *, backbone: str, checkpoint: str | None = Non
                     decoder_workers: int | None = None, decoder_config: dict | None = None,
                     shard: tuple[int, int] | None = None, out_name: str | None = "skeletons.h5",
                     fps: float = 30.0, network: Network | None = None) -> RunStats:
-    """Extract the poses of ``videos`` [(sample_id, path)] into a stage's ``work`` directory.
+    """Extract the poses of ``videos`` (``Video``: id, path, attributes) into a stage's ``work`` directory.
 
     Each finished video becomes ``work.dir/videos/<hash>.h5`` and a done unit (skipped on rerun);
     bad videos and frames whose decoder crashed are ``work.report_bad``-ed. With ``shard=(i, n)``
@@ -174,15 +175,15 @@ def extract_to_work(videos, work, *, backbone: str, checkpoint: str | None = Non
     ``work.dir/out_name`` at the end (``merge_work`` does it for sharded runs).
     """
 
-    videos = [(str(s), Path(p)) for s, p in videos]
-    counts = collections.Counter(s for s, _ in videos)
+    videos = [Video(str(v.id), Path(v.path), dict(v.attrs)) for v in videos]
+    counts = collections.Counter(v.id for v in videos)
     dup = sorted(s for s, n in counts.items() if n > 1)
     if dup:
-        paths = [str(p) for s, p in videos if s == dup[0]]
+        paths = [str(v.path) for v in videos if v.id == dup[0]]
         raise SkelpipeError(f"{paths[0]} and {paths[1]} share the sample id {dup[0]!r} "
                             f"({len(dup)} duplicate ids in all)")
     mine = shard_share(videos, shard)
-    todo = [VideoJob(s, p) for s, p in mine if not work.is_done(s)]
+    todo = [VideoJob(v.id, v.path, v.attrs) for v in mine if not work.is_done(v.id)]
     stats = RunStats(videos_skipped=len(mine) - len(todo))
     if todo:
         dev = resolve(device)

@@ -15,6 +15,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,6 +24,15 @@ from skelpipe.core.errors import SkelpipeError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 #: OpenPifPaf's padding colour (the ImageNet mean, which normalises to about zero).
 PAD_RGB = (124, 116, 104)
+
+
+class Video(NamedTuple):
+    """A video to extract: its sample id, the file or frame folder, and what the dataset knows
+    of it (``label``, ``label_name``, ``split``, ``subject``), stored with its poses."""
+
+    id: str
+    path: Path
+    attrs: dict = {}
 
 
 class VideoError(SkelpipeError):

@@ -46,8 +46,10 @@ class Dataset:
         """A generated dataset writes its store itself and returns its path; a read one returns None."""
         return None
 
-    def videos(self, root: Path, options: dict) -> list[tuple[str, Path]]:
-        """(sample id, video file or frame folder) of every video, for extraction."""
+    def videos(self, root: Path, options: dict) -> list:
+        """Every video for extraction (``skelpipe.pose.video.Video``: sample id, video file or
+        frame folder, and its label / split / subject where the dataset knows them, so that
+        poses extracted from it can be packed without the dataset's own skeletons)."""
         raise SkelpipeError(f"dataset {self.name!r} has no videos")
 
     def split_of(self, sample_id: str, attrs: dict, benchmark: str, split: int) -> str | None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data.datasets.base import Dataset, register
+from skelpipe.pose.video import Video
 
 LABELS_FILE = "labels.csv"
 SPLITS = ("train", "test")
@@ -146,4 +147,5 @@ class Custom(Dataset):
     expected = "labels.csv (video,label[,split]) and the videos it names"
 
     def videos(self, root, options):
-        return [(row.id, row.video) for row in read_labels(root)]
+        return [Video(row.id, row.video, {"label": row.label, "label_name": row.label_name, "split": row.split})
+                for row in read_labels(root)]

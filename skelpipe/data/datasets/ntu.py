@@ -12,6 +12,7 @@ from typing import NamedTuple
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data.datasets.base import Dataset, Skeletons, find_dir, register
 from skelpipe.data.datasets.ntu_skeleton import read_skeleton_file, to_array, to_color_array
+from skelpipe.pose.video import Video
 
 # The published protocols (NTU RGB+D, CVPR 2016; NTU RGB+D 120, TPAMI 2019).
 XSUB_TRAIN_SUBJECTS = frozenset(
@@ -253,7 +254,16 @@ class NTU(Dataset):
 
     def videos(self, root, options):
         rgb = find_dir(root, ("nturgb+d_rgb", "rgb", "."), "*_rgb.avi")
-        return [(p.name.removesuffix("_rgb.avi"), p) for p in sorted(rgb.rglob("*_rgb.avi"))]
+        names = action_names("xsub" if int(options.get("version", 60)) == 60 else "xsub120")
+        out = []
+        for p in sorted(rgb.rglob("*_rgb.avi")):
+            sid = p.name.removesuffix("_rgb.avi")
+            attrs = {}
+            if _NAME.fullmatch(sid) and parse_name(sid).action <= len(names):
+                label = parse_name(sid).action - 1
+                attrs = {"label": label, "label_name": names[label]}
+            out.append(Video(sid, p, attrs))
+        return out
 
     def split_of(self, sample_id, attrs, benchmark, split):
         """The protocol's split from the sample name; an id that is not an NTU name (the demo's)

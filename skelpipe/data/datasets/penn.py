@@ -21,6 +21,7 @@ import scipy.io
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data.datasets.base import Dataset, Skeletons, find_dir, register
 from skelpipe.data.pairing import draw_pairs
+from skelpipe.pose.video import Video
 
 NUM_JOINTS = 13
 # The action strings as stored in the files, sorted; a label is an index into this tuple.
@@ -235,4 +236,16 @@ class Penn(Dataset):
         if not frames.is_dir():
             raise SkelpipeError(f"{frames}: no such folder (Penn Action frames/NNNN/ folders; "
                                 "or use --set extract.extractor=simulated)")
-        return [(d.name, d) for d in sorted(frames.iterdir()) if d.is_dir()]
+        labels = {s.video_id: s for s in scan(root).samples} if (Path(root) / "labels").is_dir() else {}
+        split = options.get("split", "official")
+        dev = dev_split(list(labels.values()), options.get("dev_fraction", 0.3),
+                        options.get("dev_seed", 0)) if split == "dev" else None
+        out = []
+        for d in sorted(frames.iterdir()):
+            s = labels.get(d.name)
+            if not d.is_dir() or (dev is not None and d.name not in dev):
+                continue
+            attrs = {} if s is None else {"label": s.label, "label_name": ACTIONS[s.label],
+                                          "split": dev[d.name] if dev is not None else s.split}
+            out.append(Video(d.name, d, attrs))
+        return out

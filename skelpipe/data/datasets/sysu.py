@@ -30,6 +30,7 @@ import scipy.io
 
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data.datasets.base import Dataset, Skeletons, register
+from skelpipe.pose.video import Video
 
 NUM_JOINTS = 20
 NUM_SUBJECTS = 40
@@ -202,11 +203,6 @@ def read_instance(item) -> dict:
             "subject_name": item.subject_name, "xyz": to_array(xyz), "image_xy": image}
 
 
-def videos(root) -> list[tuple[str, Path]]:
-    """(sample id, RGB frame folder ``<subject>/video<k>/rgb``) of every video under ``root``."""
-    return [(i.sample_id, i.video_dir / FRAMES_DIR) for i in scan(root).instances]
-
-
 def _videos_root(root) -> Path:
     root = Path(root)
     if (root / "3DvideoNorm").is_dir():
@@ -292,7 +288,9 @@ class SYSU(Dataset):
         return Skeletons([(p.stem, p) for p in found.paths], "kinect20", attrs, read)
 
     def videos(self, root, options):
-        return videos(root)
+        return [Video(i.sample_id, i.video_dir / FRAMES_DIR,
+                      {"label": i.label, "label_name": ACTIONS[i.label], "subject": i.subject})
+                for i in scan(root).instances]
 
     def split_of(self, sample_id, attrs, benchmark, split):
         return split_of(sample_id, int(benchmark[-1]), int(split))
