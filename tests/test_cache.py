@@ -136,3 +136,85 @@ def test_lock_blocks_second_holder_in_process(tmp_path):
     with Lock(tmp_path / "x.lock", "thing"):
         with pytest.raises(SkelpipeError, match=r"thing is in use by pid \d+"):
             Lock(tmp_path / "x.lock", "thing").acquire()
+
+
+# Two processes at one stage: the build writes its pid to a log and takes a while.
+ENSURE = """
+import os, sys, time
+from skelpipe.pipeline.cache import Cache
+root, log = sys.argv[1], sys.argv[2]
+st = Cache(root).stage("teacher", 1, {"epochs": 1})
+def build(work):
+    print("computing", flush=True)
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(2.0)
+    (work.dir / "model.pt").write_text("w")
+print("computed" if st.ensure(build) else "reused", flush=True)
+"""
+
+
+def test_two_processes_at_one_stage_compute_it_once(tmp_path):
+    """The second process waits for the first one's lock, sees the stage finished, reuses it;
+    the first one's result is never deleted by the second."""
+    log = tmp_path / "computations.log"
+    first = subprocess.Popen([sys.executable, "-c", ENSURE, str(tmp_path / "c"), str(log)],
+                             stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "computing"  # holds the lock now
+    second = subprocess.run([sys.executable, "-c", ENSURE, str(tmp_path / "c"), str(log)],
+                            capture_output=True, text=True, timeout=60)
+    first.wait(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert first.stdout.read().strip() == "computed"
+    assert second.stdout.strip() == "reused" and "waiting" in second.stdout + second.stderr
+    assert len(log.read_text().splitlines()) == 1  # exactly one computed
+    st = Cache(tmp_path / "c").stage("teacher", 1, {"epochs": 1})
+    assert st.done and (st.path / "model.pt").read_text() == "w" and not st.partial.exists()
+
+
+def test_a_commit_never_replaces_a_finished_stage(tmp_path):
+    st = Cache(tmp_path).stage("pack", 1, {})
+    with st.run() as work:
+        (work.dir / "data.h5").write_text("first")
+    st.partial.mkdir()  # a racing run's partial output arrives after the stage finished
+    (st.partial / ".started").write_text("now")
+    from skelpipe.core.work import Work
+    st._commit(Work(st.partial), 1.0)
+    assert (st.path / "data.h5").read_text() == "first" and not st.partial.exists()
+
+
+def test_a_failed_stage_that_finished_nothing_leaves_no_partial(tmp_path):
+    st = Cache(tmp_path).stage("skeletons", 1, {})
+    with pytest.raises(RuntimeError):
+        with st.run() as work:
+            work.report_bad("a.mat", "unreadable")
+            raise RuntimeError("every file bad")
+    assert not st.partial.exists() and st.state == "missing"
+
+
+HOLD = """
+import sys, time
+from skelpipe.pipeline.cache import Cache
+cache = Cache(sys.argv[1])
+with cache.hold([cache.stage("pack", 1, {"T": 64})]):
+    print("holding", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_gc_skips_stages_a_running_plan_uses(tmp_path):
+    cache = Cache(tmp_path)
+    st = cache.stage("pack", 1, {"T": 64})
+    with st.run() as work:
+        (work.dir / "data.h5").write_text("x")
+    plan = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert plan.stdout.readline().strip() == "holding"
+        result = CliRunner().invoke(cli, ["cache", "--cache-dir", str(tmp_path), "gc", "--older-than", "0"])
+        assert result.exit_code == 0 and "in use by a running plan" in result.output
+        assert st.done
+    finally:
+        plan.kill()
+        plan.wait()
+    result = CliRunner().invoke(cli, ["cache", "--cache-dir", str(tmp_path), "gc", "--older-than", "0"])
+    assert "removing" in result.output and not st.done

@@ -97,6 +97,10 @@ def test_extract_writes_tracked_people_in_original_pixels_and_skips_bad_files(bi
     assert bad["corrupt"] == f"{corrupt}: cannot be opened as a video (corrupt or unknown format)"
     assert bad["empty"] == f"{empty}: empty file (0 bytes)"
     assert not (tmp_path / "poses.h5.partial").exists()
+    assert [p.name for p in tmp_path.glob("poses.h5*")] in (["poses.h5", "poses.h5.manifest.json"],
+                                                              ["poses.h5.manifest.json", "poses.h5"])
+    assert not list(tmp_path.glob("*.lock"))  # the finish lock goes with the partial folder
+
 
     net = network.load_network("mobilenetv3small", str(biased_ckpt))
     with open_store(out) as s:
@@ -129,6 +133,23 @@ def _resized(w, h, long_edge):
 
     return network_size(w, h, long_edge)[0]
 
+
+def test_extract_with_only_bad_videos_fails_and_leaves_nothing(biased_ckpt, tmp_path, capsys):
+    from skelpipe.cli import main
+
+    empty, junk = tmp_path / "empty.mp4", tmp_path / "junk.avi"
+    empty.write_bytes(b"")
+    junk.write_bytes(b"not a video at all")
+    out = tmp_path / "poses.h5"
+    with pytest.raises(SystemExit) as exit_:
+        main(["extract", "--videos", str(empty), str(junk), "--backbone", "mobilenetv3small", "--checkpoint",
+              str(biased_ckpt), "--out", str(out), "--device", "cpu", "--decoder-workers", "0"])
+    assert exit_.value.code == 1
+    captured = capsys.readouterr()
+    error = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "no video could be extracted (2 of 2 bad: empty:" in error[0]
+    assert "reported and skipped" in captured.out + captured.err  # the table of reasons, before the error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4", "junk.avi"]  # nothing written
 
 def test_decoder_crash_costs_one_frame(biased_ckpt, tmp_path):
     """A worker killed by SIGSEGV while decoding frame 2: that frame has nobody, the rest is intact."""

@@ -255,3 +255,14 @@ def test_sysu_settings_use_the_readers_seeded_splits():
         b = [split_of(i, {}, PackConfig(benchmark=f"setting{setting}", split=1)) for i in ids]
         assert a == [sysu.split_of(i, setting, 0) for i in ids] and a != b
         assert a.count("train") == len(ids) // 2
+
+
+def test_a_pack_that_cannot_give_a_result_is_an_error(tmp_path):
+    """One training class, or a split with no instance: an error naming the data, no file."""
+    one_class = _aligned_pair(tmp_path / "one", n=6, classes=1)
+    with pytest.raises(SkelpipeError, match=r"the training split has 4 instance\(s\) of 1 class\(es\)"):
+        pack(one_class, Work(tmp_path / "p1"), frames=16)
+    no_train = _aligned_pair(tmp_path / "none", n=1, classes=1)  # its one instance is a test one
+    with pytest.raises(SkelpipeError, match=r"puts no instance in the train split \(1 in the other\)"):
+        pack(no_train, Work(tmp_path / "p2"), frames=16)
+    assert not (tmp_path / "p1" / "data.h5").exists() and not (tmp_path / "p2" / "data.h5").exists()

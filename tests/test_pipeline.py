@@ -321,3 +321,40 @@ def test_a_data_root_of_bad_files_fails_and_commits_nothing(tmp_path):
     assert "no readable penn sample (4 bad:" in message and "0001.mat" in message and "…" in message
     assert "\n" not in message
     assert not [p for p in (tmp_path / "cache" / "skeletons").iterdir() if p.is_dir() and not p.name.endswith(".partial")]
+
+
+def test_source_stages_are_keyed_on_the_files_they_read(tmp_path):
+    """A changed, added or moved data file re-keys the skeleton stage (and so everything after
+    it); a replaced checkpoint at the same path re-keys the extraction."""
+    from test_datasets_penn import write_label
+
+    root = tmp_path / "penn"
+    (root / "labels").mkdir(parents=True)
+    for i in (1, 2):
+        write_label(root / "labels" / f"{i:04d}.mat")
+    cache = Cache(tmp_path / "cache")
+
+    def keys(data_root, *overrides):
+        plan = Plan(load_pipeline("penn", overrides), cache, data_root, "cpu").build()
+        out = {s.stage: s.key for s in plan.ordered()}
+        out.update({s.meta["source"]: s.key for s in plan.ordered() if s.stage == "extract"})
+        return out
+
+    first = keys(root)
+    assert keys(root) == first
+    os.utime(root / "labels" / "0002.mat", ns=(1, 1))  # touched: another file as far as the key knows
+    touched = keys(root)
+    assert touched["skeletons"] != first["skeletons"] and touched["teacher"] != first["teacher"]
+    write_label(root / "labels" / "0003.mat")
+    assert keys(root)["skeletons"] not in (first["skeletons"], touched["skeletons"])
+    assert keys(tmp_path / "elsewhere")["skeletons"] != keys(root)["skeletons"]  # another root
+
+    checkpoint = tmp_path / "r152.pkl"
+    checkpoint.write_bytes(b"weights A")
+    real = ["extract.extractor='openpifpaf'", f"sources.r152.checkpoint='{checkpoint}'"]
+    a = keys(root, *real)["r152"]
+    os.utime(checkpoint, ns=(5, 5))  # same content, new time: same key (hashed once more)
+    assert keys(root, *real)["r152"] == a
+    checkpoint.write_bytes(b"weights B")  # replaced at the same path
+    assert keys(root, *real)["r152"] != a
+    assert list((cache.root / ".hashes").iterdir())  # content hashes memoised by path, size, time

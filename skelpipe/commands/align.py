@@ -16,7 +16,8 @@ def run_align(cache, hq_path, lq_path, missing="solitary", outlier=0.5, max_peop
     config = {"missing": missing, "outlier": outlier, "max_people": max_people}
     st = cache.stage("align", VERSIONS["align"], config=stage_settings("align", config),
                      inputs={"hq": input_key(hq_path), "lq": input_key(lq_path)})
-    return st.ensure(lambda work: align_stores(hq_path, lq_path, work, **config))
+    st.ensure(lambda work: align_stores(hq_path, lq_path, work, **config))
+    return st.path
 
 
 @click.command("align")

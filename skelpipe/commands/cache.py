@@ -82,11 +82,16 @@ def cache_gc(cache: Cache, stage, older_than, dry_run):
         path = cache.root / name / (key + (".partial" if state == "partial" else ""))
         if state == "partial":
             if cache.is_locked(name, key):
+                console.print(f"skipping {path}: being written by a running process")
                 continue
         elif cutoff is None or path.stat().st_mtime > cutoff:
             continue
-        console.print(f"{'would remove' if dry_run else 'removing'} {path} ({_human(size)})")
-        freed += size
-        if not dry_run:
-            shutil.rmtree(path)
+        with cache.unused(name, key) as free:
+            if not free:
+                console.print(f"skipping {path}: in use by a running plan")
+                continue
+            console.print(f"{'would remove' if dry_run else 'removing'} {path} ({_human(size)})")
+            freed += size
+            if not dry_run:
+                shutil.rmtree(path)
     console.print(f"{'would free' if dry_run else 'freed'} {_human(freed)}")

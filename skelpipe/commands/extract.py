@@ -14,6 +14,7 @@ from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.pipeline.cache import VERSIONS, Cache, Lock
 from skelpipe.pose.extract import (
+    NothingExtracted,
     RunStats,
     extract_to_work,
     merge_work,
@@ -60,18 +61,28 @@ def extract_file(video_paths, out, *, backbone: str, checkpoint: str | None = No
     net = load_network(backbone, checkpoint)  # a bad backbone / checkpoint fails before anything is written
     stats = RunStats()
     if not stage.done:  # (done: an earlier run committed but stopped before moving the file)
-        with stage.run(shard=shard, on_commit=lambda d: merge_work(d, "poses.h5")) as work:
-            stats = extract_to_work(videos, work, backbone=backbone, checkpoint=checkpoint, device=device,
-                                    batch_size=batch_size, long_edge=long_edge, max_people=max_people,
-                                    decoder_workers=decoder_workers, decoder_config=decoder_config,
-                                    shard=shard, out_name=None, fps=fps, network=net)
+        try:
+            with stage.run(shard=shard, on_commit=lambda d: merge_work(d, "poses.h5")) as work:
+                if work is not None:
+                    stats = extract_to_work(videos, work, backbone=backbone, checkpoint=checkpoint,
+                                            device=device, batch_size=batch_size, long_edge=long_edge,
+                                            max_people=max_people, decoder_workers=decoder_workers,
+                                            decoder_config=decoder_config, shard=shard, out_name=None,
+                                            fps=fps, network=net)
+        except NothingExtracted as e:
+            summary(e.stats)  # the table of reasons, then the one-line error
+            if shard is None:  # no other process shares the private cache: leave nothing
+                shutil.rmtree(root, ignore_errors=True)
+            raise
     summary(stats, stage)
-    with Lock(root.with_name(root.name + ".finish.lock"), f"finishing {out}"):
+    finish = root.with_name(root.name + ".finish.lock")
+    with Lock(finish, f"finishing {out}"):
         if stage.done and (stage.path / "poses.h5").exists():
             manifest = stage.manifest()
             os.replace(stage.path / "poses.h5", out)
             atomic.write_json(manifest_path, manifest)
             shutil.rmtree(root, ignore_errors=True)
+            finish.unlink(missing_ok=True)  # every shard is done: nothing left to finish
             console.print(f"wrote {out} ({manifest.get('units', 0)} videos; manifest {manifest_path})")
             return manifest
     if manifest_path.exists() and json.loads(manifest_path.read_text()).get("key") == stage.key:

@@ -21,7 +21,8 @@ def pack_stage(cache, aligned_dir, cfg: PackConfig):
 def run_pack(cache, aligned_dir, cfg: PackConfig) -> Path:
     """Pack through the cache (reused when done); returns the stage directory."""
     st = pack_stage(cache, aligned_dir, cfg)
-    return st.ensure(lambda work: pack(aligned_dir, work, **dataclasses.asdict(cfg)))
+    st.ensure(lambda work: pack(aligned_dir, work, **dataclasses.asdict(cfg)))
+    return st.path
 
 
 @click.command("pack")

@@ -77,11 +77,12 @@ def run_all_command(pipeline, data_root, only, until, overrides, cache_dir, repo
     _check_data(plan, plan.steps.values())
     on_gpu = resolve(device).type == "cuda"  # an unusable --device fails here, before any stage
     t0 = time.time()
-    if only != "report":
-        if jobs is None:
-            jobs = 1 if on_gpu else min(os.cpu_count() or 1, 4)
-        plan.run(only=only, until=until if until != "report" else None, jobs=jobs)
-    if (only in (None, "report")) and (until in (None, "report", "evaluate")):
-        out = Path(report_dir or Path("reports") / cfg["name"])
-        report.write_report(plan, out)
-        console.print(f"report: {out}/results.md  ({time.time() - t0:.1f} s in all)")
+    with plan.cache.hold(s.entry for s in plan.ordered()):  # cache gc leaves this run's stages alone
+        if only != "report":
+            if jobs is None:
+                jobs = 1 if on_gpu else min(os.cpu_count() or 1, 4)
+            plan.run(only=only, until=until if until != "report" else None, jobs=jobs)
+        if (only in (None, "report")) and (until in (None, "report", "evaluate")):
+            out = Path(report_dir or Path("reports") / cfg["name"])
+            report.write_report(plan, out)
+            console.print(f"report: {out}/results.md  ({time.time() - t0:.1f} s in all)")

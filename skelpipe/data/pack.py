@@ -216,6 +216,7 @@ def pack(aligned_dir, work, **config) -> dict:
         members, outside = _members(lq, hq, hq_ids, cfg, lq_3d, hq_3d, work)
         if not any(members.values()):
             raise SkelpipeError(f"{aligned_dir}: no instance falls in a split of benchmark {cfg.benchmark!r}")
+        _check_splits(aligned_dir, cfg, members)
         class_names = _class_names(lq, members)
         attrs = _pack_attrs(lq, hq, cfg, class_names, (lq_channels, hq_channels), (lq_3d, hq_3d))
         counts = {}
@@ -278,6 +279,20 @@ def _pack_attrs(lq, hq, cfg, class_names, channels, three_d) -> dict:
         "hq_fraction": cfg.hq_fraction, "pair_seed": cfg.pair_seed, "test_seed": cfg.test_seed,
         "dtype": cfg.dtype, "config": json.dumps(dataclasses.asdict(cfg)),
     }
+
+
+def _check_splits(aligned_dir, cfg, members: dict):
+    """A pack that cannot give a result is an error: a split with no instance, or a training
+    split of fewer than two classes (never a 100 % from a one-class run)."""
+    for split in SPLITS:
+        if not members[split]:
+            others = sum(len(m) for m in members.values())
+            raise SkelpipeError(f"{aligned_dir}: benchmark {cfg.benchmark!r} puts no instance in the "
+                                f"{split} split ({others} in the other)")
+    classes = {m.label for m in members["train"]}
+    if len(classes) < 2:
+        raise SkelpipeError(f"{aligned_dir}: the training split has {len(members['train'])} instance(s) of "
+                            f"{len(classes)} class(es); a classifier needs at least 2")
 
 
 def _check(attrs, three_d: bool, need_label: bool = True) -> str | None:

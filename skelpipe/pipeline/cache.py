@@ -37,6 +37,7 @@ import numpy
 
 import skelpipe
 from skelpipe.core.atomic import write_json
+from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
 from skelpipe.data.align import align_stores
@@ -150,41 +151,68 @@ class Stage:
         return json.loads((self.path / MANIFEST).read_text())
 
     @contextlib.contextmanager
-    def run(self, shard: tuple[int, int] | None = None, on_commit=None):
+    def run(self, shard: tuple[int, int] | None = None, on_commit=None, wait: bool = False):
         """Lock, yield the partial directory's ``Work``, and commit on a clean exit.
 
-        With ``shard=(i, n)`` each shard holds its own lock; the last shard to finish calls
-        ``on_commit(work.dir)`` (e.g. to merge shard files) and commits the stage.
+        The lock is checked again once taken: if another process finished the stage meanwhile,
+        this yields None and commits nothing (``ensure`` then reuses it). ``wait``: wait for a
+        process that holds the lock instead of failing at once. With ``shard=(i, n)`` each shard
+        holds its own lock; the last shard to finish calls ``on_commit(work.dir)`` (e.g. to merge
+        shard files) and commits the stage.
         """
         suffix = "" if shard is None else f".shard-{shard[0]}-of-{shard[1]}"
         what = f"{self.cache.root / self.name / self.key}{suffix.replace('.', ' ')}"
-        with Lock(self.lock_path.with_name(self.lock_path.name + suffix), what):
+        lock = Lock(self.lock_path.with_name(self.lock_path.name + suffix), what)
+        try:
+            lock.acquire()
+        except SkelpipeError as busy:
+            if not wait:
+                raise
+            console.print(f"[dim]waiting: {busy}")
+            lock.acquire(blocking=True)
+        try:
+            if self.done:  # finished by another process while we waited for the lock
+                yield None
+                return
             self.partial.mkdir(parents=True, exist_ok=True)
             started = self.partial / ".started"
             if not started.exists():
                 started.write_text(_now())
             work = Work(self.partial)
             t0 = time.time()
-            yield work
+            try:
+                yield work
+            except BaseException:
+                self._drop_if_empty(work)
+                raise
             elapsed = time.time() - t0
-            if shard is not None:
-                (self.partial / ".shards").mkdir(exist_ok=True)
-                write_json(self.partial / ".shards" / f"{shard[0]}-of-{shard[1]}.json",
-                           {"elapsed_s": elapsed, **work.notes})
-        if shard is not None:
-            with Lock(self.lock_path.with_name(self.lock_path.name + ".commit"), what):
-                finished = list((self.partial / ".shards").glob(f"*-of-{shard[1]}.json"))
-                if self.done or len(finished) < shard[1]:
-                    return
+            if shard is None:  # committed under the lock: whoever takes it next sees it done
                 if on_commit is not None:
                     on_commit(work.dir)
-                self._commit(work, sum(json.loads(p.read_text())["elapsed_s"] for p in finished))
-        else:
+                self._commit(work, elapsed)
+                return
+            (self.partial / ".shards").mkdir(exist_ok=True)
+            write_json(self.partial / ".shards" / f"{shard[0]}-of-{shard[1]}.json",
+                       {"elapsed_s": elapsed, **work.notes})
+        finally:
+            lock.release()
+        with Lock(self.lock_path.with_name(self.lock_path.name + ".commit"), what):
+            finished = list((self.partial / ".shards").glob(f"*-of-{shard[1]}.json"))
+            if self.done or len(finished) < shard[1]:
+                return
             if on_commit is not None:
                 on_commit(work.dir)
-            self._commit(work, elapsed)
+            self._commit(work, sum(json.loads(p.read_text())["elapsed_s"] for p in finished))
+
+    def _drop_if_empty(self, work: Work):
+        """A failed run that finished no unit leaves nothing behind (no empty ``.partial``)."""
+        if not work.done_units() and not (self.partial / ".shards").exists():
+            shutil.rmtree(self.partial, ignore_errors=True)
 
     def _commit(self, work: Work, elapsed: float):
+        if self.done:  # another process committed first: theirs stays, ours goes
+            shutil.rmtree(self.partial, ignore_errors=True)
+            return
         manifest = {
             "stage": self.name, "key": self.key, "version": self.version,
             "config": self.config, "inputs": self.inputs,
@@ -194,16 +222,20 @@ class Stage:
             "versions": _versions(), **work.notes,
         }
         write_json(self.partial / MANIFEST, manifest)
-        if self.path.exists():  # an earlier, unfinished commit or a racing run: keep one
+        if self.path.exists():  # an earlier commit killed before its manifest was written
             shutil.rmtree(self.path)
         os.rename(self.partial, self.path)
 
-    def ensure(self, build, **run_kwargs) -> Path:
-        """Run ``build(work)`` inside ``run()`` unless the stage is done; return its path."""
-        if not self.done:
-            with self.run(**run_kwargs) as work:
-                build(work)
-        return self.path
+    def ensure(self, build, **run_kwargs) -> bool:
+        """Run ``build(work)`` unless the stage is done (waiting for a process that is running it,
+        then reusing its result); True when this call computed it."""
+        if self.done:
+            return False
+        with self.run(wait=True, **run_kwargs) as work:
+            if work is None:
+                return False
+            build(work)
+        return True
 
 
 def _versions() -> dict:
@@ -240,6 +272,34 @@ class Cache:
                     manifest = json.loads((d / MANIFEST).read_text())
                 size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
                 yield stage_dir.name, key, "partial" if partial else "done", size, manifest
+
+    def hold(self, stages) -> contextlib.ExitStack:
+        """Shared "in use" locks on ``stages`` while the returned context is open: a running plan
+        holds one on every stage it will run or read, and ``cache gc`` leaves those alone."""
+        stack = contextlib.ExitStack()
+        for st in stages:
+            path = st.lock_path.with_name(f"{st.key}.use")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            stack.callback(os.close, fd)
+        return stack
+
+    @contextlib.contextmanager
+    def unused(self, stage: str, key: str):
+        """Yield True, holding it exclusively, when no running plan uses the stage; else False."""
+        path = self.root / stage / f"{key}.use"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            os.close(fd)
 
     def is_locked(self, stage: str, key: str) -> bool:
         for lock_file in (self.root / stage).glob(f"{key}.lock*"):

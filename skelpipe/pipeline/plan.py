@@ -14,6 +14,7 @@ order; the training occlusion masks follow ``student.occlusion_seed``, or the se
 Every stage is a ``skelpipe.pipeline.cache`` entry: a rerun reuses what is finished, a killed run resumes.
 """
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -27,8 +28,9 @@ import torch
 
 from skelpipe.core.console import console
 from skelpipe.core.errors import ConfigError, SkelpipeError
+from skelpipe.core.fingerprint import content_key, files_key
 from skelpipe.core.work import Work
-from skelpipe.data import align, pack, sources
+from skelpipe.data import align, datasets, pack, sources
 from skelpipe.learn import evaluate, partmatrix, train
 from skelpipe.learn.config import TrainConfig
 from skelpipe.pipeline.cache import VERSIONS, Cache, Stage, stage_settings
@@ -65,13 +67,19 @@ class Plan:
         self.steps: dict[str, Step] = {}
         self.shard = None
         self.records: list[Step] = []  # evaluate steps, in report order
+        self._data_keys: dict = {}
 
-    def add(self, stage, label, config, deps, build, meta=None) -> Step:
+    def add(self, stage, label, config, deps, build, meta=None, data=None) -> Step:
+        """The step of ``stage`` with these settings and inputs (``data``: the key of the user
+        files it reads), shared with any experiment that needs the same."""
         try:
             keyed = stage_settings(stage, config)
         except SkelpipeError as e:
             raise ConfigError(f"{self.cfg['_path']}: [{stage}] {e}") from e
-        entry = self.cache.stage(stage, VERSIONS[stage], keyed, {name: dep.key for name, dep in deps.items()})
+        inputs = {name: dep.key for name, dep in deps.items()}
+        if data is not None:
+            inputs["data"] = data
+        entry = self.cache.stage(stage, VERSIONS[stage], keyed, inputs)
         if entry.key not in self.steps:
             self.steps[entry.key] = Step(stage, label, entry, deps, build, meta or {}, config)
         return self.steps[entry.key]
@@ -86,7 +94,7 @@ class Plan:
         if src["kind"] == "dataset":
             config = {"dataset": cfg["dataset"], "options": cfg.get("data", {})}
             return self.add("skeletons", f"{cfg['dataset']} skeletons", config, {}, build_skeletons,
-                            {"source": name, "label": src.get("label", name)})
+                            {"source": name, "label": src.get("label", name)}, self._data_key("skeletons"))
         if src["kind"] == "estimator":
             extractor = src.get("extractor", extract_cfg.get("extractor", "openpifpaf"))
             if extractor == "simulated":
@@ -101,14 +109,39 @@ class Plan:
                 raise SkelpipeError(f"{cfg['_path']}: extract.extractor must be openpifpaf or "
                                     f"simulated, not {extractor!r}")
             config = {"dataset": cfg["dataset"], "options": cfg.get("data", {}),
-                      "backbone": src["backbone"], "checkpoint": src.get("checkpoint", ""),
+                      "backbone": src["backbone"], "checkpoint": self._checkpoint_key(src.get("checkpoint", "")),
                       "long_edge": extract_cfg.get("long_edge", 641),
                       "max_people": extract_cfg.get("max_people", 2),
                       "decoder": extract_cfg.get("decoder", {})}
             return self.add("extract", f"OpenPifPaf {src['backbone']}", config, {}, build_extracted,
-                            {"source": name, "label": src.get("label", name),
-                             "extractor": "openpifpaf"})
+                            {"source": name, "label": src.get("label", name), "extractor": "openpifpaf",
+                             "checkpoint": src.get("checkpoint", "")}, self._data_key("videos"))
         raise SkelpipeError(f"{cfg['_path']}: source {name!r} has unknown kind {src['kind']!r}")
+
+    def _data_key(self, what: str) -> str:
+        """The key of the user files a source stage reads: the resolved data root and the names,
+        sizes and times of the dataset's skeleton files (``skeletons``) or videos (``videos``)."""
+        dataset = datasets.get(self.cfg["dataset"])
+        if dataset.root_env is None:
+            return "generated"
+        if self.root is None or not self.root.is_dir():
+            return "no data root"
+        memo = (str(self.root), what, json.dumps(self.cfg.get("data", {}), sort_keys=True))
+        if memo not in self._data_keys:
+            options = self.cfg.get("data", {})
+            try:
+                files = (dataset.skeleton_files(self.root, options) if what == "skeletons"
+                         else [v.path for v in dataset.videos(self.root, options)])
+                self._data_keys[memo] = files_key(self.root, files)
+            except SkelpipeError as e:  # the stage itself will say what is wrong when it runs
+                self._data_keys[memo] = f"unreadable: {e}"
+        return self._data_keys[memo]
+
+    def _checkpoint_key(self, checkpoint: str) -> str:
+        """A local checkpoint by its content (memoised by path, size and time in the cache)."""
+        if not checkpoint or not Path(checkpoint).is_file():
+            return checkpoint
+        return "sha256:" + content_key(checkpoint, self.cache.root / ".hashes")
 
     # experiments -----------------------------------------------------------
     def build(self) -> "Plan":
@@ -205,15 +238,16 @@ class Plan:
             steps = [s for s in steps if s.stage == only]
         total = len(steps)
         pending = [(n, s) for n, s in enumerate(steps, 1) if not s.entry.done]
-        i = 0
-        while i < len(pending):
-            group = [p for p in pending[i:] if p[1].stage == pending[i][1].stage]
-            if jobs > 1 and len(group) > 1 and group[0][1].stage in PARALLEL_STAGES:
-                self._run_parallel(group, total, jobs)
-            else:
-                group = group[:1]
-                self._run_step(*group[0], total)
-            i += len(group)
+        with self.cache.hold(s.entry for s in self.ordered()):  # cache gc leaves them alone
+            i = 0
+            while i < len(pending):
+                group = [p for p in pending[i:] if p[1].stage == pending[i][1].stage]
+                if jobs > 1 and len(group) > 1 and group[0][1].stage in PARALLEL_STAGES:
+                    self._run_parallel(group, total, jobs)
+                else:
+                    group = group[:1]
+                    self._run_step(*group[0], total)
+                i += len(group)
 
     @staticmethod
     def _check_deps(step: Step):
@@ -228,14 +262,13 @@ class Plan:
         t0 = time.time()
         run_kwargs = {}
         if step.stage == "extract" and self.shard:  # one share of the videos per rank
-
             run_kwargs = {"shard": self.shard,
                           "on_commit": lambda d: extract.merge_work(d, "skeletons.h5")}
-        with step.entry.run(**run_kwargs) as work:
-            step.build(self, step, work)
+        computed = step.entry.ensure(lambda work: step.build(self, step, work), **run_kwargs)
         if step.stage == "extract" and step.entry.done:  # merged into skeletons.h5 by now
             shutil.rmtree(step.entry.path / "videos", ignore_errors=True)
-        console.print(f"[green]done[/] {step.label} in {time.time() - t0:.1f} s")
+        how = "done" if computed else "reused (finished by another process)"
+        console.print(f"[green]{how}[/] {step.label} in {time.time() - t0:.1f} s")
 
     def _run_parallel(self, group, total: int, jobs: int):
         """The steps of ``group`` in ``jobs`` worker processes (spawned: each rebuilds the plan
@@ -270,8 +303,7 @@ def _worker_run(key: str) -> float:
     plan = _WORKER["plan"]
     step = plan.steps[key]
     t0 = time.time()
-    with step.entry.run() as work:
-        step.build(plan, step, work)
+    step.entry.ensure(lambda work: step.build(plan, step, work))
     return time.time() - t0
 
 
@@ -292,7 +324,7 @@ def build_simulated(plan: Plan, step: Step, work: Work):
 def build_extracted(plan: Plan, step: Step, work: Work):
     cfg = step.entry.config
     videos = sources.dataset_videos(cfg["dataset"], cfg["options"], plan.root)
-    extract.extract_to_work(videos, work, backbone=cfg["backbone"], checkpoint=cfg["checkpoint"] or None,
+    extract.extract_to_work(videos, work, backbone=cfg["backbone"], checkpoint=step.meta["checkpoint"] or None,
                             long_edge=cfg["long_edge"], max_people=cfg["max_people"],
                             decoder_config=cfg["decoder"] or None,
                             decoder_workers=plan.cfg.get("extract", {}).get("decoder_workers"),

@@ -149,6 +149,14 @@ def _readers(jobs: list[VideoJob], long_edge, batch_size: int, fps: float):
         close(nxt)
 
 
+class NothingExtracted(SkelpipeError):
+    """Every video given was bad: the run fails (and commits nothing) with the first reasons."""
+
+    def __init__(self, message: str, stats):
+        super().__init__(message)
+        self.stats = stats
+
+
 @dataclass
 class RunStats:
     videos_done: int = 0
@@ -195,6 +203,10 @@ def extract_to_work(videos, work, *, backbone: str, checkpoint: str | None = Non
         if decoder_workers is None:
             decoder_workers = max(1, min(8, (os.cpu_count() or 2) - 1))
         _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_workers, decoder_config, fps, stats)
+        if stats.videos_done == 0 and not stats.videos_skipped:  # every video bad: fail, commit nothing
+            reasons = "; ".join(f"{sid}: {why}" for sid, why in stats.bad[:3])
+            raise NothingExtracted(f"no video could be extracted ({len(stats.bad)} of {len(todo)} bad: "
+                                   f"{reasons}{' …' if len(stats.bad) > 3 else ''})", stats)
     work.note(videos=len(videos), frames=stats.frames, extract_fps=round(stats.fps, 2),
               already_done=stats.videos_skipped)
     if out_name and shard is None:

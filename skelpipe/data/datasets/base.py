@@ -42,6 +42,10 @@ class Dataset:
         """The dataset's own (HQ) skeletons; bad files found while scanning go to ``work.report_bad``."""
         raise SkelpipeError(f"dataset {self.name!r} has no skeletons of its own")
 
+    def skeleton_files(self, root: Path, options: dict) -> list[Path]:
+        """The files ``skeletons`` reads (their names, sizes and times key the stage)."""
+        return []
+
     def generate(self, options: dict, out_dir: Path) -> Path | None:
         """A generated dataset writes its store itself and returns its path; a read one returns None."""
         return None

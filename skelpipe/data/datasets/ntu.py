@@ -252,6 +252,9 @@ class NTU(Dataset):
                  "class_names": list(names), "fps": 30.0, "image_size": [1920, 1080]}
         return Skeletons(list(found.samples), "ntu25", attrs, read)
 
+    def skeleton_files(self, root, options):
+        return sorted(find_dir(root, ("nturgb+d_skeletons", "skeletons", "."), "*.skeleton").rglob("*.skeleton"))
+
     def videos(self, root, options):
         rgb = find_dir(root, ("nturgb+d_rgb", "rgb", "."), "*_rgb.avi")
         names = action_names("xsub" if int(options.get("version", 60)) == 60 else "xsub120")

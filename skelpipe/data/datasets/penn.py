@@ -231,6 +231,9 @@ class Penn(Dataset):
                  "class_names": list(ACTIONS), "fps": 30.0, "split_protocol": split_mode}
         return Skeletons([(s.path.stem, s.path) for s in samples], "penn13", attrs, read)
 
+    def skeleton_files(self, root, options):
+        return sorted(find_dir(root, ("labels", "."), "*.mat").glob("*.mat"))
+
     def videos(self, root, options):
         frames = Path(root) / "frames"
         if not frames.is_dir():

@@ -287,6 +287,9 @@ class SYSU(Dataset):
                  "class_names": list(ACTIONS), "fps": 30.0}
         return Skeletons([(p.stem, p) for p in found.paths], "kinect20", attrs, read)
 
+    def skeleton_files(self, root, options):
+        return [i.video_dir / WORLD_FILE for i in scan(root).instances]
+
     def videos(self, root, options):
         return [Video(i.sample_id, i.video_dir / FRAMES_DIR,
                       {"label": i.label, "label_name": ACTIONS[i.label], "subject": i.subject})
