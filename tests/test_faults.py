@@ -1,0 +1,180 @@
+"""Faults and bad input, end to end.
+
+1. ``run-all`` on a reduced demo killed with SIGKILL at N random moments (each followed by a
+   rerun) ends with the results, weights, pack and part matrix of an uninterrupted run. Run it
+   alone with more kills or another seed:
+
+       SKELPIPE_FAULT_KILLS=20 SKELPIPE_FAULT_SEED=3 python -m pytest -m slow tests/test_faults.py
+
+2. A catalogue of bad inputs, each with the one line it must give and its exit status.
+"""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REDUCED = ["data.subjects=6", "data.reps=1", "data.test_reps=1", "experiments.op=[0.3]",
+           "experiments.seeds=[0]", "teacher.epochs=8", "student.epochs=6", "teacher.milestones=[6]",
+           "student.milestones=[4]"]
+
+
+def run_all(tmp_path, cache: Path, *extra, **popen):
+    args = [sys.executable, "-m", "skelpipe", "run-all", "demo", "--cache-dir", str(cache), "--report-dir",
+            str(cache.parent / f"{cache.name}-report"), "--device", "cpu", "--jobs", "1"]
+    for o in REDUCED:
+        args += ["--set", o]
+    return subprocess.Popen([*args, *extra], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)
+
+
+def finished(tmp_path, cache: Path) -> dict:
+    """What a run leaves: results (cache paths masked), every model's weights, pack, part matrix."""
+    text = (cache.parent / f"{cache.name}-report" / "results.json").read_text()
+    out = {"results": json.loads(text.replace(str(cache), "CACHE"))}
+    for model in sorted(cache.glob("*/*/model.pt")):
+        state = torch.load(model, weights_only=True)
+        out[model.parent.parent.name + "/" + model.parent.name] = {k: v.numpy() for k, v in state.items()}
+    for f in sorted(cache.glob("pack/*/data.h5")) + sorted(cache.glob("partmatrix/*/part_matrix.npy")):
+        out[str(f.relative_to(cache))] = f.read_bytes()
+    return out
+
+
+def same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray):
+        return np.array_equal(a, b)
+    return a == b
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_result(tmp_path):
+    straight = run_all(tmp_path, tmp_path / "straight")
+    out, _ = straight.communicate(timeout=300)
+    assert straight.returncode == 0, out
+    t0 = time.time()
+    expected = finished(tmp_path, tmp_path / "straight")
+
+    kills = int(os.environ.get("SKELPIPE_FAULT_KILLS", "8"))
+    rng = random.Random(int(os.environ.get("SKELPIPE_FAULT_SEED", "0")))
+    cache, killed = tmp_path / "killed", 0
+    for _ in range(kills):
+        proc = run_all(tmp_path, cache, start_new_session=True)
+        try:
+            proc.wait(timeout=rng.uniform(2.0, 5.0))  # (about 3 s of start-up) the run may finish first
+            break
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed += 1
+    final = run_all(tmp_path, cache)
+    out, _ = final.communicate(timeout=300)
+    assert final.returncode == 0, out
+    assert killed >= 1
+    got = finished(tmp_path, cache)
+    assert same(got, expected), f"after {killed} kills the result differs"
+    print(f"{killed} kills, {time.time() - t0:.0f} s")
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+def _write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    return path
+
+
+# (what, setup(tmp) -> (args, env), exit status, the message the one error line must hold)
+CATALOGUE = [
+    ("cache root is a file",
+     lambda t: (["run-all", "demo", "--dry-run"], {"SKELPIPE_CACHE": str(_write(t / "f", "x"))}),
+     1, "the cache root is not a directory"),
+    ("unknown pipeline", lambda t: (["run-all", "nosuch", "--dry-run"], {}), 1, "unknown pipeline 'nosuch'"),
+    ("pipeline file with invalid TOML",
+     lambda t: (["run-all", str(_write(t / "bad.toml", "name = [")), "--dry-run"], {}), 1, "invalid TOML"),
+    ("pipeline whose base includes itself",
+     lambda t: (["run-all", str(_write(t / "loop.toml", 'base = "loop.toml"\n')), "--dry-run"], {}), 1,
+     "includes itself"),
+    ("unknown section", lambda t: (["run-all", "demo", "--dry-run", "--set", "techer.epochs=3"], {}), 2,
+     "unknown section [techer] (did you mean 'teacher'?)"),
+    ("unknown key", lambda t: (["run-all", "demo", "--dry-run", "--set", "teacher.epoch=3"], {}), 2,
+     "unknown setting epoch = 3 (did you mean 'epochs'?)"),
+    ("wrong type", lambda t: (["run-all", "demo", "--dry-run", "--set", "teacher.epochs=abc"], {}), 2,
+     "epochs must be an integer, got 'abc'"),
+    ("out of range", lambda t: (["run-all", "demo", "--dry-run", "--set", "experiments.op=[1.5]"], {}), 2,
+     "experiments.op: 1.5 is outside [0.0, 1.0]"),
+    ("unknown KD variant", lambda t: (["run-all", "demo", "--dry-run", "--set", "experiments.kd=['pmcs']"], {}),
+     2, "(did you mean 'pmsc'?)"),
+    ("zero epochs", lambda t: (["run-all", "demo", "--dry-run", "--set", "teacher.epochs=0"], {}), 2,
+     "epochs must be >= 1, got 0"),
+    ("--device cuda without CUDA", lambda t: (["run-all", "demo", "--device", "cuda"], {}), 1,
+     "CUDA is not available here"),
+    ("report with nothing finished", lambda t: (["report", "demo"], {}), 1, "nothing to report"),
+    ("Penn without a data root", lambda t: (["run-all", "penn"], {"SKELPIPE_PENN_ROOT": ""}), 1,
+     "penn data missing: no data root given"),
+    ("Penn data root of bad files",
+     lambda t: (["run-all", "penn", "--until", "skeletons", "--data-root",
+                 str(_write(t / "penn" / "labels" / "0001.mat", b"not MATLAB").parent.parent)], {}),
+     1, "no readable penn sample (1 bad:"),
+    ("evaluate a folder that is not a trained model",
+     lambda t: (["evaluate", "--model", str((t / "m").mkdir() or t / "m"), "--pack", str(t),
+                 "--out", str(t / "e")], {}), 1, "model.json: missing (not a finished training run)"),
+    ("train on a pack that does not exist",
+     lambda t: (["train", "--stage", "teacher", "--pack", str(t / "nope"), "--out", str(t / "o")], {}), 2,
+     "does not exist"),
+    ("train on a folder that holds no pack",
+     lambda t: (["train", "--stage", "teacher", "--pack", str(t), "--out", str(t / "o")], {}), 1,
+     "data.h5: no packed data (run the pack stage first)"),
+    ("align a store that is not HDF5",
+     lambda t: (["align", "--hq", str(_write(t / "hq.h5", b"junk")), "--lq", str(_write(t / "lq.h5", b"junk")),
+                 "--cache-dir", str(t / "c")], {}), 1, "hq.h5"),
+    ("predict without --model", lambda t: (["predict", str(_write(t / "v.mp4", b"x"))], {}), 1,
+     "--model: which trained student?"),
+    ("custom dataset without labels.csv",
+     lambda t: (["run-all", str(_write(t / "c.toml", CUSTOM)), "--until", "extract", "--data-root",
+                 str((t / "clips").mkdir() or t / "clips")], {}), 1, "labels.csv"),
+]
+
+CUSTOM = """name = "mine"
+dataset = "custom"
+[sources.a]
+kind = "estimator"
+backbone = "shufflenetv2k16"
+[sources.b]
+kind = "estimator"
+backbone = "mobilenetv3small"
+[[settings]]
+name = "s"
+hq = "a"
+lq = "b"
+[teacher]
+[student]
+[[experiments]]
+kd = ["none"]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what,setup,status,message", CATALOGUE, ids=[c[0] for c in CATALOGUE])
+def test_bad_input_catalogue(what, setup, status, message, tmp_path):
+    args, env = setup(tmp_path)
+    env = {**os.environ, "SKELPIPE_CACHE": str(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": "", **env}
+    if env.get("SKELPIPE_PENN_ROOT") == "":
+        del env["SKELPIPE_PENN_ROOT"]
+    proc = subprocess.run([sys.executable, "-m", "skelpipe", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=120)
+    errors = [line for line in proc.stderr.splitlines() if re.match(r"(error|Error|Usage)", line)]
+    assert proc.returncode == status, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert errors and (len([e for e in errors if e.startswith("error:")]) <= 1)
