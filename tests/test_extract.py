@@ -293,7 +293,8 @@ def test_bench_extract_table(biased_ckpt, tmp_path, capsys):
 
 
 def test_extraction_is_bit_identical_however_it_is_split(biased_ckpt, tmp_path, monkeypatch):
-    """Straight, in two shards, and killed after one video then resumed: the same bytes. Every
+    """Straight, in two shards (--shard, torchrun's ranks), killed after one video then resumed,
+    with a pool of decoders: the same bytes. Every
     batch holds frames of one video only, laid out from its first frame, and every frame gets a
     decoder of its own, so a video's poses never depend on what else was in flight before it."""
     videos = [write_video(tmp_path / f"v{i}.avi", n=5 + i) for i in range(3)]  # 5, 6, 7 frames: ragged batches
@@ -317,7 +318,14 @@ def test_extraction_is_bit_identical_however_it_is_split(biased_ckpt, tmp_path, 
     monkeypatch.setattr(extract, "_write_video", real_write)
     extract_file(videos, tmp_path / "resumed.h5", **kw)  # resumes: the first video is not redone
     extract_file(videos, tmp_path / "pool.h5", **{**kw, "decoder_workers": 2})  # frames to any worker
+    for rank in (1, 0):  # as torchrun's ranks see it: the shard comes from RANK / WORLD_SIZE
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        extract_file(videos, tmp_path / "torchrun.h5", **kw)
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
     straight = (tmp_path / "straight.h5").read_bytes()
     assert (tmp_path / "sharded.h5").read_bytes() == straight
     assert (tmp_path / "resumed.h5").read_bytes() == straight
     assert (tmp_path / "pool.h5").read_bytes() == straight
+    assert (tmp_path / "torchrun.h5").read_bytes() == straight
