@@ -26,6 +26,7 @@ COMMANDS = {
     "run-all": "skelpipe.commands.run_all:run_all_command",
     "predict": "skelpipe.commands.predict:predict_command",
     "bench": "skelpipe.commands.bench:bench_command",
+    "export": "skelpipe.commands.export:export_command",
 }
 
 

@@ -77,8 +77,8 @@ def test_seeds_multiply_student_cells_only(tmp_path):
     moved = Plan(load_pipeline("demo", ["experiments.seeds=[0, 1]", "experiments.seed_occlusion=true"]),
                  cache, None, "cpu").build()
     assert {s.entry.config["occlusion_seed"] for s in moved.steps.values() if s.stage == "student"} == {0, 1}
-    evaluations = [s for s in three.records if s.deps["model"].stage == "student"]
-    assert sorted({s.meta["seed"] for s in evaluations}) == [0, 1, 2]
+    evaluations = [meta for s, meta in three.records if s.deps["model"].stage == "student"]
+    assert sorted({meta["seed"] for meta in evaluations}) == [0, 1, 2]
     for bad in ("[]", "[0, 0]", "['a']"):
         with pytest.raises(SkelpipeError, match="seeds"):
             Plan(load_pipeline("demo", [f"experiments.seeds={bad}"]), cache, None, "cpu").build()
@@ -89,7 +89,7 @@ def test_override_parsing():
     assert parse_override("teacher.channels=[8, 16]") == (["teacher", "channels"], [8, 16])
     assert parse_override("extract.extractor=simulated") == (["extract", "extractor"], "simulated")
     cfg = load_pipeline("ntu", ["experiments.op=[0.3]"])
-    assert all(e["op"] == [0.3] for e in cfg["experiments"]) and len(cfg["experiments"]) == 4
+    assert all(e["op"] == [0.3] for e in cfg["experiments"]) and len(cfg["experiments"]) == 5  # Tables 1-5
 
 
 def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):
@@ -358,3 +358,27 @@ def test_source_stages_are_keyed_on_the_files_they_read(tmp_path):
     checkpoint.write_bytes(b"weights B")  # replaced at the same path
     assert keys(root, *real)["r152"] != a
     assert list((cache.root / ".hashes").iterdir())  # content hashes memoised by path, size, time
+
+
+def test_backbones_give_table_3(tmp_path):
+    """[[experiments]] backbones: a teacher, a part matrix and students per backbone, the ST-GCN
+    cells shared with Table 1, and Table 3's rows beside the paper's figures."""
+    from skelpipe.pipeline.report import markdown
+
+    plan = Plan(load_pipeline("penn"), Cache(tmp_path), None, "cpu").build()
+    teachers = {s.config.get("backbone", "stgcn") for s in plan.steps.values() if s.stage == "teacher"}
+    assert teachers == {"stgcn", "agcn", "efficientgcn-b4"}
+    table3 = [meta for _, meta in plan.records if meta.get("table") == 3]
+    assert {(m["backbone"], m["kd"]) for m in table3 if m["model"] == "student"} == {
+        (b, kd) for b in ("stgcn", "agcn", "efficientgcn-b4") for kd in ("none", "pmsc")}
+    shared = {s.key for s, meta in plan.records if meta.get("table") == 1} & {
+        s.key for s, meta in plan.records if meta.get("table") == 3}
+    assert shared  # ST-GCN at OP 0 is the same evaluation in both tables
+    rows = [{"aggregate": True, "table": 3, "setting": "heterogeneous", "hq_source": "annotated",
+             "lq_source": "r152", "benchmark": "default", "model": "student", "kd": kd, "op": 0.0,
+             "hq_fraction": 1.0, "lq_data": "all", "backbone": b, "top1": 90.0, "top5": 98.0, "n": 2,
+             "n_test": 100, "top1_sd": 1.0, "top5_sd": 0.5} for b in ("agcn", "efficientgcn-b4") for kd in ("none", "pmsc")]
+    md = markdown(rows, "penn", "penn")
+    assert "| GCN blocks |" in md and "| Student (w/ KD) | r152 | EfficientGCN-B4 | 0 | 90.00 ± 1.00 [paper 95.03]" in md
+    assert "| Student (w/o KD) | r152 | EfficientGCN-B4 | 0 | 90.00 ± 1.00 [paper 93.45]" in md
+    assert md.index("Js-AGCN") < md.index("EfficientGCN-B4")

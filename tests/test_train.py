@@ -355,3 +355,22 @@ def test_a_single_class_is_refused(tmp_path):
     with pytest.raises(SkelpipeError, match="at least 2 classes"):
         train(TrainConfig(stage="teacher", channels=(8,), epochs=1, device="cpu"), split, tmp_path / "t")
     assert not (tmp_path / "t" / "model.json").exists()
+
+
+def test_tensorboard_event_files_when_the_extra_is_installed(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = TrainConfig(stage="teacher", epochs=2, batch_size=6, **TINY)
+    train(cfg, make_split(), tmp_path / "with")
+    events = EventAccumulator(str(tmp_path / "with" / "tensorboard"))
+    events.Reload()
+    assert {"teacher/loss", "teacher/ce", "teacher/lr", "teacher/samples_per_s"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("teacher/loss")] == [1, 2]
+    assert [round(e.value, 5) for e in events.Scalars("teacher/loss")] == [round(r["loss"], 5) for r in metrics(tmp_path / "with")]
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # the extra not installed
+    train(cfg, make_split(), tmp_path / "without")
+    assert not (tmp_path / "without" / "tensorboard").exists()
+    a = torch.load(tmp_path / "with" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "without" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # training is the same either way

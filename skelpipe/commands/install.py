@@ -302,4 +302,10 @@ def doctor_checks() -> tuple[list[tuple[str, bool, str]], list[str]]:
     others = [f.name for f in files if f not in set(named.values())]
     if others:
         rows.append(("other checkpoints", True, ", ".join(others)))
+    try:
+        import tensorboard
+        rows.append(("tensorboard", True, f"{tensorboard.__version__}: training writes event files"))
+    except ImportError:
+        rows.append(("tensorboard", True, "not installed (optional): training writes metrics.jsonl only"))
+        fixes.append(f"{py} -m pip install 'skelpipe[tensorboard]'   # optional: TensorBoard event files")
     return rows, fixes

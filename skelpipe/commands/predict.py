@@ -23,13 +23,16 @@ def print_table(result: Prediction):
     out.print(table)
     out.print(f"{result.num_frames} frames, {result.image_size[0]}×{result.image_size[1]}, "
               f"poses from OpenPifPaf {result.backbone}; model {result.model_dir}")
+    if result.timings:
+        out.print("time: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()))
 
 
 @click.command("predict")
 @click.argument("video", type=click.Path())
 @click.option("--model", "model_dir", default=None, type=click.Path(),
-              help="A trained student: a skelpipe train --out directory, or a student (or evaluate) "
-                   "stage directory of the cache.")
+              help="A trained student: a skelpipe train --out directory, a student (or evaluate) "
+                   "stage directory of the cache, or a .onnx file from skelpipe export onnx (run "
+                   "by ONNX Runtime).")
 @click.option("--backbone", default=None,
               help="OpenPifPaf backbone for extraction [default: the one the student was trained on].")
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),

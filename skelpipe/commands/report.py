@@ -33,3 +33,4 @@ def report_command(pipeline, overrides, data_root, cache_dir, report_dir):
     out = Path(report_dir or Path("reports") / cfg["name"])
     write_report(plan, out)
     console.print(f"report: {out}/results.md")
+    console.print(f"training curves: tensorboard --logdir {plan.cache.root}  (with skelpipe[tensorboard])")

@@ -86,3 +86,4 @@ def run_all_command(pipeline, data_root, only, until, overrides, cache_dir, repo
             out = Path(report_dir or Path("reports") / cfg["name"])
             report.write_report(plan, out)
             console.print(f"report: {out}/results.md  ({time.time() - t0:.1f} s in all)")
+            console.print(f"training curves: tensorboard --logdir {plan.cache.root}  (with skelpipe[tensorboard])")

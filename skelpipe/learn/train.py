@@ -132,6 +132,7 @@ def _train(cfg, split, test, data_key, where, out_dir, teacher_dir, part_matrix,
     part_keep = (partmatrix.part_keep_masks(layouts.get(data.layout)).to(device)
                  if cfg.part_dropout > 0 else None)
 
+    board = _tensorboard(out_dir) if rank == 0 else None
     for epoch in range(start_epoch, cfg.epochs):
         record = train_one_epoch(cfg, model, raw_model, optimizer, data, distiller, part_keep, epoch,
                                  rank, world, device, amp)
@@ -142,8 +143,25 @@ def _train(cfg, split, test, data_key, where, out_dir, teacher_dir, part_matrix,
         scheduler.step()
         _save_checkpoint(last, out_dir, raw_model, optimizer, scheduler, epoch, history, key,
                          rank, world, device)
+        if board is not None:
+            for name in ("loss", "ce", "kd", "train_acc", "lr", "samples_per_s", "test_top1", "test_top5"):
+                if name in record:
+                    board.add_scalar(f"{cfg.stage}/{name}", record[name], record["epoch"])
+            board.flush()
+    if board is not None:
+        board.close()
     if rank == 0:
         save_model(out_dir, raw_model, {**meta, "epochs_done": len(history), "metrics": history[-1]})
+
+
+def _tensorboard(out_dir: Path):
+    """A TensorBoard writer into ``out_dir/tensorboard`` when the optional extra is installed
+    (``pip install 'skelpipe[tensorboard]'``); None otherwise: training is the same either way."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency: tensorboard
+    except ImportError:
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
 
 
 def _seed(cfg, device):

@@ -14,6 +14,7 @@ from skelpipe.data import datasets
 from skelpipe.data.align import MISSING
 from skelpipe.data.pack import BENCHMARKS, PackConfig
 from skelpipe.learn.config import KD_VARIANTS, TrainConfig
+from skelpipe.learn.models import BACKBONES
 from skelpipe.learn.partmatrix import MEASURES
 
 # The working directory's pipelines/ (a user's own files) first, then those shipped in the package.
@@ -143,7 +144,7 @@ PARTMATRIX = {"measure": (str, MEASURES), "batch_size": (int, None, 1)}
 EXPERIMENT = {"table": ((int, str),), "settings": ([str],), "benchmarks": ([str], BENCHMARKS),
               "splits": (int, None, 1), "op": ([float], None, 0.0, 1.0), "kd": ([str], KD_VARIANTS),
               "hq_fraction": ([float], None, 0.0, 1.0), "student_data": ([str], ("all", "pair")),
-              "seeds": ([int],), "seed_occlusion": (bool,)}
+              "seeds": ([int],), "seed_occlusion": (bool,), "backbones": ([str], BACKBONES)}
 TOP = ("name", "dataset", "description", "data", "extract", "sources", "settings", "align", "pack",
        "teacher", "student", "partmatrix", "experiments", "_path")
 

@@ -66,7 +66,7 @@ class Plan:
         self.cfg, self.cache, self.root, self.device = cfg, cache, root, device
         self.steps: dict[str, Step] = {}
         self.shard = None
-        self.records: list[Step] = []  # evaluate steps, in report order
+        self.records: list[tuple[Step, dict]] = []  # (evaluate step, what it reports), in report order
         self._data_keys: dict = {}
 
     def add(self, stage, label, config, deps, build, meta=None, data=None) -> Step:
@@ -167,6 +167,14 @@ class Plan:
         common = {"setting": setting["name"], "table": exp.get("table"),
                   "hq_source": hq.meta["label"], "lq_source": lq.meta["label"],
                   "extractor": lq.meta.get("extractor", "dataset")}
+        for backbone in exp.get("backbones", [None]):  # Table 3: teacher and students on each backbone
+            self._cells(exp, setting, align, common, seeds, backbone)
+
+    def _cells(self, exp, setting, align, common, seeds, backbone):
+        cfg = self.cfg
+        teacher_cfg = {**cfg["teacher"], **({"backbone": backbone} if backbone else {})}
+        student_cfg = {**cfg["student"], **({"backbone": backbone} if backbone else {})}
+        tag = f" {backbone}" if backbone else ""
         for benchmark in exp.get("benchmarks", ["default"]):
             for split in range(int(exp.get("splits", 1))):
                 for fraction in exp.get("hq_fraction", [1.0]):
@@ -176,11 +184,12 @@ class Plan:
                                     f"{f' split {split}' if exp.get('splits') else ''} HQ {fraction:.0%}",
                                     pack_cfg, {"align": align}, build_pack)
                     where = {**common, "benchmark": benchmark, "split": split, "hq_fraction": fraction}
-                    teacher = self.add("teacher", f"teacher {setting['name']} {benchmark} HQ {fraction:.0%}",
-                                       dict(cfg["teacher"]),
+                    teacher = self.add("teacher", f"teacher{tag} {setting['name']} {benchmark} HQ {fraction:.0%}",
+                                       teacher_cfg,
                                        {"pack": pack}, build_train)
                     self._evaluate(teacher, pack, 0.0, {**where, "model": "teacher", "kd": None, "op": 0.0,
-                                                        "seed": cfg["teacher"].get("seed", 0)})
+                                                        "seed": teacher_cfg.get("seed", 0),
+                                                        "backbone": teacher_cfg.get("backbone", "stgcn")})
                     partmatrix = None
                     for op in exp.get("op", [0.0]):
                         for kd in exp.get("kd", ["pmsc"]):
@@ -190,28 +199,31 @@ class Plan:
                                     deps["teacher"] = teacher
                                 if kd == "pmsc":
                                     partmatrix = partmatrix or self.add(
-                                        "partmatrix", f"part matrix {setting['name']} {benchmark} HQ {fraction:.0%}",
+                                        "partmatrix", f"part matrix{tag} {setting['name']} {benchmark} HQ {fraction:.0%}",
                                         dict(cfg.get("partmatrix", {})), {"teacher": teacher, "pack": pack},
                                         build_partmatrix)
                                     deps["partmatrix"] = partmatrix
                                 for seed in seeds:
-                                    scfg = {**cfg["student"], "kd": kd, "op": op, "lq_data": data, "seed": seed}
+                                    scfg = {**student_cfg, "kd": kd, "op": op, "lq_data": data, "seed": seed}
                                     if exp.get("seed_occlusion", False):
                                         scfg["occlusion_seed"] = seed
                                     student = self.add(
-                                        "student", f"student {setting['name']} kd={kd} OP {op} {benchmark} "
+                                        "student", f"student{tag} {setting['name']} kd={kd} OP {op} {benchmark} "
                                         f"HQ {fraction:.0%}{' (pairs only)' if data == 'pair' else ''}"
                                         f"{f' seed {seed}' if len(seeds) > 1 else ''}", scfg, deps, build_train)
                                     self._evaluate(student, pack, op, {**where, "model": "student", "kd": kd,
-                                                                       "op": op, "lq_data": data, "seed": seed})
+                                                                       "op": op, "lq_data": data, "seed": seed,
+                                                                       "backbone": student_cfg.get("backbone", "stgcn")})
 
     def _evaluate(self, model: Step, pack: Step, op: float, meta: dict):
+        """The evaluation of ``model``, reported in every table that names it (one stage, several
+        rows: Table 3's ST-GCN cells are Table 1's)."""
         scfg = self.cfg["student"]
         config = {"op": op, "occlusion_mode": scfg.get("occlusion_mode", "track")}
         step = self.add("evaluate", f"evaluate {model.label}", config, {"model": model, "pack": pack},
                         build_evaluate, meta)
-        if step not in self.records:
-            self.records.append(step)
+        if (step, meta) not in self.records:
+            self.records.append((step, meta))
 
     # execution -------------------------------------------------------------
     def ordered(self) -> list[Step]:

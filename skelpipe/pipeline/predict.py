@@ -13,6 +13,7 @@ seen a real estimator's output; predictions on real videos then come with a warn
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from skelpipe.data.split import FILE, decode_attr
 from skelpipe.learn.checkpoint import load_model
 from skelpipe.learn.evaluate import predict
 from skelpipe.pipeline.cache import default_root
+from skelpipe.pipeline.onnx import OnnxModel
 from skelpipe.pose import extract
 from skelpipe.pose import video as videos
 from skelpipe.pose.network import resolve_backbone
@@ -55,6 +57,7 @@ class Prediction:
     checkpoint: str | None
     model_dir: str
     warnings: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)  # seconds: extract, normalise, classify
 
     def to_json(self) -> dict:
         return {"video": self.video, "model": self.model_dir, "backbone": self.backbone,
@@ -64,7 +67,7 @@ class Prediction:
                 "people": int((self.keypoints[..., 2] > 0).any(axis=(1, 2)).sum()),
                 "top": [{"rank": i + 1, "action": name, "probability": p}
                         for i, (name, p) in enumerate(self.top)],
-                "warnings": self.warnings}
+                "warnings": self.warnings, "timings_s": self.timings}
 
 
 # ---------------------------------------------------------------- the model and its data
@@ -215,25 +218,27 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
     video = Path(video)
     if not video.exists():
         raise SkelpipeError(f"{video}: video not found")
-    model_dir = resolve_model_dir(model_dir)
-    dev = devices.resolve(device)
-    model, meta = load_model(model_dir, dev)
-    check_student(model_dir, meta)
-    found = pack_attrs(model_dir, meta)
+    model_dir, meta, found, probabilities = _student(model_dir, devices.resolve(device))
     # what the training run recorded of its pack, completed by the pack itself when it is cached
     attrs = {**(meta.get("data") or {}), **found}
     backbone, warnings = _backbone_and_warnings(model_dir, meta, attrs, found, backbone)
     for w in warnings:
         console.print(f"[yellow]warning:[/] {w}")
 
+    timings, t0 = {}, time.perf_counter()
     keypoints, vattrs = extract_poses(video, backbone, checkpoint, device, batch_size, long_edge,
                                       int(meta.get("num_persons", 2)), decoder_workers, decoder_config)
+    timings["extract"] = time.perf_counter() - t0  # reading, network, pose decoding, tracking: overlapped
     image_size = tuple(int(v) for v in vattrs.get("image_size") or ())
     if len(image_size) != 2:
         raise SkelpipeError(f"{video}: extraction recorded no image size")
+    t0 = time.perf_counter()
     cfg = temporal_config(meta, attrs)
     x, idx = to_input(keypoints, image_size, cfg, int(meta.get("num_persons", 2)))
-    probs = classify(model, x, dev)
+    timings["normalise"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    probs = probabilities(x)
+    timings["classify"] = time.perf_counter() - t0
     names = list(meta.get("class_names") or [])
     if len(names) != len(probs):
         names = [str(k) for k in range(len(probs))]
@@ -244,7 +249,7 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
         num_frames=int(vattrs.get("num_frames") or keypoints.shape[1]),
         frames_used=[int(i) for i in idx], backbone=backbone,
         checkpoint=str(checkpoint) if checkpoint else None, model_dir=str(model_dir),
-        warnings=warnings)
+        warnings=warnings, timings={k: round(v, 4) for k, v in timings.items()})
     if not (keypoints[..., 2] > 0).any():
         result.warnings.append("no person was detected in any frame: the prediction is that of an "
                                "empty skeleton sequence")
@@ -257,6 +262,19 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
     if out_video is not None:
         write_video(video, out_video, keypoints, f"{result.top[0][0]} {result.top[0][1]:.0%}")
     return result
+
+
+def _student(model_dir, dev):
+    """(its path, model.json, its pack's attributes, probabilities(x)) of a trained student: a
+    training directory run by PyTorch, or an exported ``.onnx`` file run by ONNX Runtime."""
+    if str(model_dir).endswith(".onnx"):
+        runner = OnnxModel(model_dir)
+        check_student(Path(model_dir), runner.meta)
+        return Path(model_dir), runner.meta, runner.pack, runner.probabilities
+    model_dir = resolve_model_dir(model_dir)
+    model, meta = load_model(model_dir, dev)
+    check_student(model_dir, meta)
+    return model_dir, meta, pack_attrs(model_dir, meta), lambda x: classify(model, x, dev)
 
 
 def _backbone_and_warnings(model_dir, meta, attrs, found, backbone):

@@ -97,6 +97,19 @@ PAPER_TABLE5 = {
     ("homogeneous", 0.7, "student", "pmsc", "pair"): (80.65, 86.06),
     ("homogeneous", 0.7, "student", "pmsc", "all"): (81.31, 87.54),
 }
+# The paper's Table 3 (other backbones, OP 0): (dataset, backbone, kd) → its two columns. The paper
+# gives the students with KD for every backbone, and EfficientGCN-B4 without KD.
+PAPER_TABLE3 = {
+    ("ntu", "stgcn", "pmsc"): (83.31, 88.13), ("ntu", "agcn", "pmsc"): (83.25, 90.14),
+    ("ntu", "efficientgcn-b4", "none"): (87.57, 91.81), ("ntu", "efficientgcn-b4", "pmsc"): (88.36, 92.12),
+    ("penn", "stgcn", "pmsc"): (87.08, 98.50), ("penn", "agcn", "pmsc"): (90.45, 98.69),
+    ("penn", "efficientgcn-b4", "none"): (93.45, 97.84), ("penn", "efficientgcn-b4", "pmsc"): (95.03, 98.22),
+    ("sysu", "stgcn", "pmsc"): (87.58, 88.17), ("sysu", "agcn", "pmsc"): (88.31, 89.14),
+    ("sysu", "efficientgcn-b4", "none"): (88.68, 89.31), ("sysu", "efficientgcn-b4", "pmsc"): (90.07, 91.00),
+}
+BACKBONE_NAMES = {"stgcn": "ST-GCN", "agcn": "Js-AGCN", "efficientgcn-b0": "EfficientGCN-B0",
+                  "efficientgcn-b2": "EfficientGCN-B2", "efficientgcn-b4": "EfficientGCN-B4"}
+
 KD_NAMES = {None: "", "none": "Student (w/o KD)", "kl": "Student (KL)",
             "global-msc": "Student (Global MSC)", "pmsc": "Student (w/ KD)"}
 
@@ -120,12 +133,11 @@ def collect(plan) -> list[dict]:
     mean, sd and n; for a student with distillation, the paired gain over the student without
     KD of the same seeds, with its 95 % interval: ``stats.paired_difference``)."""
     per_split = []
-    for step in plan.records:
+    for step, meta in plan.records:
         if not step.entry.done:
             continue
         metrics = json.loads((step.entry.path / "metrics.json").read_text())
         pack = _pack_attrs(step.deps["pack"].entry.path)
-        meta = step.meta
         per_split.append({
             "benchmark": meta["benchmark"], "model": meta["model"], "kd": meta["kd"],
             "op": meta["op"], "hq_fraction": meta["hq_fraction"],
@@ -135,7 +147,7 @@ def collect(plan) -> list[dict]:
             "n_test": int(metrics.get("n", 0)),
             "setting": meta["setting"], "table": meta.get("table"), "lq_data": meta.get("lq_data"),
             "hq_source": meta["hq_source"], "lq_source": meta["lq_source"], "split": meta["split"],
-            "seed": meta.get("seed", 0),
+            "seed": meta.get("seed", 0), "backbone": meta.get("backbone", "stgcn"),
             "model_dir": str(step.deps["model"].entry.path), "eval_dir": str(step.entry.path),
         })
     runs = defaultdict(list)
@@ -225,19 +237,24 @@ def markdown(records: list[dict], dataset: str, name: str) -> str:
         lines += [f"## {title} — {setting} ({rows[0]['hq_source']} → {rows[0]['lq_source']})", ""]
         heads = [h for _, _, h in columns]
         extra = ["HQ amount", "LQ data"] if table == 5 else []
-        lines.append("| Methods | Skeleton | OP | " + " | ".join(extra + heads) + " |")
-        lines.append("|" + "---|" * (3 + len(extra) + len(heads)))
-        keys = sorted({(r["hq_fraction"], r["model"] != "teacher", r["op"], r.get("lq_data") or "",
-                        ["none", "kl", "global-msc", "pmsc", None].index(r["kd"]), r["kd"], r["model"])
-                       for r in rows}, key=lambda k: (-k[0], k[1], k[2], k[3] == "all", k[4]))
-        for fraction, _, op, data, _, kd, model in keys:
+        blocks = len({r.get("backbone", "stgcn") for r in rows}) > 1 or table == 3
+        lines.append("| Methods | Skeleton | " + ("GCN blocks | " if blocks else "") + "OP | "
+                     + " | ".join(extra + heads) + " |")
+        lines.append("|" + "---|" * (3 + blocks + len(extra) + len(heads)))
+        keys = sorted({(r.get("backbone", "stgcn"), r["hq_fraction"], r["model"] != "teacher", r["op"],
+                        r.get("lq_data") or "", ["none", "kl", "global-msc", "pmsc", None].index(r["kd"]),
+                        r["kd"], r["model"]) for r in rows},
+                      key=lambda k: (list(BACKBONE_NAMES).index(k[0]), -k[1], k[2], k[3], k[4] == "all", k[5]))
+        for backbone, fraction, _, op, data, _, kd, model in keys:
             cells = []
             for bench, metric, _ in columns:
                 match = [r for r in rows if r["benchmark"] == bench and r["model"] == model
                          and r["kd"] == kd and r["op"] == op and r["hq_fraction"] == fraction
-                         and (r.get("lq_data") or "") == data]
+                         and (r.get("lq_data") or "") == data and r.get("backbone", "stgcn") == backbone]
                 if table == 5:
                     paper = PAPER_TABLE5.get((setting, fraction, model, kd, data or None))
+                elif table == 3:
+                    paper = PAPER_TABLE3.get((dataset, backbone, kd)) if model == "student" and op == 0 else None
                 else:
                     paper = PAPER.get((dataset, table, model, kd, op))
                 paper = None if paper is None else paper[columns.index((bench, metric, _))]
@@ -245,7 +262,8 @@ def markdown(records: list[dict], dataset: str, name: str) -> str:
             source = rows[0]["hq_source"] if model == "teacher" else rows[0]["lq_source"]
             label = "Teacher" if model == "teacher" else KD_NAMES[kd]
             extra_cells = [f"{fraction:.0%}", data or ""] if table == 5 else []
-            lines.append(f"| {label} | {source} | {op:g} | " + " | ".join(extra_cells + cells) + " |")
+            block = f"{BACKBONE_NAMES[backbone]} | " if blocks else ""
+            lines.append(f"| {label} | {source} | {block}{op:g} | " + " | ".join(extra_cells + cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

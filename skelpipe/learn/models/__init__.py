@@ -1,4 +1,5 @@
-"""Graph convolutional networks for skeleton sequences (ST-GCN, 2s-AGCN joint stream).
+"""Graph convolutional networks for skeleton sequences (ST-GCN, the 2s-AGCN joint stream
+(Js-AGCN), EfficientGCN-B0..B4).
 
 ``build_model`` is the one entry point; every model maps ``x (N, C, T, V, M)`` to
 ``(logits (N, K), global feature (N, C'), part features (N, 5, C'))``, has ``model.layout``
@@ -7,16 +8,19 @@ and ``model.features(x)`` → joint features ``(N*M, C', T', V)``.
 
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.learn.models.agcn import AGCN
+from skelpipe.learn.models.efficientgcn import EfficientGCN
 from skelpipe.learn.models.stgcn import DEFAULT_CHANNELS, STGCN
 from skelpipe.skeleton import layouts
 
-BACKBONES = ("stgcn", "agcn")
+BACKBONES = ("stgcn", "agcn", "efficientgcn-b0", "efficientgcn-b2", "efficientgcn-b4")
 
 
 def build_model(backbone="stgcn", layout="coco17", in_channels=3, num_classes=60,
                 channels=DEFAULT_CHANNELS, temporal_kernel=9, num_persons=2, dropout=0.0,
                 part_pool="mean"):
-    """The ``backbone`` network ("stgcn" or "agcn") for skeletons of ``layout`` (name or Layout)."""
+    """The ``backbone`` network for skeletons of ``layout`` (name or Layout). EfficientGCN-Bx is
+    sized by its scaling coefficient x (``channels`` and ``temporal_kernel`` are ST-GCN's and
+    AGCN's); its dropout before the classifier is its authors' 0.25 when ``dropout`` is 0."""
     if isinstance(layout, str):
         layout = layouts.get(layout)
     kwargs = dict(in_channels=in_channels, num_classes=num_classes, channels=tuple(channels),
@@ -26,6 +30,9 @@ def build_model(backbone="stgcn", layout="coco17", in_channels=3, num_classes=60
         return STGCN(layout, **kwargs)
     if backbone == "agcn":
         return AGCN(layout, **kwargs)
+    if backbone.startswith("efficientgcn-b") and backbone in BACKBONES:
+        return EfficientGCN(layout, in_channels, num_classes, scale=int(backbone[-1]), num_persons=num_persons,
+                            dropout=dropout or 0.25, part_pool=part_pool)
     raise SkelpipeError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
 
 

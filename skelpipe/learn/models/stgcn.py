@@ -101,13 +101,13 @@ class STGCNBlock(nn.Module):
 
 
 class SkeletonNet(nn.Module):
-    """What ST-GCN and 2s-AGCN share: data_bn, the block stack, pooling and the classifier.
+    """What the backbones share: data_bn, the block stack, pooling and the classifier.
 
     ``forward(x (N, C, T, V, M))`` → ``(logits (N, K), global (N, C'), parts (N, 5, C'))``.
     """
 
     def __init__(self, layout: Layout, in_channels: int, num_classes: int, channels,
-                 num_persons: int, part_pool: str = "mean"):
+                 num_persons: int, part_pool: str = "mean", data_bn: bool = True):
         super().__init__()
         if part_pool not in PART_POOLS:
             raise ValueError(f"part_pool must be one of {PART_POOLS}, got {part_pool!r}")
@@ -118,7 +118,7 @@ class SkeletonNet(nn.Module):
         self.channels = tuple(channels)
         self.num_persons = num_persons
         v = layout.num_joints
-        self.data_bn = nn.BatchNorm1d(num_persons * v * in_channels)
+        self.data_bn = nn.BatchNorm1d(num_persons * v * in_channels) if data_bn else nn.Identity()
         self.fc = nn.Linear(self.channels[-1], num_classes)
         self.register_buffer("part_pool", part_pooling_matrix(layout), persistent=False)
 

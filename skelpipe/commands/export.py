@@ -1,0 +1,42 @@
+"""``skelpipe export onnx``: a trained model as one ONNX file that ``skelpipe predict`` (and any
+ONNX runtime) can run without PyTorch's model code."""
+
+from pathlib import Path
+
+import click
+
+from skelpipe.core.console import console
+from skelpipe.learn.checkpoint import load_model
+from skelpipe.pipeline import onnx
+from skelpipe.pipeline.predict import pack_attrs, resolve_model_dir
+
+
+@click.group("export")
+def export_command():
+    """Export trained models or data for other tools.
+
+    \b
+    Example:
+      skelpipe export onnx --model cache/student/3f2a9c0d1e2b4a5c --out student.onnx
+    """
+
+
+@export_command.command("onnx")
+@click.option("--model", "model_dir", required=True, type=click.Path(),
+              help="A trained model: a skelpipe train --out directory or a student / teacher stage of the cache.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+def export_onnx(model_dir, out):
+    """A trained model (student or teacher) as ONNX: skeletons (N, C, T, V, M) in, logits out, with
+    a dynamic batch and time axis, and what predict needs (classes, layout, the pack's frame
+    sampling) in its metadata. Needs pip install 'skelpipe[onnx]'.
+
+    \b
+    Example:
+      skelpipe export onnx --model runs/student --out student.onnx
+      skelpipe predict clip.mp4 --model student.onnx
+    """
+    model_dir = resolve_model_dir(model_dir)
+    _, meta = load_model(model_dir)
+    path = onnx.export(model_dir, out, pack_attrs(model_dir, meta))
+    console.print(f"[green]wrote[/] {path} ({Path(path).stat().st_size / 1e6:.1f} MB; {meta['stage']} "
+                  f"{meta['backbone']}, {meta['layout']}, {meta['num_classes']} classes)")
