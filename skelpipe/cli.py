@@ -27,6 +27,7 @@ COMMANDS = {
     "predict": "skelpipe.commands.predict:predict_command",
     "bench": "skelpipe.commands.bench:bench_command",
     "export": "skelpipe.commands.export:export_command",
+    "import": "skelpipe.commands.importing:import_command",
 }
 
 

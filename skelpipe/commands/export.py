@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from skelpipe.core.console import console
+from skelpipe.data import pyskl
 from skelpipe.learn.checkpoint import load_model
 from skelpipe.pipeline import onnx
 from skelpipe.pipeline.predict import pack_attrs, resolve_model_dir
@@ -18,6 +19,7 @@ def export_command():
     \b
     Example:
       skelpipe export onnx --model cache/student/3f2a9c0d1e2b4a5c --out student.onnx
+      skelpipe export pyskl --store poses.h5 --out poses.pkl
     """
 
 
@@ -40,3 +42,20 @@ def export_onnx(model_dir, out):
     path = onnx.export(model_dir, out, pack_attrs(model_dir, meta))
     console.print(f"[green]wrote[/] {path} ({Path(path).stat().st_size / 1e6:.1f} MB; {meta['stage']} "
                   f"{meta['backbone']}, {meta['layout']}, {meta['num_classes']} classes)")
+
+
+@export_command.command("pyskl")
+@click.option("--store", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="A pose store (.h5): an extraction, an import, or a stage's skeletons.h5.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .pkl file to write.")
+@click.option("--split-name", default="default", show_default=True,
+              help="Name of the split lists: <name>_train / <name>_val from the samples' split.")
+def export_pyskl(store, out, split_name):
+    """A pose store as a pyskl annotation pickle that pyskl's loader reads.
+
+    \b
+    Example:
+      skelpipe export pyskl --store cache/extract/ab12/skeletons.h5 --out ntu_k16.pkl --split-name xsub
+    """
+    counts = pyskl.export_store(store, out, split_name)
+    console.print(f"[green]wrote[/] {out}: {counts['samples']} annotations")

@@ -49,7 +49,7 @@ MANIFEST = "manifest.json"
 
 # Bump a stage's version when its code changes what it writes: that re-keys it and everything
 # downstream.
-VERSIONS = {"skeletons": 1, "extract": 2, "simulate": 1, "align": 1, "pack": 1, "teacher": 1,
+VERSIONS = {"skeletons": 1, "import": 1, "extract": 2, "simulate": 1, "align": 1, "pack": 1, "teacher": 1,
             "partmatrix": 2, "student": 2, "evaluate": 2}  # 2: masks keyed by sample id; E measures
 
 

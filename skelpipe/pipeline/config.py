@@ -133,8 +133,9 @@ def _section(where: str, values: dict, schema: dict):
         _value(where, key, value, kind, choices, low, high)
 
 
-SOURCE = {"kind": (str, ("dataset", "estimator")), "label": (str,), "backbone": (str,),
-          "checkpoint": (str,), "extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,)}
+SOURCE = {"kind": (str, ("dataset", "estimator", "pyskl")), "label": (str,), "backbone": (str,),
+          "checkpoint": (str,), "extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,),
+          "file": (str,), "split": (str,), "num_classes": (int, None, 1)}
 SETTING = {"name": (str,), "hq": (str,), "lq": (str,)}
 EXTRACT = {"extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,), "seed": (int,),
            "long_edge": (int, None, 32), "max_people": (int, None, 1), "decoder": (dict,),

@@ -30,14 +30,14 @@ from skelpipe.core.console import console
 from skelpipe.core.errors import ConfigError, SkelpipeError
 from skelpipe.core.fingerprint import content_key, files_key
 from skelpipe.core.work import Work
-from skelpipe.data import align, datasets, pack, sources
+from skelpipe.data import align, datasets, pack, pyskl, sources
 from skelpipe.learn import evaluate, partmatrix, train
 from skelpipe.learn.config import TrainConfig
 from skelpipe.pipeline.cache import VERSIONS, Cache, Stage, stage_settings
 from skelpipe.pose import extract, simulate
 from skelpipe.pose.extract import shard_from_env
 
-STAGE_ORDER = ("skeletons", "extract", "simulate", "align", "pack", "teacher", "partmatrix",
+STAGE_ORDER = ("skeletons", "import", "extract", "simulate", "align", "pack", "teacher", "partmatrix",
                "student", "evaluate", "report")
 
 # Where each dataset's data is expected when the pipeline needs it.
@@ -116,6 +116,15 @@ class Plan:
             return self.add("extract", f"OpenPifPaf {src['backbone']}", config, {}, build_extracted,
                             {"source": name, "label": src.get("label", name), "extractor": "openpifpaf",
                              "checkpoint": src.get("checkpoint", "")}, self._data_key("videos"))
+        if src["kind"] == "pyskl":  # another tool's skeletons (pyskl's annotation pickles)
+            file = Path(src["file"]).expanduser()
+            if not file.is_file():
+                raise SkelpipeError(f"{cfg['_path']}: sources.{name}.file: {file} does not exist")
+            config = {"file": "sha256:" + content_key(file, self.cache.root / ".hashes"),
+                      "split": src.get("split"), "num_classes": src.get("num_classes")}
+            return self.add("import", f"pyskl {file.name}", config, {}, build_imported,
+                            {"source": name, "label": src.get("label", name), "extractor": "pyskl",
+                             "file": str(file)})
         raise SkelpipeError(f"{cfg['_path']}: source {name!r} has unknown kind {src['kind']!r}")
 
     def _data_key(self, what: str) -> str:
@@ -325,6 +334,12 @@ def _worker_run(key: str) -> float:
 def build_skeletons(plan: Plan, step: Step, work: Work):
     sources.write_dataset_store(plan.cfg["dataset"], step.entry.config["options"], plan.root,
                                 work.dir / "skeletons.h5", work)
+
+
+def build_imported(plan: Plan, step: Step, work: Work):
+    cfg = step.entry.config
+    pyskl.import_store(step.meta["file"], work.dir / "skeletons.h5", cfg["split"], cfg["num_classes"],
+                       work=work)
 
 
 def build_simulated(plan: Plan, step: Step, work: Work):
