@@ -139,6 +139,7 @@ def test_demo_end_to_end_then_cached_rerun(tmp_path):
     assert "training_curves.png" in plots and any(p.startswith("part_matrix") for p in plots)
     assert "kd_gain.png" in plots
     assert any(p.startswith("skeletons_") for p in plots)
+    check_report_page(tmp_path / "report", plots, ("Student (w/ KD)", "student/", "evaluate/"))  # rows, keys
     t0 = time.time()
     proc = _run_all(tmp_path, ["--set", "experiments.op=[0.0, 0.6]", "--set", "experiments.seeds=[0, 1]"])
     out, _ = proc.communicate(timeout=300)
@@ -146,6 +147,70 @@ def test_demo_end_to_end_then_cached_rerun(tmp_path):
     assert "done " not in out  # every stage served from the cache
     assert time.time() - t0 < first / 2
     assert json.loads((tmp_path / "report" / "results.json").read_text()) == records
+
+
+def check_report_page(report: Path, plots: set, content=()):
+    """results.html: self-contained (every plot inline, no external reference), its tables and a
+    run list with cache keys; rendered by headless Chromium without a console error, and its
+    screenshot saved beside it (skipped where Chromium is absent)."""
+    import base64
+    import shutil
+    from html.parser import HTMLParser
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.images, self.links = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            self.tags.append(tag)
+            if tag == "img":
+                self.images.append(attrs["src"])
+            self.links += [v for k, v in attrs.items() if k in ("href", "src") and not v.startswith("data:")]
+
+    text = (report / "results.html").read_text()
+    page = Page()
+    page.feed(text)
+    assert page.tags.count("table") >= 2 and not page.links  # the tables; nothing to fetch
+    assert len(page.images) == len(plots)
+    for src in page.images:
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(c in text for c in content)
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is not None:  # (test_report_page_in_headless_chromium says so where it is absent)
+        render_in_chromium(browser, report)
+
+
+def render_in_chromium(browser: str, report: Path):
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           "--v=0", f"--screenshot={report / 'results.png'}", "--window-size=1280,3000",
+                           (report / "results.html").resolve().as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console_errors = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console_errors, console_errors
+    assert (report / "results.png").stat().st_size > 10_000
+
+
+def test_report_page_in_headless_chromium(tmp_path):
+    import shutil
+
+    from skelpipe.pipeline.page import write_html
+    from skelpipe.pipeline.plots import kd_gains
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    records = [{"aggregate": True, "table": 1, "setting": "s", "benchmark": "xsub", "hq_fraction": 1.0,
+                "model": "student", "kd": "pmsc", "op": 0.6,
+                "top1": 50.0, "top5": 80.0, "n": 2, "gain_top1": {"mean": 5.0, "ci95": [1.0, 9.0], "n": 2,
+                                                                   "significant": True}}]
+    (tmp_path / "plots").mkdir()
+    kd_gains(records, tmp_path / "plots" / "kd_gain.png")
+    write_html(tmp_path, "# Results\n\n| a | b |\n|---|---|\n| 1 | 2 |\n", records, {"name": "t"})
+    check_report_page(tmp_path, {"kd_gain.png"})
+    assert (tmp_path / "results.png").exists()
 
 
 def test_students_in_worker_processes(tmp_path):

@@ -26,7 +26,7 @@ from skelpipe.core.errors import SkelpipeError
 from skelpipe.data import datasets
 from skelpipe.data.split import FILE, decode_attr
 from skelpipe.learn.partmatrix import agreement
-from skelpipe.pipeline import plots, stats
+from skelpipe.pipeline import page, plots, stats
 
 # The paper's figures (Tables 1, 2, 4, 5), for comparison only: (dataset, table, model, kd, op,
 # hq_fraction, lq_data) → the two columns of the dataset's report_columns. kd "none" = Student (w/o KD).
@@ -295,7 +295,7 @@ def part_matrix_section(plan) -> str:
 
 
 def write_report(plan, out_dir) -> list[dict]:
-    """results.json, results.md and plots for a pipeline's plan, in ``out_dir``."""
+    """results.json, results.md, results.html and plots for a pipeline's plan, in ``out_dir``."""
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -323,5 +323,6 @@ def write_report(plan, out_dir) -> list[dict]:
         if step.stage == "evaluate" and (step.entry.path / "confusion.png").exists():
             shutil.copy(step.entry.path / "confusion.png", plots_dir / f"confusion_{slug[9:]}.png")
     plots.skeleton_overlays(plan, plots_dir)
+    page.write_html(out_dir, md, records, {k: v for k, v in plan.cfg.items() if not k.startswith("_")})
     console.print(md, markup=False, highlight=False)
     return records
