@@ -313,6 +313,10 @@ def test_predict_end_to_end_with_a_random_estimator(estimator, cached_student, t
     assert out["num_frames"] == FRAMES and out["image_size"] == [W, H] and out["frames_used"] == 16
     assert out["backbone"] == "shufflenetv2k16" and any("simulated" in w for w in out["warnings"])
     assert [t["action"] for t in out["top"]] == [name for _, name, _ in rows]   # same input, same answer
+    steps = out["timings_s"]  # each step's own time: read, network, decode, track, then classify
+    assert set(steps) == {"extract", "read", "network", "decode", "track", "normalise", "classify"}
+    assert all(v >= 0 for v in steps.values()) and steps["network"] > 0 and steps["decode"] > 0
+    assert "time: extract" in runner.invoke(predict_command, args, catch_exceptions=False).stdout
 
 
 def test_tracked_skeletons_are_classified_and_drawn(estimator, cached_student, tmp_path):

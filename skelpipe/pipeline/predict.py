@@ -57,7 +57,7 @@ class Prediction:
     checkpoint: str | None
     model_dir: str
     warnings: list = field(default_factory=list)
-    timings: dict = field(default_factory=dict)  # seconds: extract, normalise, classify
+    timings: dict = field(default_factory=dict)  # seconds: extract (read, network, decode, track), normalise, classify
 
     def to_json(self) -> dict:
         return {"video": self.video, "model": self.model_dir, "backbone": self.backbone,
@@ -201,7 +201,7 @@ def extract_poses(video, backbone: str, checkpoint=None, device="auto", batch_si
             if not len(s):
                 raise SkelpipeError(f"{video}: no poses extracted")
             smp = s.read(s.ids()[0])
-            return smp.keypoints, {**s.attrs, **smp.attrs}
+            return smp.keypoints, {**s.attrs, **smp.attrs, "step_seconds": stats.steps}
 
 
 # ---------------------------------------------------------------- the whole prediction
@@ -228,7 +228,8 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
     timings, t0 = {}, time.perf_counter()
     keypoints, vattrs = extract_poses(video, backbone, checkpoint, device, batch_size, long_edge,
                                       int(meta.get("num_persons", 2)), decoder_workers, decoder_config)
-    timings["extract"] = time.perf_counter() - t0  # reading, network, pose decoding, tracking: overlapped
+    timings["extract"] = time.perf_counter() - t0  # its steps overlap: each one's own time below
+    timings.update(vattrs.get("step_seconds") or {})
     image_size = tuple(int(v) for v in vattrs.get("image_size") or ())
     if len(image_size) != 2:
         raise SkelpipeError(f"{video}: extraction recorded no image size")

@@ -24,6 +24,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
@@ -134,8 +135,9 @@ def _worker(conn, shm_name: str, metas, config):
             cif = np.ndarray(cif_shape, dtype, buffer=shm.buf, offset=offset)
             caf = np.ndarray(caf_shape, dtype, buffer=shm.buf, offset=offset + cif.nbytes)
             try:
+                t0 = time.perf_counter()
                 poses, scores = decode(cif, caf)
-                conn.send((task_id, poses, scores))
+                conn.send((task_id, poses, scores, time.perf_counter() - t0))
             except Exception as e:  # noqa: BLE001 - reported for this frame only
                 conn.send((task_id, DecodeFailure(f"decoder error: {type(e).__name__}: {e}"), None))
             del cif, caf
@@ -193,6 +195,7 @@ class DecoderPool:
         self.workers: list[_Worker] = []
         self.keys: dict[int, object] = {}
         self.next_id = 0
+        self.decode_seconds = 0.0  # workers' time spent decoding, summed over frames
         self.failures_at_start = 0
         self.done: list = []
 
@@ -334,7 +337,8 @@ class DecoderPool:
                 if msg[0] == "ready":
                     w.ready = True
                     continue
-                task_id, poses, scores = msg
+                task_id, poses, scores, *seconds = msg
+                self.decode_seconds += seconds[0] if seconds else 0.0
                 out.append(self._finish(w, task_id, poses if isinstance(poses, DecodeFailure) else (poses, scores)))
         except (EOFError, ConnectionResetError, OSError):
             pass
@@ -361,13 +365,16 @@ class InlineDecoder:
         self.decode = FieldDecoder(cif_meta, caf_meta, config)
         self.done: list = []
         self.in_flight = 0
+        self.decode_seconds = 0.0  # time spent decoding, summed over frames
 
     def reserve(self, nbytes: int):
         pass
 
     def submit(self, key, tag: str, cif, caf):
+        t0 = time.perf_counter()
         try:
             self.done.append((key, self.decode(cif, caf)))
+            self.decode_seconds += time.perf_counter() - t0
         except Exception as e:  # noqa: BLE001 - reported for this frame only
             self.done.append((key, DecodeFailure(f"decoder error: {type(e).__name__}: {e}")))
 

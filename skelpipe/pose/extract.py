@@ -164,6 +164,8 @@ class RunStats:
     frames: int = 0
     seconds: float = 0.0
     bad: list = field(default_factory=list)  # (item, reason)
+    # seconds spent in each step, summed over videos and frames (the steps overlap in time)
+    steps: dict = field(default_factory=lambda: {"read": 0.0, "network": 0.0, "decode": 0.0, "track": 0.0})
 
     @property
     def fps(self) -> float:
@@ -251,6 +253,7 @@ def _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_worker
                 run.video(job, reader, lambda: bar.update(task, rate=stats.frames / max(time.perf_counter() - t0, 1e-9)))
             run.finish()
     finally:
+        stats.steps["decode"] = pool.decode_seconds
         pool.close()
         run.writer.shutdown(wait=True)
     stats.seconds = time.perf_counter() - t0
@@ -276,15 +279,20 @@ class _Run:
         pending = None
         try:
             for start, batch in reader:
+                t0 = time.perf_counter()
                 launched = (start, len(batch), self.runner.launch(batch))
                 if pending is not None:
                     _submit(self.pool, job, pending, self.runner)
+                self.stats.steps["network"] += time.perf_counter() - t0
                 pending = launched
                 self.handle(self.pool.collect())
                 self.stats.frames += len(batch)
                 on_batch()
+            t0 = time.perf_counter()
             if pending is not None:
                 _submit(self.pool, job, pending, self.runner)
+            self.stats.steps["network"] += time.perf_counter() - t0
+            self.stats.steps["read"] += reader.seconds
             job.total = reader.frames_read
         except VideoError as e:
             self.open_jobs.pop(job.sample_id, None)
@@ -316,7 +324,9 @@ class _Run:
         out = self.work.dir / _unit_file(job.sample_id)
 
         def write():
+            t0 = time.perf_counter()
             info = _write_video(job, out, self.net, self.max_people, self.fps)
+            self.stats.steps["track"] += time.perf_counter() - t0
             self.work.mark_done(job.sample_id, info)
             return info
 

@@ -13,6 +13,7 @@ raises ``VideoError`` (a ``SkelpipeError``) naming the file, when it is opened o
 import math
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -164,6 +165,7 @@ class VideoReader:
         self.info = info
         self.batch_size = max(1, batch_size)
         self.frames_read = 0
+        self.seconds = 0.0  # spent decoding and resizing frames
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"read {info.path.name}", daemon=True)
@@ -183,6 +185,7 @@ class VideoReader:
         try:
             batch = np.empty((self.batch_size, h, w, 3), np.uint8)
             n, start = 0, 0
+            t0 = time.perf_counter()
             for bgr in frames(self.info):
                 if bgr.shape[:2] != (self.info.height, self.info.width):
                     raise VideoError(f"{self.info.path}: frame {start + n} is {bgr.shape[1]}x{bgr.shape[0]}, "
@@ -190,11 +193,14 @@ class VideoReader:
                 prepare(bgr, self.info, batch[n])
                 n += 1
                 if n == self.batch_size:
+                    self.seconds += time.perf_counter() - t0
                     if not self._put((start, batch)):
                         return
+                    t0 = time.perf_counter()
                     start += n
                     n = 0
                     batch = np.empty((self.batch_size, h, w, 3), np.uint8)
+            self.seconds += time.perf_counter() - t0
             if n:
                 if not self._put((start, batch[:n])):
                     return
