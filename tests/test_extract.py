@@ -294,9 +294,9 @@ def test_bench_extract_table(biased_ckpt, tmp_path, capsys):
 
 def test_extraction_is_bit_identical_however_it_is_split(biased_ckpt, tmp_path, monkeypatch):
     """Straight, in two shards (--shard, torchrun's ranks), killed after one video then resumed,
-    with a pool of decoders: the same bytes. Every
-    batch holds frames of one video only, laid out from its first frame, and every frame gets a
-    decoder of its own, so a video's poses never depend on what else was in flight before it."""
+    with a pool of decoders: the same bytes. Every batch holds frames of one video only, laid
+    out from its first frame, and every frame gets a decoder of its own, so a video's poses
+    never depend on what else was in flight before it."""
     videos = [write_video(tmp_path / f"v{i}.avi", n=5 + i) for i in range(3)]  # 5, 6, 7 frames: ragged batches
     kw = dict(backbone="mobilenetv3small", checkpoint=str(biased_ckpt), device="cpu", long_edge=65,
               decoder_workers=0, decoder_config=BIASED, batch_size=4)
