@@ -325,7 +325,6 @@ def test_extraction_is_bit_identical_however_it_is_split(biased_ckpt, tmp_path, 
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
     straight = (tmp_path / "straight.h5").read_bytes()
-    assert (tmp_path / "sharded.h5").read_bytes() == straight
-    assert (tmp_path / "resumed.h5").read_bytes() == straight
-    assert (tmp_path / "pool.h5").read_bytes() == straight
-    assert (tmp_path / "torchrun.h5").read_bytes() == straight
+    differ = [name for name in ("sharded", "resumed", "pool", "torchrun")
+              if (tmp_path / f"{name}.h5").read_bytes() != straight]
+    assert not differ

@@ -6,7 +6,7 @@ Layout of a file::
                               layout, joints (JSON list), plus the writer's own attrs
     /samples/<id>/     attrs: the sample's own (label, split, fps, image_size, ...; JSON-encoded
                               when not a plain scalar or string)
-        keypoints      (M, T, V, C) float32, chunked per sample, lzf-compressed
+        keypoints      (M, T, V, C) float32, chunked per sample, gzip-compressed (level 1: the same poses, the same bytes)
         <name>         any extra array given to ``add`` (e.g. ``score`` (M, T))
 
 Crash safety: a writer fills ``<path>.partial-<pid>`` and renames it over ``<path>`` only when
@@ -115,8 +115,12 @@ class PoseWriter:
 
 
 def _write_array(group, name, arr):
+    # gzip, not lzf: HDF5's lzf filter hashes through an uninitialised table, so the same poses
+    # compressed twice can give different (equally valid) bytes; zlib's output is a function of
+    # its input, and the same poses give the same file. No creation times are stored either.
     chunks = arr.shape if arr.size else None
-    group.create_dataset(name, data=arr, chunks=chunks, compression="lzf" if arr.size else None)
+    group.create_dataset(name, data=arr, chunks=chunks, compression="gzip" if arr.size else None,
+                         compression_opts=1 if arr.size else None, track_times=False)
 
 
 class PoseStore:
