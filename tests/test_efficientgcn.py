@@ -71,7 +71,7 @@ def test_agcn_graph_is_adaptive_a_plus_b_plus_c():
     assert model.blocks[0].gcn.embed.weight.requires_grad  # theta / phi of C_k(x)
 
 
-@pytest.mark.parametrize("backbone", ["stgcn", "agcn", "efficientgcn-b0"])
+@pytest.mark.parametrize("backbone", ["stgcn", "agcn", "efficientgcn-b0", "efficientgcn-b4"])
 def test_distillation_runs_with_each_backbone(backbone, tmp_path):
     from skelpipe.commands.bench import random_split
     from skelpipe.learn.checkpoint import save_model
