@@ -138,17 +138,18 @@ def test_lock_blocks_second_holder_in_process(tmp_path):
             Lock(tmp_path / "x.lock", "thing").acquire()
 
 
-# Two processes at one stage: the build writes its pid to a log and takes a while.
+# Two processes at one stage: the build writes its pid to a log and waits for a go file.
 ENSURE = """
 import os, sys, time
 from skelpipe.pipeline.cache import Cache
-root, log = sys.argv[1], sys.argv[2]
+root, log, go = sys.argv[1], sys.argv[2], sys.argv[3]
 st = Cache(root).stage("teacher", 1, {"epochs": 1})
 def build(work):
     print("computing", flush=True)
     with open(log, "a") as f:
         f.write(f"{os.getpid()}\\n")
-    time.sleep(2.0)
+    while not os.path.exists(go):
+        time.sleep(0.05)
     (work.dir / "model.pt").write_text("w")
 print("computed" if st.ensure(build) else "reused", flush=True)
 """
@@ -157,16 +158,22 @@ print("computed" if st.ensure(build) else "reused", flush=True)
 def test_two_processes_at_one_stage_compute_it_once(tmp_path):
     """The second process waits for the first one's lock, sees the stage finished, reuses it;
     the first one's result is never deleted by the second."""
-    log = tmp_path / "computations.log"
-    first = subprocess.Popen([sys.executable, "-c", ENSURE, str(tmp_path / "c"), str(log)],
-                             stdout=subprocess.PIPE, text=True)
+    log, go = tmp_path / "computations.log", tmp_path / "go"
+    args = [sys.executable, "-c", ENSURE, str(tmp_path / "c"), str(log), str(go)]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     assert first.stdout.readline().strip() == "computing"  # holds the lock now
-    second = subprocess.run([sys.executable, "-c", ENSURE, str(tmp_path / "c"), str(log)],
-                            capture_output=True, text=True, timeout=60)
+    second = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in second.stdout:  # until it says it waits for the first one
+        seen.append(line)
+        if "waiting" in line:
+            break
+    go.touch()  # now let the first one finish
+    rest, _ = second.communicate(timeout=60)
     first.wait(timeout=60)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert first.returncode == 0 and second.returncode == 0, "".join(seen) + rest
     assert first.stdout.read().strip() == "computed"
-    assert second.stdout.strip() == "reused" and "waiting" in second.stdout + second.stderr
+    assert "waiting" in "".join(seen) and rest.strip().endswith("reused")
     assert len(log.read_text().splitlines()) == 1  # exactly one computed
     st = Cache(tmp_path / "c").stage("teacher", 1, {"epochs": 1})
     assert st.done and (st.path / "model.pt").read_text() == "w" and not st.partial.exists()
