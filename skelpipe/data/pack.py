@@ -42,7 +42,8 @@ import h5py
 import numpy as np
 
 from skelpipe.core import atomic
-from skelpipe.core.errors import SkelpipeError, did_you_mean
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.fields import check_known, check_types
 from skelpipe.data import datasets
 from skelpipe.data.pairing import draw_pairs
 from skelpipe.data.split import FILE, SPLITS
@@ -82,17 +83,8 @@ class PackConfig:
 
     @classmethod
     def from_dict(cls, config: dict) -> "PackConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise SkelpipeError(f"pack: unknown setting {unknown[0]} = {config[unknown[0]]!r}"
-                                f"{did_you_mean(unknown[0], known)}; known: {', '.join(sorted(known))}")
-        for f in dataclasses.fields(cls):
-            value = config.get(f.name)
-            kinds = {int: (int,), float: (int, float), str: (str,)}[f.type]
-            if f.name in config and (not isinstance(value, kinds) or isinstance(value, bool)):
-                wanted = {int: "an integer", float: "a number", str: "a string"}[f.type]
-                raise SkelpipeError(f"pack: {f.name} must be {wanted}, got {value!r}")
+        check_known("pack", cls, config, list_known=True)
+        check_types("pack", cls, config)
         return cls(**config)
 
     @property

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 
 from skelpipe.core.errors import SkelpipeError, did_you_mean
+from skelpipe.core.fields import check_known, check_types
 from skelpipe.learn.models import BACKBONES, DEFAULT_CHANNELS
 from skelpipe.learn.models.stgcn import PART_POOLS
 from skelpipe.skeleton import noise
@@ -67,18 +68,8 @@ class TrainConfig:
     deterministic: bool = False            # deterministic kernels (slower on CUDA)
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):  # types first, so that a bad --set is one line, not a TypeError
-            value = getattr(self, f.name)
-            if f.type is tuple:
-                ok = isinstance(value, (list, tuple)) and all(
-                    isinstance(v, int) and not isinstance(v, bool) for v in value)
-                wanted = "a list of integers"
-            else:
-                kinds = {float: (int, float), int: (int,), str: (str,), bool: (bool,)}[f.type]
-                ok = isinstance(value, kinds) and (f.type is bool or not isinstance(value, bool))
-                wanted = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}[f.type]
-            if not ok:
-                raise SkelpipeError(f"training config: {f.name} must be {wanted}, got {value!r}")
+        # types first, so that a bad --set is one line, not a TypeError
+        check_types("training config", type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         self.channels = tuple(self.channels)
         self.milestones = tuple(self.milestones)
         checks = [
@@ -111,11 +102,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """A config from a dict (a pipeline section); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise SkelpipeError(f"training config: unknown setting {unknown[0]} = {d[unknown[0]]!r}"
-                                f"{did_you_mean(unknown[0], known)}")
+        check_known("training config", cls, d)
         return cls(**d)
 
     def key(self, **inputs) -> str:

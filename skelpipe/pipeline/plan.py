@@ -168,11 +168,7 @@ class Plan:
         hq, lq = self.source(setting["hq"]), self.source(setting["lq"])
         align = self.add("align", f"align {setting['name']}", dict(cfg.get("align", {})),
                          {"hq": hq, "lq": lq}, build_align)
-        seeds = exp.get("seeds", [cfg["student"].get("seed", 0)])
-        if not (isinstance(seeds, list) and seeds and all(isinstance(v, int) for v in seeds)
-                and len(set(seeds)) == len(seeds)):
-            raise SkelpipeError(f"{cfg['_path']}: experiments.seeds must be a list of distinct integers, "
-                                f"got {seeds!r}")
+        seeds = exp.get("seeds", [cfg["student"].get("seed", 0)])  # checked by pipeline.config.check
         common = {"setting": setting["name"], "table": exp.get("table"),
                   "hq_source": hq.meta["label"], "lq_source": lq.meta["label"],
                   "extractor": lq.meta.get("extractor", "dataset")}
@@ -239,9 +235,10 @@ class Plan:
         return sorted(self.steps.values(), key=lambda s: STAGE_ORDER.index(s.stage))
 
     def run(self, only=None, until=None, jobs=1):
-        """Run the plan's unfinished stages in order. Under ``torchrun`` (or with RANK and
-        WORLD_SIZE set) only extraction is spread over the ranks, each taking its share of
-        the videos: ``torchrun --nproc-per-node N -m skelpipe run-all ntu --only extract``.
+        """Run the plan's unfinished stages in order (the caller holds the plan's stages with
+        ``cache.hold``, as run-all does, so that cache gc leaves them alone). Under ``torchrun``
+        (or with RANK and WORLD_SIZE set) only extraction is spread over the ranks, each taking
+        its share of the videos: ``torchrun --nproc-per-node N -m skelpipe run-all ntu --only extract``.
 
         ``jobs > 1``: the steps of one training stage (teachers, then students), which never
         depend on each other, run in that many worker processes, each with cores / jobs
@@ -259,16 +256,15 @@ class Plan:
             steps = [s for s in steps if s.stage == only]
         total = len(steps)
         pending = [(n, s) for n, s in enumerate(steps, 1) if not s.entry.done]
-        with self.cache.hold(s.entry for s in self.ordered()):  # cache gc leaves them alone
-            i = 0
-            while i < len(pending):
-                group = [p for p in pending[i:] if p[1].stage == pending[i][1].stage]
-                if jobs > 1 and len(group) > 1 and group[0][1].stage in PARALLEL_STAGES:
-                    self._run_parallel(group, total, jobs)
-                else:
-                    group = group[:1]
-                    self._run_step(*group[0], total)
-                i += len(group)
+        i = 0
+        while i < len(pending):
+            group = [p for p in pending[i:] if p[1].stage == pending[i][1].stage]
+            if jobs > 1 and len(group) > 1 and group[0][1].stage in PARALLEL_STAGES:
+                self._run_parallel(group, total, jobs)
+            else:
+                group = group[:1]
+                self._run_step(*group[0], total)
+            i += len(group)
 
     @staticmethod
     def _check_deps(step: Step):
