@@ -3,12 +3,13 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from skelpipe.commands.pack import run_pack
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
 from skelpipe.data.pack import PackConfig, frame_indices, normalise_2d, normalise_3d, pack
-from skelpipe.data.split import degrade, load_split
+from skelpipe.data.split import DiskRows, degrade, load_split
 from skelpipe.pipeline.cache import Cache
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.noise import instance_seeds, occlusion_mask, sample_keys
@@ -104,6 +105,37 @@ def test_load_split_mmap(tmp_path, dtype):
     np.testing.assert_array_equal(np.asarray(mapped.lq, np.float32), full.lq)
     np.testing.assert_array_equal(np.asarray(mapped.hq, np.float32), full.hq)
     assert not mapped.hq[1].any()  # the unwritten row (no HQ) reads as zeros
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_disk_rows_read_what_memory_holds(tmp_path, dtype):
+    d = _aligned_pair(tmp_path / "aligned", no_hq=(1,))
+    pack(d, Work(tmp_path), frames=32, dtype=dtype)
+    full = load_split(tmp_path, "train")
+    disk = load_split(tmp_path, "train", rows="disk")
+    assert isinstance(disk.lq, DiskRows) and disk.lq.shape == full.lq.shape and len(disk.hq) == len(full.hq)
+    for index in (slice(None), slice(2, 5), slice(1, 8, 3), [4, 0, 4, 7], np.array([6, 2]),
+                  torch.tensor([3, 1]), np.arange(8) % 2 == 0):
+        got = disk.lq[index]
+        assert got.dtype == torch.float32
+        np.testing.assert_array_equal(got.numpy(), full.lq[index])
+    np.testing.assert_array_equal(disk.hq[5].numpy(), full.hq[5])
+    assert not disk.hq[[1]].any()  # the unwritten row (no HQ) reads as zeros
+    assert disk.lq[[]].shape == (0,) + full.lq.shape[1:]
+    with pytest.raises(IndexError):
+        disk.lq[[8]]
+    # "auto" keeps a split this small in memory
+    assert isinstance(load_split(tmp_path, "train", rows="auto").lq, np.ndarray)
+
+
+def test_disk_rows_report_a_truncated_file(tmp_path):
+    d = _aligned_pair(tmp_path / "aligned")
+    pack(d, Work(tmp_path), frames=32)
+    disk = load_split(tmp_path, "test", rows="disk")
+    with open(tmp_path / "data.h5", "r+b") as f:
+        f.truncate(disk.hq.offset + disk.hq.row_bytes)
+    with pytest.raises(SkelpipeError, match="truncated"):
+        disk.hq[[2]]
 
 
 def test_hq_fraction_draw_stored(tmp_path):

@@ -16,11 +16,13 @@ import torch
 from click.testing import CliRunner
 
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.split import Split
+from skelpipe.data import split as split_module
+from skelpipe.data.split import DiskRows, Split, load_split
 from skelpipe.learn.checkpoint import load_model, save_model
-from skelpipe.learn.config import TrainConfig
+from skelpipe.learn.config import TrainConfig, settings
 from skelpipe.learn.evaluate import predict
 from skelpipe.learn.models import build_model
+from skelpipe.learn.train import train as train_pack
 from skelpipe.learn.train import train_split as train
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.noise import instance_seeds, sample_keys
@@ -156,7 +158,7 @@ def test_cached_teacher_outputs_equal_a_direct_forward(tmp_path):
 
 RESUME_SCRIPT = textwrap.dedent("""
     import os, signal, sys, torch
-    from skelpipe.commands.bench import random_split
+    from skelpipe.commands.bench_runs import random_split
     from skelpipe.learn.config import TrainConfig
     from skelpipe.learn.train import train_split
     out, teacher, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -247,6 +249,38 @@ def write_pack(pack_dir, train_split, test_split):
             g["hq_available"] = sp.has_hq
             g["length"] = np.full(len(sp.label), sp.lq.shape[2], np.int32)
             g["ids"] = np.array(sp.ids, dtype="S")
+
+
+@pytest.mark.parametrize("features", ["cached", "online"])
+def test_training_from_disk_gives_the_weights_of_training_in_memory(tmp_path, monkeypatch, features):
+    write_pack(tmp_path / "pack", make_split(paired_fraction=0.75), make_split(seed=1))
+    teacher = random_teacher(tmp_path / "teacher")
+    cfg = TrainConfig(stage="student", kd="pmsc", op=0.3, epochs=2, batch_size=6, lr=0.05,
+                      teacher_features=features, **TINY)
+    e = torch.full((3, 5), 0.2)
+    for rows in ("memory", "disk"):
+        train(cfg, load_split(tmp_path / "pack", "train", rows=rows), tmp_path / rows,
+              teacher_dir=teacher, part_matrix=e)
+    # train() reads a split from disk when it exceeds a share of the RAM
+    monkeypatch.setattr(split_module, "MEMORY_SHARE", 0.0)
+    assert isinstance(load_split(tmp_path / "pack", "train", rows="auto").lq, DiskRows)
+    np.save(tmp_path / "E.npy", e.numpy())
+    train_pack(cfg, tmp_path / "pack", tmp_path / "auto", teacher_dir=teacher, part_matrix=tmp_path / "E.npy")
+    weights = [load_model(tmp_path / d)[0].state_dict() for d in ("memory", "disk", "auto")]
+    for name, w in weights[0].items():
+        assert torch.equal(w, weights[1][name]) and torch.equal(w, weights[2][name]), name
+
+
+def test_max_steps_cuts_every_epoch_and_keys_only_when_set(tmp_path):
+    cfg = TrainConfig(stage="teacher", epochs=2, batch_size=6, max_steps=3, **TINY)
+    train(cfg, make_split(), tmp_path / "t")
+    m = metrics(tmp_path / "t")
+    assert [r["samples"] for r in m] == [18, 18] and all("steady_samples_per_s" in r for r in m)
+    assert "max_steps" not in settings(TrainConfig().to_dict())
+    assert settings(cfg.to_dict())["max_steps"] == 3
+    assert TrainConfig(max_steps=3).key() != TrainConfig().key()
+    with pytest.raises(SkelpipeError, match="max_steps"):
+        TrainConfig(max_steps=-1)
 
 
 def test_train_command_on_a_pack_directory(tmp_path):

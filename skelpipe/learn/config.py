@@ -27,6 +27,10 @@ KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", 
 RUNTIME_FIELDS = ("device", "compile", "eval_every", "teacher_features", "deterministic",
                   "eval_batch_size")
 
+# Settings added after results were cached: in the key only away from their default, so that
+# adding them left every existing key (and cache entry) as it was.
+LATER_FIELDS = {"max_steps": 0}
+
 
 @dataclass
 class TrainConfig:
@@ -59,13 +63,14 @@ class TrainConfig:
     occlusion_draws: str = "fixed"         # fixed: one draw per instance; fresh: new every epoch
     occlusion_seed: int = 0                # the training masks' seed (seed leaves them alone)
     seed: int = 0                          # initialisation and data order
-    amp: bool = True                       # bf16 autocast (CUDA only; CPU runs in fp32)
+    amp: bool = True                       # bf16 autocast where native (CUDA; a CPU with AMX or AVX512-BF16)
     device: str = "auto"
     compile: bool = False
     eval_every: int = 0                    # test top-1/top-5 every N epochs (0: never)
     eval_batch_size: int = 256
     teacher_features: str = "cached"       # cached | online
     deterministic: bool = False            # deterministic kernels (slower on CUDA)
+    max_steps: int = 0                     # > 0: end every epoch after this many steps (benchmarks)
 
     def __post_init__(self):
         # types first, so that a bad --set is one line, not a TypeError
@@ -91,6 +96,7 @@ class TrainConfig:
             (self.lq_data in ("all", "pair"), f"lq_data must be all or pair, got {self.lq_data!r}"),
             (self.part_pool in PART_POOLS, f"part_pool must be one of {PART_POOLS}, got {self.part_pool!r}"),
             (0.0 <= self.part_dropout <= 1.0, f"part_dropout must lie in [0, 1], got {self.part_dropout}"),
+            (self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -115,4 +121,5 @@ def settings(config: dict) -> dict:
     """The settings of a config dict that define the result (JSON-normalised): runtime-only
     fields left out, and the distillation settings of a run without distillation."""
     drop = RUNTIME_FIELDS + (KD_FIELDS if config.get("kd", "none") == "none" else ())
+    drop += tuple(k for k, default in LATER_FIELDS.items() if config.get(k, default) == default)
     return json.loads(json.dumps({k: v for k, v in config.items() if k not in drop}, default=list))

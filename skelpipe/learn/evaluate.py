@@ -17,9 +17,9 @@ import torch
 
 from skelpipe.core import atomic
 from skelpipe.core.console import progress
-from skelpipe.core.device import resolve
+from skelpipe.core.device import native_bf16, resolve
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.split import load_split
+from skelpipe.data.split import DiskRows, load_split
 from skelpipe.learn.checkpoint import load_model
 from skelpipe.skeleton import noise
 
@@ -35,8 +35,8 @@ def predict(model, x, batch_size=256, device="cpu", amp=True, op=0.0, mode="trac
         raise ValueError("predict with op > 0 needs one occlusion seed per instance")
     device = torch.device(device)
     model.eval()
-    x = torch.as_tensor(x)
-    amp = amp and device.type == "cuda"
+    x = x if isinstance(x, DiskRows) else torch.as_tensor(x)
+    amp = amp and native_bf16(device)
     out = []
     with progress("samples", transient=True) as bar:
         task = bar.add_task("evaluate", total=len(x), visible=show_progress)

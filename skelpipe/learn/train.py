@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from skelpipe.core import atomic
 from skelpipe.core.console import console, progress
-from skelpipe.core.device import fits, holding
+from skelpipe.core.device import fits, holding, native_bf16
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.fingerprint import input_key
 from skelpipe.data.split import Split, load_split
@@ -63,8 +63,8 @@ def train(cfg: TrainConfig, pack_dir, out_dir, teacher_dir=None, part_matrix=Non
     """
     if _finished(cfg, out_dir):
         return Path(out_dir)
-    split = load_split(pack_dir, "train")
-    test = load_split(pack_dir, "test") if cfg.eval_every else None
+    split = load_split(pack_dir, "train", rows="auto")  # larger than memory: read batch by batch
+    test = load_split(pack_dir, "test", rows="auto") if cfg.eval_every else None
     e = load_part_matrix(part_matrix) if cfg.kd == "pmsc" and part_matrix is not None else None
     return train_split(cfg, split, out_dir, teacher_dir, e, test=test, data_key=input_key(pack_dir),
                        where=str(pack_dir))
@@ -102,7 +102,7 @@ def _finished(cfg: TrainConfig, out_dir) -> bool:
 
 def _train(cfg, split, test, data_key, where, out_dir, teacher_dir, part_matrix, rank, world, device):
     _seed(cfg, device)
-    amp = cfg.amp and device.type == "cuda"
+    amp = cfg.amp and native_bf16(device)
     if cfg.batch_size % world:
         raise SkelpipeError(f"batch size {cfg.batch_size} is not divisible by {world} processes")
     data = TrainData.of(cfg, split, device, where)
@@ -269,6 +269,7 @@ def train_one_epoch(cfg, model, raw_model, optimizer, data: TrainData, distiller
     local_batch = cfg.batch_size // world
     per_rank = -(-len(data.train_index) // world)
     steps = -(-per_rank // local_batch)
+    steps = min(steps, cfg.max_steps) if cfg.max_steps else steps
     model.train()
     order_dev, order_data, (hq_order, pair_order, hq_offsets) = _epoch_batches(
         cfg, data, distiller is not None, epoch, rank, world, device)
@@ -281,15 +282,7 @@ def train_one_epoch(cfg, model, raw_model, optimizer, data: TrainData, distiller
         t0 = time.perf_counter()
         for step in range(steps):
             s0, s1 = step * local_batch, min((step + 1) * local_batch, len(order_dev))
-            idx = order_dev[s0:s1]
-            x = data.x[order_data[s0:s1]].to(device, non_blocking=True).float()
-            y = data.labels[idx]
-            if data.student and cfg.op > 0:
-                seeds = noise.instance_seeds(cfg.occlusion_seed, data.sample_keys[idx], "train",
-                                             data.split.name, draw_epoch)
-                x = x * noise.occlusion_mask(seeds, cfg.op, x.shape[2:], cfg.occlusion_mode)
-            if part_keep is not None:
-                x = x * part_dropout_mask(part_keep, len(x), cfg.part_dropout, device)
+            x, y = _batch(cfg, data, order_dev[s0:s1], order_data[s0:s1], draw_epoch, part_keep, device)
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 logits, glob, parts = model(x)
             ce = F.cross_entropy(logits.float(), y)
@@ -298,16 +291,21 @@ def train_one_epoch(cfg, model, raw_model, optimizer, data: TrainData, distiller
                 kd = distiller(logits, glob, parts, y, hq_order[hq_offsets[step]:hq_offsets[step + 1]],
                                pair_order[s0:s1], device, amp)
             loss = ce + alpha * kd
-            if distiller is not None and step == 0 and world == 1:  # once an epoch: how hard each term pulls
-                grad_norms = _gradient_norms(raw_model, ce, alpha * kd)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if distiller is not None and step == 0 and world == 1:  # once an epoch: how hard each term pulls
+                grad_norms = _gradient_norms(raw_model, ce, loss)
+            else:
+                loss.backward()
             optimizer.step()
             with torch.no_grad():
                 n = float(s1 - s0)
                 sums[:4] += torch.stack([loss.detach() * n, ce.detach() * n, kd.detach() * n,
                                          (logits.argmax(1) == y).sum().float()])
                 sums[4] += n
+            if step == 0:  # the steps after the first: the steady rate (without warm-up and diagnostics)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t1, first = time.perf_counter(), float(s1 - s0) * world
             if task is not None:
                 bar.update(task, advance=1, rate=(step + 1) * local_batch * world / (time.perf_counter() - t0))
         if world > 1:
@@ -319,23 +317,42 @@ def train_one_epoch(cfg, model, raw_model, optimizer, data: TrainData, distiller
             bar.remove_task(task)
     record = {"epoch": epoch + 1, "loss": loss_sum / count, "ce": ce_sum / count,
               "kd": kd_sum / count, "lr": optimizer.param_groups[0]["lr"],
-              "train_acc": correct / count, "samples_per_s": count / elapsed, "time": elapsed}
-    if grad_norms is not None:
-        record.update(grad_ce=grad_norms[0], grad_kd=grad_norms[1], alpha=alpha)
-    return record
+              "train_acc": correct / count, "samples": int(count), "samples_per_s": count / elapsed,
+              "time": elapsed, **({"steady_samples_per_s": (count - first) / (t0 + elapsed - t1)} if steps > 1 else {})}
+    return record | ({"grad_ce": grad_norms[0], "grad_kd": grad_norms[1], "alpha": alpha} if grad_norms else {})
+
+
+def _batch(cfg, data: TrainData, idx, data_idx, draw_epoch, part_keep, device):
+    """One training batch (x, y): the instances ``idx`` (``data_idx`` where the data live),
+    occluded (a student with op > 0) and with part dropout (``part_keep``) as configured."""
+    x = data.x[data_idx].to(device, non_blocking=True).float()
+    y = data.labels[idx]
+    if data.student and cfg.op > 0:
+        seeds = noise.instance_seeds(cfg.occlusion_seed, data.sample_keys[idx], "train",
+                                     data.split.name, draw_epoch)
+        x = x * noise.occlusion_mask(seeds, cfg.op, x.shape[2:], cfg.occlusion_mode)
+    if part_keep is not None:
+        x = x * part_dropout_mask(part_keep, len(x), cfg.part_dropout, device)
+    return x, y
 
 
 # ----------------------------------------------------------------------------- losses and test
 
-def _gradient_norms(model, ce, kd) -> tuple[float, float]:
-    """L2 norms of the gradients of ``ce`` and of ``kd`` (already weighted by alpha) with respect to
-    the weights, each on its own (the graph is kept for the step's real backward pass)."""
+def _gradient_norms(model, ce, loss) -> tuple[float, float]:
+    """Backpropagate ``loss`` = ce + alpha × kd and return the L2 norms of the gradients of
+    ``ce`` and of ``alpha × kd`` with respect to the weights: the cross-entropy's gradient is
+    taken on its own first (one extra backward pass), the distillation term's is the rest."""
     params = [p for p in model.parameters() if p.requires_grad]
-    norms = []
-    for term in (ce, kd):
-        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
-        norms.append(float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))))
-    return norms[0], norms[1]
+    g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
+    loss.backward()
+    ce_sq = kd_sq = 0.0
+    for p, g in zip(params, g_ce):
+        if p.grad is None:
+            continue
+        g = torch.zeros_like(p.grad) if g is None else g
+        ce_sq += float((g.float() ** 2).sum())
+        kd_sq += float(((p.grad - g).float() ** 2).sum())
+    return ce_sq ** 0.5, kd_sq ** 0.5
 
 
 def _epoch_batches(cfg, data: TrainData, distill: bool, epoch, rank, world, device):

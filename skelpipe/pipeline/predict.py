@@ -171,10 +171,9 @@ def to_input(keypoints: np.ndarray, image_size, cfg, num_persons: int):
 
 
 def classify(model, x: np.ndarray, device) -> np.ndarray:
-    """Softmax probabilities (K,) of the model on one input (1, C, T, V, M)."""
-
-
-    logits = predict(model, x, batch_size=1, device=device)
+    """Softmax probabilities (K,) of the model on one input (1, C, T, V, M), in fp32 (one clip
+    takes milliseconds: no reason to round it to bf16)."""
+    logits = predict(model, x, batch_size=1, device=device, amp=False)
     return torch.softmax(logits[0].double(), 0).numpy()
 
 
