@@ -73,7 +73,7 @@ def test_agcn_graph_is_adaptive_a_plus_b_plus_c():
 
 @pytest.mark.parametrize("backbone", ["stgcn", "agcn", "efficientgcn-b0", "efficientgcn-b4"])
 def test_distillation_runs_with_each_backbone(backbone, tmp_path):
-    from skelpipe.commands.bench import random_split
+    from skelpipe.commands.bench_runs import random_split
     from skelpipe.learn.checkpoint import save_model
     from skelpipe.learn.config import TrainConfig
     from skelpipe.learn.train import train_split

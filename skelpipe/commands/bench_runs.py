@@ -1,9 +1,11 @@
-"""``skelpipe bench train|extract``: throughput benchmarks (samples/s, frames/s) of the real
-training loop and the real extraction pipeline, and of the reference they are compared with."""
+"""``skelpipe bench train|extract|memory``: throughput (samples/s, frames/s) of the real training
+loop, evaluation and extraction pipeline, the reference they are compared with, and peak memory.
+Each prints a table, or with ``--json`` one JSON line (what ``skelpipe bench all`` collects)."""
 
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -12,6 +14,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import click
+import h5py
 import numpy as np
 import torch
 from rich.console import Console
@@ -20,13 +23,14 @@ from rich.table import Table
 from skelpipe.commands.extract import extract_file
 from skelpipe.commands.train import _int_list
 from skelpipe.core.console import console
-from skelpipe.core.device import resolve
+from skelpipe.core.device import native_bf16, resolve
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.split import Split
+from skelpipe.data.split import DiskRows, Split, data_file, load_split, physical_memory
 from skelpipe.learn.checkpoint import save_model
 from skelpipe.learn.config import KD_VARIANTS, TrainConfig
+from skelpipe.learn.evaluate import predict
 from skelpipe.learn.models import DEFAULT_CHANNELS, build_model
-from skelpipe.learn.train import train_split
+from skelpipe.learn.train import train, train_split
 from skelpipe.pose.decoding import BIASED_CONFIG
 from skelpipe.pose.extract import sample_id_for
 from skelpipe.pose.network import (
@@ -40,17 +44,6 @@ from skelpipe.pose.network import (
 from skelpipe.pose.video import VideoReader, frames, probe
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.store import open_store
-
-
-@click.group("bench")
-def bench_command():
-    """Speed benchmarks; print tables of measured throughput.
-
-    \b
-    Example:
-      skelpipe bench train --device cuda --amp
-      skelpipe bench extract --backbone shufflenetv2k16 --video clip.mp4
-    """
 
 
 def random_split(n, layout, lq_layout="coco17", frames=300, num_classes=60, seed=0):
@@ -67,9 +60,10 @@ def random_split(n, layout, lq_layout="coco17", frames=300, num_classes=60, seed
                         "key": f"random-{n}-{frames}-{seed}"})
 
 
-@bench_command.command("train")
+@click.command("train")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast (CUDA only).")
+@click.option("--amp/--no-amp", default=True, show_default=True,
+              help="bf16 autocast where native (CUDA; a CPU with AMX or AVX512-BF16).")
 @click.option("--compile", is_flag=True, help="torch.compile the model.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--steps", type=int, default=20, show_default=True, help="Timed steps per run (after a warm-up epoch of as many).")
@@ -77,13 +71,16 @@ def random_split(n, layout, lq_layout="coco17", frames=300, num_classes=60, seed
 @click.option("--channels", callback=_int_list, default=None, help="Block channels [default: ST-GCN's].")
 @click.option("--runs", default="teacher,none,kl,global-msc,pmsc", show_default=True, help="Which runs (teacher and/or student kd variants).")
 @click.option("--profile", is_flag=True, help="Print torch.profiler's top operators of each run.")
-def bench_train(device, amp, compile, batch_size, steps, frames, channels, runs, profile):
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of the table.")
+def bench_train(device, amp, compile, batch_size, steps, frames, channels, runs, profile, as_json):
     """Training throughput (samples/s) of the teacher (ntu25, 3D) and the student (coco17, 2D)
-    with each distillation variant, on NTU-60-shaped random data (M=2, 60 classes).
+    with each distillation variant, and the teacher's inference throughput, on NTU-60-shaped
+    random data (M=2, 60 classes).
 
     Each run is the real training loop for two epochs of --steps batches; the second (warm)
-    epoch is timed. Overhead = student time per sample relative to the student without
-    distillation (teacher features cached, as in training).
+    epoch is timed, without its first step (which also takes the once-an-epoch gradient-norm
+    diagnostic of a distillation run: one extra backward pass). Overhead = student time per
+    sample relative to the student without distillation (teacher features cached, as in training).
 
     \b
     Example:
@@ -95,10 +92,11 @@ def bench_train(device, amp, compile, batch_size, steps, frames, channels, runs,
     for r in wanted:
         if r != "teacher" and r not in KD_VARIANTS:
             raise SkelpipeError(f"--runs: unknown run {r!r} (teacher, {', '.join(KD_VARIANTS)})")
+    dev = resolve(device)
     data = random_split(batch_size * steps, "ntu25", frames=frames)
     base = dict(channels=channels, epochs=2, batch_size=batch_size, milestones=(), device=device, amp=amp,
                 compile=compile, op=0.3)
-    results = {}
+    results, epochs = {}, {}
     with tempfile.TemporaryDirectory(prefix="skelpipe-bench-") as tmp:
         tmp = Path(tmp)
         teacher_dir = tmp / "random-teacher"
@@ -110,17 +108,31 @@ def bench_train(device, amp, compile, batch_size, steps, frames, channels, runs,
         for run in wanted:
             cfg = TrainConfig(stage="teacher", **base) if run == "teacher" else \
                 TrainConfig(stage="student", kd=run, **base)
-            console.print(f"bench: {run} ({'ntu25 3D' if run == 'teacher' else 'coco17 2D'}) ...")
+            if not as_json:
+                console.print(f"bench: {run} ({'ntu25 3D' if run == 'teacher' else 'coco17 2D'}) ...")
             with torch.profiler.profile(activities=_profiler_activities()) if profile else nullcontext() as prof:
                 train_split(cfg, data, tmp / f"run-{run}", teacher_dir=teacher_dir, part_matrix=part_e)
             if profile:
                 sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
                 click.echo(prof.key_averages().table(sort_by=sort, row_limit=15))
             last = [json.loads(line) for line in (tmp / f"run-{run}" / "metrics.jsonl").read_text().splitlines()][-1]
-            results[run] = last["samples_per_s"]
+            results[run] = last.get("steady_samples_per_s") or last["samples_per_s"]
+            epochs[run] = last["samples_per_s"]
+        infer = _inference_rate(teacher, data.hq[:batch_size], max(1, steps // 2), dev, amp)
+    if as_json:
+        click.echo(json.dumps({
+            "bench": "train", "device": str(dev), "batch": batch_size, "frames": frames, "persons": 2,
+            "channels": list(channels), "amp": amp, "compile": compile, "threads": torch.get_num_threads(),
+            "steps": steps, "train_samples_per_s": {r: round(v, 2) for r, v in results.items()},
+            "epoch_samples_per_s": {r: round(v, 2) for r, v in epochs.items()},
+            "infer_samples_per_s": round(infer, 2), **peak_memory(dev)}))
+        return
+    _train_table(results, infer, f"skelpipe bench train: batch {batch_size}, T={frames}, M=2, 60 classes, "
+                                 f"{steps} timed steps, device {device}, amp {amp}, compile {compile}", batch_size)
 
-    table = Table(title=f"skelpipe bench train: batch {batch_size}, T={frames}, M=2, 60 classes, "
-                        f"{steps} timed steps, device {device}, amp {amp}, compile {compile}")
+
+def _train_table(results: dict, infer: float, title: str, batch_size: int):
+    table = Table(title=title)
     for col in ("run", "input", "samples/s", "ms/step", "overhead vs student w/o KD"):
         table.add_column(col, justify="left" if col in ("run", "input") else "right", no_wrap=col == "run")
     for run, rate in results.items():
@@ -128,7 +140,26 @@ def bench_train(device, amp, compile, batch_size, steps, frames, channels, runs,
         table.add_row(run if run == "teacher" else f"student kd={run}",
                       "ntu25 3D (HQ)" if run == "teacher" else "coco17 2D (LQ)",
                       f"{rate:,.1f}", f"{1000 * batch_size / rate:,.1f}", over)
+    table.add_row("teacher inference", "ntu25 3D (HQ)", f"{infer:,.1f}", f"{1000 * batch_size / infer:,.1f}", "")
     Console().print(table)
+
+
+def _inference_rate(model, batch: np.ndarray, repeats: int, device, amp: bool) -> float:
+    """Samples/s of ``predict`` (evaluation's forward pass) on one batch, repeated, after a warm-up."""
+    model = model.to(device)
+    x = np.concatenate([batch] * repeats)
+    predict(model, batch, batch_size=len(batch), device=device, amp=amp)
+    t0 = time.perf_counter()
+    predict(model, x, batch_size=len(batch), device=device, amp=amp)
+    return len(x) / (time.perf_counter() - t0)
+
+
+def peak_memory(device) -> dict:
+    """This process's peak resident memory (and peak GPU memory allocated, on CUDA), in MiB."""
+    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
 
 
 def _profiler_activities():
@@ -200,23 +231,26 @@ def bench_openpifpaf_video(video: Path, checkpoint: str, device, long_edge: int 
     return fps, wall, len(loops)
 
 
-@bench_command.command("extract")
+@click.command("extract")
 @click.option("--backbone", required=True, help="Backbone / checkpoint name (as for skelpipe extract).")
 @click.option("--video", required=True, type=click.Path(exists=True, path_type=Path),
               help="One video (or frame folder).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A local checkpoint.")
-@click.option("--weights", type=click.Choice(["checkpoint", "random", "biased"]), default="checkpoint",
+@click.option("--weights", type=click.Choice(["checkpoint", "people", "biased", "random"]), default="checkpoint",
               show_default=True,
-              help="checkpoint: the named / given checkpoint; random: randomly initialised network (no people "
-                   "found); biased: random network with heads fixed to a person everywhere (decoder busy).")
+              help="checkpoint: the named / given checkpoint; people: random network whose fields are those of "
+                   "two people walking across the frame (a trained network's load on a clear clip); biased: "
+                   "heads fixed to a person at every cell (a grid of people: decoder very busy); random: "
+                   "randomly initialised network.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=None, help="[16 on CUDA, 4 on CPU]")
 @click.option("--long-edge", type=int, default=641, show_default=True)
 @click.option("--decoder-workers", type=int, default=None)
 @click.option("--max-frames", type=int, default=None, help="Use only the first N frames.")
 @click.option("--skip-openpifpaf-video", is_flag=True, help="Do not run python -m openpifpaf.video.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of the table.")
 def bench_extract(backbone, video, checkpoint, weights, device, batch_size, long_edge, decoder_workers, max_frames,
-                  skip_openpifpaf_video):
+                  skip_openpifpaf_video, as_json):
     """Frames/s on one video: skelpipe extract end to end, the network alone, and python -m openpifpaf.video.
 
     \b
@@ -229,18 +263,13 @@ def bench_extract(backbone, video, checkpoint, weights, device, batch_size, long
     decoder_config = dict(BIASED_CONFIG) if weights == "biased" else None
     with tempfile.TemporaryDirectory(prefix="skelpipe-bench-") as tmp:
         tmp = Path(tmp)
-        if weights == "checkpoint":
-            if checkpoint is None:
-                load_network(backbone)  # named: from the hub cache, else downloaded there
-                checkpoint = str(checkpoint_file(resolve_backbone(backbone))[1])
-        else:
-            checkpoint = str(random_checkpoint(backbone, tmp / "random.pkl", biased=weights == "biased"))
-        clip = video
-        if max_frames:
-            clip = _first_frames(video, max_frames, tmp)
+        checkpoint = _bench_checkpoint(backbone, checkpoint, weights, tmp)
+        clip = _first_frames(video, max_frames, tmp) if max_frames else video
         net = load_network(backbone, checkpoint)
-        console.print(f"[bold]{resolve_backbone(backbone)}[/] ({weights} weights) on {dev}, batch {batch_size}, "
-                      f"long edge {long_edge}, {'fp16' if dev.type == 'cuda' else 'fp32'}: {video}")
+        if not as_json:
+            precision = "fp16" if dev.type == "cuda" else "bf16 backbone" if native_bf16(dev) else "fp32"
+            console.print(f"[bold]{resolve_backbone(backbone)}[/] ({weights} weights) on {dev}, batch {batch_size}, "
+                          f"long edge {long_edge}, {precision}: {video}")
         net_fps, n = bench_network(net, clip, dev, batch_size, long_edge)
         t0 = time.perf_counter()
         work_root = tmp / "e2e.h5"
@@ -256,16 +285,37 @@ def bench_extract(backbone, video, checkpoint, weights, device, batch_size, long
         rows.append((f"network alone (batch {batch_size})", net_fps, "forward + fields to host"))
         if not skip_openpifpaf_video:
             op_fps, op_wall, op_n = bench_openpifpaf_video(clip, checkpoint, dev, long_edge, decoder_config)
-            rows.append(("python -m openpifpaf.video", op_fps, f"{op_wall:.1f} s incl. start-up; {op_n} frames"))
+            rows.append(("python -m openpifpaf.video", op_fps, op_wall if as_json else
+                         f"{op_wall:.1f} s incl. start-up; {op_n} frames"))
+    ref = rows[2][1] if len(rows) > 2 and rows[2][1] else None
+    if as_json:
+        click.echo(json.dumps({
+            "bench": "extract", "backbone": resolve_backbone(backbone), "weights": weights, "device": str(dev),
+            "batch": batch_size, "long_edge": long_edge, "frames": n, "extract_fps": round(e2e_fps, 2),
+            "extract_wall_s": round(e2e_wall, 1), "person_frames": people, "network_fps": round(net_fps, 2),
+            "openpifpaf_video_fps": ref and round(ref, 2), "openpifpaf_video_wall_s": ref and round(rows[2][2], 1),
+            "ratio_vs_openpifpaf_video": ref and round(e2e_fps / ref, 2), **peak_memory(dev)}))
+        return
     table = Table(title=f"extraction speed, {n} frames")
     table.add_column("what")
     table.add_column("frames/s", justify="right")
     table.add_column("vs openpifpaf.video", justify="right")
     table.add_column("note")
-    ref = rows[2][1] if len(rows) > 2 and rows[2][1] else None
     for what, fps, note in rows:
         table.add_row(what, f"{fps:,.1f}", f"{fps / ref:.2f}x" if ref else "", note)
     console.print(table)
+
+
+def _bench_checkpoint(backbone: str, checkpoint, weights: str, tmp: Path) -> str:
+    """The checkpoint file of ``--weights``: the named one (from the hub cache, else downloaded
+    there), the given file, or a random network saved in ``tmp``."""
+    if weights != "checkpoint":
+        return str(random_checkpoint(backbone, tmp / "random.pkl", biased=weights == "biased",
+                                     people=2 if weights == "people" else 0))
+    if checkpoint is None:
+        load_network(backbone)
+        checkpoint = str(checkpoint_file(resolve_backbone(backbone))[1])
+    return checkpoint
 
 
 def _first_frames(video: Path, n: int, tmp: Path) -> Path:
@@ -281,3 +331,88 @@ def _first_frames(video: Path, n: int, tmp: Path) -> Path:
         w.write(img)
     w.release()
     return out
+
+
+# --------------------------------------------------------------------------- memory
+
+@click.command("memory")
+@click.option("--samples", type=int, default=40091, show_default=True, help="Training instances (NTU-60 x-sub).")
+@click.option("--frames", type=int, default=300, show_default=True, help="T.")
+@click.option("--stage", type=click.Choice(["teacher", "student"]), default="teacher", show_default=True,
+              help="student: PMSC distillation with the teacher run online on B_H (read from disk too).")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--steps", type=int, default=3, show_default=True, help="Training steps (one epoch cut short).")
+@click.option("--channels", callback=_int_list, default=None, help="Block channels [default: ST-GCN's].")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the pack (a sparse file: it takes almost no disk) [a temporary folder].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of the table.")
+def bench_memory(samples, frames, stage, batch_size, steps, channels, device, where, as_json):
+    """Peak host memory of training on an NTU-60-sized pack that does not fit in memory.
+
+    The pack holds --samples × 3 × T × 25 × 2 HQ (ntu25) and × 17 LQ (coco17) float32
+    skeletons (7.2 + 4.9 GB at NTU-60's 40,091 × 300 frames), written as a sparse file: the
+    arrays read as zeros and take no disk. Training reads it as ``skelpipe train`` does (rows
+    from disk when a split exceeds a quarter of the RAM) for --steps steps.
+
+    \b
+    Example:
+      skelpipe bench memory --device cpu
+      skelpipe bench memory --stage student --steps 2 --json
+    """
+    channels = channels or DEFAULT_CHANNELS
+    dev = resolve(device)
+    with tempfile.TemporaryDirectory(prefix="skelpipe-bench-", dir=where) as tmp:
+        tmp = Path(tmp)
+        pack = sparse_pack(tmp / "pack", samples, frames)
+        data_gb = sum(os.path.getsize(p) for p in pack.glob("*.h5")) / 1e9
+        disk_gb = sum(os.stat(p).st_blocks * 512 for p in pack.glob("*.h5")) / 1e9
+        teacher_dir = tmp / "random-teacher"
+        save_model(teacher_dir, build_model("stgcn", "ntu25", 3, 60, channels),
+                   {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3, "num_classes": 60,
+                    "channels": list(channels), "temporal_kernel": 9, "num_persons": 2, "stage": "teacher",
+                    "config_key": "random"})
+        cfg = TrainConfig(stage=stage, kd="pmsc" if stage == "student" else "none", channels=channels,
+                          epochs=1, batch_size=batch_size, max_steps=steps, device=device,
+                          teacher_features="online", op=0.3 if stage == "student" else 0.0)
+        np.save(tmp / "E.npy", torch.softmax(torch.rand(60, 5), dim=1).numpy())
+        rows = load_split(pack, "train", rows="auto")
+        t0 = time.perf_counter()
+        train(cfg, pack, tmp / "run", teacher_dir=teacher_dir if stage == "student" else None,
+              part_matrix=tmp / "E.npy" if stage == "student" else None)
+        wall = time.perf_counter() - t0
+    result = {"bench": "memory", "device": str(dev), "stage": stage, "samples": samples, "frames": frames,
+              "batch": batch_size, "steps": steps, "channels": list(channels),
+              "rows": "disk" if isinstance(rows.hq, DiskRows) else "memory",
+              "pack_gb": round(data_gb, 1), "pack_disk_gb": round(disk_gb, 3),
+              "ram_gb": round(physical_memory() / 1e9, 1), "train_wall_s": round(wall, 1), **peak_memory(dev)}
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    table = Table(title=f"training memory on an NTU-60-sized pack ({samples:,} × 3 × {frames} × 25 × 2)")
+    for col in ("what", "value"):
+        table.add_column(col)
+    for k, v in result.items():
+        table.add_row(k, str(v))
+    Console().print(table)
+
+
+def sparse_pack(pack_dir: Path, samples: int, frames: int, test: int = 64, num_classes: int = 60) -> Path:
+    """A pack of ``samples`` training (and ``test``) instances of NTU-60's shapes whose skeleton
+    arrays are allocated but never written: a sparse file, all zeros, almost no disk."""
+    pack_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    with h5py.File(data_file(pack_dir), "w") as f:
+        f.attrs.update({"hq_layout": "ntu25", "lq_layout": "coco17", "num_classes": num_classes,
+                        "key": f"sparse-{samples}-{frames}", "benchmark": "xsub"})
+        for split, n in (("train", samples), ("test", test)):
+            g = f.create_group(split)
+            for name, layout in (("lq", "coco17"), ("hq", "ntu25")):
+                ds = g.create_dataset(name, (n, 3, frames, layouts.get(layout).num_joints, 2), dtype="float32")
+                ds[n - 1] = 0.0  # allocates the contiguous block; the rest is never written
+            for name, values in (("has_hq", np.ones(n, bool)), ("hq_available", np.ones(n, bool)),
+                                 ("label", rng.integers(num_classes, size=n)),
+                                 ("length", np.full(n, frames, np.int32))):
+                g.create_dataset(name, data=values)
+            g.create_dataset("ids", data=np.array([f"S{i:06d}" for i in range(n)], dtype=h5py.string_dtype()))
+    return pack_dir
