@@ -153,3 +153,40 @@ def test_native_bf16_follows_the_cpu_and_the_device(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         assert native_bf16(torch.device("cpu")) is want
     assert native_bf16(torch.device("cuda", 0)) and not native_bf16(torch.device("meta"))
+
+
+def test_the_readme_table_is_the_committed_report():
+    report = ROOT / "docs" / "bench" / "cpu.json"
+    table = markdown(json.loads(report.read_text()))
+    assert table in (ROOT / "README.md").read_text(), "run: skelpipe bench table docs/bench/cpu.json --readme README.md"
+
+
+def test_bench_all_runs_every_section_beside_the_reference(tmp_path, monkeypatch):
+    """The whole orchestration at toy sizes: a stand-in reference script, children for each
+    measurement, one JSON, its table."""
+    reference = tmp_path / "reference_stgcn.py"
+    reference.write_text("import json, sys\n"
+                         "print(json.dumps({'reference': 'st-gcn', 'argv': sys.argv[1:], "
+                         "'train_samples_per_s': 2.0, 'infer_samples_per_s': 8.0}))\n")
+    tiny = {"batch": 4, "frames": 8, "steps": 2}
+    monkeypatch.setattr(bench, "plan", lambda device, quick: {
+        "train": tiny, "demo": tiny, "extract": {},
+        "memory": {"steps": 1, "batch": 4, "samples": 64, "frames": 8, "channels": "8,16"}})
+    monkeypatch.setattr(bench, "extract_section", lambda *a: {"skipped": "not in this test"})
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(bench.bench_command, ["all", "--device", "cpu", "--quick", "--out", str(out),
+                                                      "--reference", str(reference)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    (ref,) = report["train"]["results"]["reference"]
+    assert ref["argv"] == ["--device", "cpu", "--batch", "4", "--frames", "8", "--steps", "2"]
+    assert ref["peak_rss_mb"] > 0  # the wrapper's line, merged
+    (ours,) = report["train"]["results"]["skelpipe"]
+    assert set(ours["train_samples_per_s"]) == {"teacher", "none", "pmsc"}
+    assert report["not_measured"] == {"extraction": "not in this test"}
+    assert report["memory"]["teacher"]["samples"] == 64 and report["machine"]["cores"] >= 1
+    rows = {r["what"].split(",")[0]: r for r in figures(report)}
+    teacher = rows["teacher training (ntu25 3D)"]
+    assert teacher["ratio"]["median"] == pytest.approx(ours["train_samples_per_s"]["teacher"] / 2.0, abs=1e-3)
+    assert "| extraction | not measured: not in this test |" in markdown(report)
+

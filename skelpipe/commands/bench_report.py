@@ -86,7 +86,7 @@ def _demo_rows(demo: dict) -> list[dict]:
         seconds = rate and {"median": round(528 * epochs / rate["median"], 1), "n": rate["n"],
                             "min": round(528 * epochs / rate["max"], 1), "max": round(528 * epochs / rate["min"], 1)}
         rows.append(_row(f"the demo's network ({DEMO_CHANNELS}), {'teacher' if run == 'teacher' else 'student w/ PMSC'}"
-                         f": one model ({epochs} epochs × 528 instances)", seconds, "s"))
+                         f": the training steps of one model ({epochs} epochs × 528 instances)", seconds, "s"))
     return rows
 
 
