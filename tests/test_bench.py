@@ -185,6 +185,7 @@ def test_bench_all_runs_every_section_beside_the_reference(tmp_path, monkeypatch
     assert set(ours["train_samples_per_s"]) == {"teacher", "none", "pmsc"}
     assert report["not_measured"] == {"extraction": "not in this test"}
     assert report["memory"]["teacher"]["samples"] == 64 and report["machine"]["cores"] >= 1
+    assert report["figures"] == figures(report)
     rows = {r["what"].split(",")[0]: r for r in figures(report)}
     teacher = rows["teacher training (ntu25 3D)"]
     assert teacher["ratio"]["median"] == pytest.approx(ours["train_samples_per_s"]["teacher"] / 2.0, abs=1e-3)

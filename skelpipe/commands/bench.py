@@ -22,7 +22,7 @@ import click
 import numpy as np
 import torch
 
-from skelpipe.commands.bench_report import DEMO_CHANNELS, README_MARK, markdown
+from skelpipe.commands.bench_report import DEMO_CHANNELS, README_MARK, figures, markdown
 from skelpipe.commands.bench_runs import bench_extract, bench_memory, bench_train
 from skelpipe.core import atomic
 from skelpipe.core.console import console
@@ -265,6 +265,7 @@ def bench_all(device, quick, out, reference, video, checkpoint, repeats):
         console.print(f"[bold]memory[/] {shapes['memory']}")
         report["memory"] = memory_section(dev, shapes["memory"], ["teacher"] if quick else ["teacher", "student"])
     report["wall_s"] = round(time.perf_counter() - t0, 1)
+    report["figures"] = figures(report)  # the ratios and targets, as the table shows them
     atomic.write_json(out, report)
     console.print(markdown(report))
     console.print(f"wrote {out} ({report['wall_s']:.0f} s)")
