@@ -19,8 +19,21 @@ def test_sizes_at_ntu_shapes():
     """Trainable parameters with 60 classes, ntu25, 3 channels (the README's table)."""
     count = {b: sum(p.numel() for p in build_model(b, "ntu25", 3, 60).parameters() if p.requires_grad)
              for b in ("stgcn", "agcn", "efficientgcn-b0", "efficientgcn-b4")}
-    assert count == {"stgcn": 3_098_982, "agcn": 3_469_510, "efficientgcn-b0": 345_333,
-                     "efficientgcn-b4": 2_055_585}
+    # EfficientGCN as its T-PAMI paper sizes it: B0 0.29 M, B4 1.10 M (the sandglass layers of the
+    # released configurations; the first arXiv version's larger layers gave B4 2.03 M)
+    assert count == {"stgcn": 3_098_982, "agcn": 3_469_510, "efficientgcn-b0": 306_201,
+                     "efficientgcn-b4": 1_119_945}
+
+
+def test_sandglass_temporal_layer():
+    from skelpipe.learn.models.efficientgcn import TemporalSGLayer
+
+    layer = TemporalSGLayer(48, stride=2)
+    assert layer.reduce[0].out_channels == 24 and layer.expand[0].in_channels == 24
+    assert layer.depthwise1[0].groups == 48 and layer.depthwise2[0].stride == (2, 1)
+    assert layer(torch.randn(2, 48, 16, 25)).shape == (2, 48, 8, 25)
+    # 2 depthwise 5x1 (+ bias), 2 pointwise through half the channels, 4 BNs, the strided residual
+    assert sum(p.numel() for p in layer.parameters()) == 2 * 48 * 6 + 2 * (48 * 24) + 24 + 48 + 2 * (3 * 48 + 24) + 48 * 49 + 2 * 48
 
 
 @pytest.mark.parametrize("name", sorted(layouts.LAYOUTS))

@@ -8,9 +8,10 @@ Action Recognition", TPAMI 2022) behind the same interface as ST-GCN.
   Each branch is a BN, a stem (spatial graph layer + temporal layer) and the first
   ``fusion_stage`` blocks; the branches are concatenated into the main stream.
 - **Blocks**: a spatial graph convolution over hop-distance subsets 0..2 with learnable edge
-  weights, ``depth`` separable temporal layers (expand 1x1, depthwise ``5x1``, pointwise 1x1,
-  residual; the first one strided), and **ST-JointAtt** (frame and joint attention from the
-  pooled features, multiplied, with a residual).
+  weights, ``depth`` separable temporal layers of the authors' released configurations (the
+  sandglass ``SG`` layer: depthwise ``5x1``, pointwise to half the channels and back, depthwise
+  ``5x1``, residual; the first one strided), and **ST-JointAtt** (frame and joint attention from
+  the pooled features, multiplied, with a residual; bottleneck of half the channels).
 - **Compound scaling**: from B0's blocks ``[[48,1,0.5],[24,1,0.5],[64,2,1],[128,2,1]]`` (channels,
   stride, depth), Bx multiplies channels by 1.2^x (to a multiple of 16) and depth by 1.35^x
   (rounded): ``scale=4`` gives B4 ``[[96,1,2],[48,1,2],[128,2,3],[272,2,3]]``.
@@ -35,7 +36,7 @@ SCALE_ARGS = (1.2, 1.35)                                            # width and 
 STEM_CHANNELS = 64
 FUSION_STAGE = 2
 TEMPORAL_WINDOW, MAX_GRAPH_DISTANCE = 5, 2
-EXPAND_RATIO, REDUCT_RATIO = 2, 4
+REDUCT_RATIO = 2                 # the sandglass layers' and ST-JointAtt's bottleneck (released configs)
 
 
 def scaled_blocks(scale: int) -> list[tuple[int, int, int]]:
@@ -110,25 +111,30 @@ class TemporalBasicLayer(nn.Module):
         return self.act(self.bn(self.conv(x)) + x)
 
 
-class TemporalSepLayer(nn.Module):
-    """Separable temporal layer: expand 1x1, depthwise ``5x1`` (strided), pointwise 1x1, residual."""
+class TemporalSGLayer(nn.Module):
+    """The sandglass temporal layer of the authors' released configurations (``layer_type: SG``):
+    depthwise ``5x1``, pointwise down to ``C / REDUCT_RATIO``, pointwise back to ``C``, depthwise
+    ``5x1`` (strided), plus the residual."""
 
     def __init__(self, channels: int, stride: int = 1):
         super().__init__()
-        inner = channels * EXPAND_RATIO
-        self.expand = nn.Sequential(nn.Conv2d(channels, inner, 1), nn.BatchNorm2d(inner))
-        self.depthwise = nn.Sequential(
-            nn.Conv2d(inner, inner, (TEMPORAL_WINDOW, 1), (stride, 1), (TEMPORAL_WINDOW // 2, 0), groups=inner),
-            nn.BatchNorm2d(inner))
-        self.pointwise = nn.Sequential(nn.Conv2d(inner, channels, 1), nn.BatchNorm2d(channels))
+        inner = channels // REDUCT_RATIO
+        pad = (TEMPORAL_WINDOW // 2, 0)
+        self.depthwise1 = nn.Sequential(
+            nn.Conv2d(channels, channels, (TEMPORAL_WINDOW, 1), padding=pad, groups=channels), nn.BatchNorm2d(channels))
+        self.reduce = nn.Sequential(nn.Conv2d(channels, inner, 1), nn.BatchNorm2d(inner))
+        self.expand = nn.Sequential(nn.Conv2d(inner, channels, 1), nn.BatchNorm2d(channels))
+        self.depthwise2 = nn.Sequential(
+            nn.Conv2d(channels, channels, (TEMPORAL_WINDOW, 1), (stride, 1), pad, groups=channels),
+            nn.BatchNorm2d(channels))
         self.residual = nn.Identity() if stride == 1 else nn.Sequential(
             nn.Conv2d(channels, channels, 1, (stride, 1)), nn.BatchNorm2d(channels))
         self.act = nn.SiLU(inplace=True)
 
     def forward(self, x):
-        y = self.act(self.expand(x))
-        y = self.act(self.depthwise(y))
-        return self.pointwise(y) + self.residual(x)
+        y = self.reduce(self.act(self.depthwise1(x)))
+        y = self.depthwise2(self.act(self.expand(y)))
+        return y + self.residual(x)
 
 
 class STJointAttention(nn.Module):
@@ -157,7 +163,7 @@ def blocks(in_channels: int, block_args, adjacency: torch.Tensor) -> nn.Sequenti
     layers, last = [], in_channels
     for channels, stride, depth in block_args:
         layers.append(SpatialGraphLayer(last, channels, adjacency))
-        layers += [TemporalSepLayer(channels, stride if j == 0 else 1) for j in range(depth)]
+        layers += [TemporalSGLayer(channels, stride if j == 0 else 1) for j in range(depth)]
         layers.append(STJointAttention(channels))
         last = channels
     return nn.Sequential(*layers)
