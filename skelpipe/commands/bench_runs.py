@@ -30,7 +30,7 @@ from skelpipe.learn.checkpoint import save_model
 from skelpipe.learn.config import KD_VARIANTS, TrainConfig
 from skelpipe.learn.evaluate import predict
 from skelpipe.learn.models import DEFAULT_CHANNELS, build_model
-from skelpipe.learn.train import train, train_split
+from skelpipe.learn.train import train_split
 from skelpipe.pose.decoding import BIASED_CONFIG
 from skelpipe.pose.extract import sample_id_for
 from skelpipe.pose.network import (
@@ -99,11 +99,7 @@ def bench_train(device, amp, compile, batch_size, steps, frames, channels, runs,
     results, epochs = {}, {}
     with tempfile.TemporaryDirectory(prefix="skelpipe-bench-") as tmp:
         tmp = Path(tmp)
-        teacher_dir = tmp / "random-teacher"
-        teacher = build_model("stgcn", "ntu25", 3, 60, channels)
-        save_model(teacher_dir, teacher, {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3,
-                                          "num_classes": 60, "channels": list(channels), "temporal_kernel": 9,
-                                          "num_persons": 2, "stage": "teacher", "config_key": "random"})
+        teacher_dir, teacher = random_teacher(tmp / "random-teacher", channels)
         part_e = torch.softmax(torch.rand(60, 5), dim=1)
         for run in wanted:
             cfg = TrainConfig(stage="teacher", **base) if run == "teacher" else \
@@ -129,6 +125,16 @@ def bench_train(device, amp, compile, batch_size, steps, frames, channels, runs,
         return
     _train_table(results, infer, f"skelpipe bench train: batch {batch_size}, T={frames}, M=2, 60 classes, "
                                  f"{steps} timed steps, device {device}, amp {amp}, compile {compile}", batch_size)
+
+
+def random_teacher(out_dir: Path, channels):
+    """An untrained ntu25 ST-GCN teacher (60 classes) saved as a finished run: the distillation
+    benchmarks need one, not a good one. Returns (its directory, the model)."""
+    teacher = build_model("stgcn", "ntu25", 3, 60, channels)
+    save_model(out_dir, teacher, {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3, "num_classes": 60,
+                                  "channels": list(channels), "temporal_kernel": 9, "num_persons": 2,
+                                  "stage": "teacher", "config_key": "random"})
+    return out_dir, teacher
 
 
 def _train_table(results: dict, infer: float, title: str, batch_size: int):
@@ -364,26 +370,21 @@ def bench_memory(samples, frames, stage, batch_size, steps, channels, device, wh
     dev = resolve(device)
     with tempfile.TemporaryDirectory(prefix="skelpipe-bench-", dir=where) as tmp:
         tmp = Path(tmp)
-        pack = sparse_pack(tmp / "pack", samples, frames)
-        data_gb = sum(os.path.getsize(p) for p in pack.glob("*.h5")) / 1e9
-        disk_gb = sum(os.stat(p).st_blocks * 512 for p in pack.glob("*.h5")) / 1e9
-        teacher_dir = tmp / "random-teacher"
-        save_model(teacher_dir, build_model("stgcn", "ntu25", 3, 60, channels),
-                   {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3, "num_classes": 60,
-                    "channels": list(channels), "temporal_kernel": 9, "num_persons": 2, "stage": "teacher",
-                    "config_key": "random"})
-        cfg = TrainConfig(stage=stage, kd="pmsc" if stage == "student" else "none", channels=channels,
+        pack = data_file(sparse_pack(tmp / "pack", samples, frames))
+        data_gb, disk_gb = pack.stat().st_size / 1e9, pack.stat().st_blocks * 512 / 1e9
+        student = stage == "student"
+        cfg = TrainConfig(stage=stage, kd="pmsc" if student else "none", channels=channels,
                           epochs=1, batch_size=batch_size, max_steps=steps, device=device,
-                          teacher_features="online", op=0.3 if stage == "student" else 0.0)
-        np.save(tmp / "E.npy", torch.softmax(torch.rand(60, 5), dim=1).numpy())
-        rows = load_split(pack, "train", rows="auto")
+                          teacher_features="online", op=0.3 if student else 0.0)
+        teacher_dir = random_teacher(tmp / "teacher", channels)[0] if student else None
+        part_e = torch.softmax(torch.rand(60, 5), dim=1) if student else None
         t0 = time.perf_counter()
-        train(cfg, pack, tmp / "run", teacher_dir=teacher_dir if stage == "student" else None,
-              part_matrix=tmp / "E.npy" if stage == "student" else None)
+        split = load_split(pack, "train", rows="auto")  # as skelpipe train reads a pack
+        train_split(cfg, split, tmp / "run", teacher_dir=teacher_dir, part_matrix=part_e)
         wall = time.perf_counter() - t0
     result = {"bench": "memory", "device": str(dev), "stage": stage, "samples": samples, "frames": frames,
               "batch": batch_size, "steps": steps, "channels": list(channels),
-              "rows": "disk" if isinstance(rows.hq, DiskRows) else "memory",
+              "rows": "disk" if isinstance(split.hq, DiskRows) else "memory",
               "pack_gb": round(data_gb, 1), "pack_disk_gb": round(disk_gb, 3),
               "ram_gb": round(physical_memory() / 1e9, 1), "train_wall_s": round(wall, 1), **peak_memory(dev)}
     if as_json:

@@ -43,14 +43,12 @@ def data_file(pack_dir) -> Path:
     return p if p.suffix == ".h5" else p / FILE
 
 
-def load_split(pack_dir, split: str, mmap: bool = False, rows: str = "memory") -> Split:
+def load_split(pack_dir, split: str, rows: str = "memory") -> Split:
     """One split of a pack: ``lq`` and ``hq`` as float32 numpy arrays read in one go
     (``rows="memory"``), or as ``DiskRows`` read from the file batch by batch (``"disk"``:
     for splits larger than memory; NTU-60's 40,091 training instances take 7.2 GB of HQ and
     4.9 GB of COCO-17 LQ in float32, more than a laptop holds beside a network). ``"auto"``
     reads into memory what takes less than a quarter of the RAM.
-
-    ``mmap=True``: read-only memory maps of the file instead, in the stored dtype.
     """
     path = data_file(pack_dir)
     if split not in SPLITS:
@@ -74,8 +72,6 @@ def load_split(pack_dir, split: str, mmap: bool = False, rows: str = "memory") -
             rows = "disk" if in_memory > MEMORY_SHARE * physical_memory() else "memory"
 
         def read(ds):
-            if mmap:
-                return _memmap(path, ds)
             if rows == "disk" and ds.id.get_offset() is not None:
                 return DiskRows(path, ds.id.get_offset(), ds.shape, ds.dtype)
             return ds[()].astype(np.float32, copy=False)
@@ -95,14 +91,6 @@ def load_split(pack_dir, split: str, mmap: bool = False, rows: str = "memory") -
 def physical_memory() -> int:
     """Bytes of RAM of this machine."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def _memmap(path: Path, ds) -> np.ndarray:
-    """A read-only memory map of a contiguous dataset (a plain read when it has no storage yet)."""
-    offset = ds.id.get_offset()
-    if offset is None or ds.size == 0:
-        return ds[()]
-    return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
 
 
 class DiskRows:
