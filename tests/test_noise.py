@@ -168,3 +168,17 @@ def test_same_mask_on_gpu():
         gpu = occlusion_mask(seeds.cuda(), 0.3, (300, 17, 2), mode)
         assert gpu.device.type == "cuda"
         assert torch.equal(cpu, gpu.cpu())
+
+
+def test_occlude_batch_xy_keeps_the_confidence_channel():
+    from skelpipe.skeleton.noise import occlude_batch
+    x = torch.rand(6, 3, 20, 17, 1) + 0.5
+    seeds = instance_seeds(3, sample_keys([f"s{i}" for i in range(6)]), "eval", "test")
+    every = occlude_batch(x, seeds, 0.5, "track", "all")
+    xy = occlude_batch(x, seeds, 0.5, "track", "xy")
+    lost = (every == 0).all(dim=1)                     # joints occluded: every channel zero
+    assert 0.3 < lost.float().mean() < 0.7
+    assert torch.equal(xy[:, :2], every[:, :2])        # the same joints lose x and y
+    assert torch.equal(xy[:, 2], x[:, 2])              # and keep their confidence
+    with pytest.raises(ValueError, match="channels"):
+        occlude_batch(x, seeds, 0.5, "track", "conf")

@@ -447,3 +447,34 @@ def test_backbones_give_table_3(tmp_path):
     assert "| GCN blocks |" in md and "| Student (w/ KD) | r152 | EfficientGCN-B4 | 0 | 90.00 ± 1.00 [paper 95.03]" in md
     assert "| Student (w/o KD) | r152 | EfficientGCN-B4 | 0 | 90.00 ± 1.00 [paper 93.45]" in md
     assert md.index("Js-AGCN") < md.index("EfficientGCN-B4")
+
+
+def test_init_axis_gives_four_cells_and_their_paired_gains(tmp_path):
+    """experiments.init = ['random', 'teacher']: the teacher-init students depend on the teacher,
+    and Table 1 shows init × KD with PMSC's own share and the transfer over the paper's baseline."""
+    from skelpipe.pipeline.report import aggregate, markdown
+
+    plan = Plan(load_pipeline("demo", ["experiments.init=['random', 'teacher']"]), Cache(tmp_path),
+                None, "cpu").build()
+    students = [s for s in plan.steps.values() if s.stage == "student"]
+    alone = [s for s in Plan(load_pipeline("demo"), Cache(tmp_path), None, "cpu").build().steps.values()
+             if s.stage == "student"]
+    assert len(students) == 2 * len(alone) and {s.key for s in alone} < {s.key for s in students}
+    for s in students:
+        assert ("teacher" in s.deps) == (s.config["kd"] != "none" or s.config["init"] == "teacher")
+    base = dict(aggregate=False, table=1, setting="h", hq_source="hq", lq_source="lq", benchmark="xsub",
+                model="student", op=0.6, hq_fraction=1.0, lq_data="all", backbone="stgcn", n_test=100)
+    scores = {("random", "none"): [70, 72, 71], ("random", "pmsc"): [71, 72, 73],
+              ("teacher", "none"): [80, 81, 82], ("teacher", "pmsc"): [80, 82, 84]}
+    runs = [{**base, "init": i, "kd": kd, "seed": seed, "top1": v, "top5": 99.0}
+            for (i, kd), values in scores.items() for seed, v in enumerate(values)]
+    cells = {(r["init"], r["kd"]): r for r in aggregate(runs)}
+    assert cells[("random", "pmsc")]["gain_top1"]["mean"] == 1.0 and "transfer_top1" not in cells[("random", "pmsc")]
+    assert cells[("teacher", "none")]["transfer_top1"]["mean"] == 10.0 and "gain_top1" not in cells[("teacher", "none")]
+    assert cells[("teacher", "pmsc")]["gain_top1"]["mean"] == 1.0        # PMSC's own share
+    assert cells[("teacher", "pmsc")]["transfer_top1"]["mean"] == 11.0   # both, over the paper's baseline
+    md = markdown(list(cells.values()), "demo", "demo")
+    order = [md.index(f"| {label} | lq | 0.6 |") for label in (
+        "Student (w/o KD)", "Student (w/ KD)", "Student (w/o KD, teacher init)", "Student (w/ KD, teacher init)")]
+    assert order == sorted(order)
+    assert "(vs random init w/o KD +11.00" in md

@@ -150,3 +150,15 @@ def test_demo_projection_path(tmp_path):
             assert found.sum() > 0.9 * ok.sum()
             err = np.linalg.norm(kp[..., :2] - coco, axis=-1)[found]
             assert np.median(err) < 20  # pixels, on people about 500 px tall
+
+
+def test_a_source_profile_overrides_fields_and_refuses_bad_ones():
+    base = get_profile("resnet152")
+    prof = get_profile("resnet152", {"jitter": 0.05, "miss": 0.3, "dropout_len": [2, 9]})
+    assert prof.jitter == 0.05 and prof.miss == 0.3 and prof.dropout_len == (2, 9)
+    assert prof.bias == base.bias and get_profile("resnet152") == base   # the named profile is untouched
+    for bad, message in (({"jiter": 0.1}, "unknown field 'jiter'"), ({"miss": 1.5}, "miss = 1.5"),
+                         ({"jitter": float("nan")}, "jitter = nan"), ({"dropout_len": [5, 2]}, "dropout_len"),
+                         ({"conf_scale": 0}, "conf_scale")):
+        with pytest.raises(SkelpipeError, match=message):
+            get_profile("resnet152", bad)

@@ -408,3 +408,32 @@ def test_tensorboard_event_files_when_the_extra_is_installed(tmp_path, monkeypat
     a = torch.load(tmp_path / "with" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "without" / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)  # training is the same either way
+
+
+def test_teacher_init_copies_every_tensor_whose_name_and_shape_match(trained_teacher, tmp_path):
+    from skelpipe.learn.checkpoint import init_from_teacher
+    teacher, _ = load_model(trained_teacher)
+    student = build_model("stgcn", "coco17", 3, 3, TINY["channels"], TINY["temporal_kernel"])
+    done = init_from_teacher(student, trained_teacher)
+    theirs, ours = teacher.state_dict(), student.state_dict()
+    copied = [k for k in ours if k not in done["kept"]]
+    assert done["copied"] == len(copied) and len(copied) > len(done["kept"])
+    for k in copied:
+        assert torch.equal(ours[k], theirs[k])
+    # ntu25 → coco17: the input batch norm and the edge weights are of other joint sets: kept
+    assert any(k.startswith("data_bn") for k in done["kept"])
+    assert all(k in theirs and theirs[k].shape != ours[k].shape for k in done["kept"])
+
+    split = make_split()
+    cfg = dict(stage="student", epochs=1, batch_size=8, **TINY)
+    train(TrainConfig(**cfg, init="teacher"), split, tmp_path / "t", teacher_dir=trained_teacher)
+    train(TrainConfig(**cfg), split, tmp_path / "r")
+    meta_t = json.loads((tmp_path / "t" / "model.json").read_text())
+    meta_r = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert meta_t["init_from"]["copied"] == done["copied"] and "init_from" not in meta_r
+    assert meta_t["config_key"] != meta_r["config_key"]
+    assert "init" not in settings(TrainConfig(**cfg).to_dict())          # old keys unchanged
+    with pytest.raises(SkelpipeError, match="needs a trained teacher"):
+        train(TrainConfig(**cfg, init="teacher"), split, tmp_path / "x")
+    with pytest.raises(SkelpipeError, match="teacher starts from random"):
+        TrainConfig(stage="teacher", init="teacher")

@@ -9,7 +9,7 @@ import os
 import click
 
 from skelpipe.core.console import console
-from skelpipe.learn.config import KD_VARIANTS, STAGES, TrainConfig
+from skelpipe.learn.config import INITS, KD_VARIANTS, STAGES, TrainConfig
 from skelpipe.learn.models import BACKBONES
 from skelpipe.learn.models.stgcn import PART_POOLS
 from skelpipe.learn.train import train
@@ -59,6 +59,8 @@ def _default(name):
 @click.option("--lq-data", type=click.Choice(["all", "pair"]), help="Student LQ data: D_pair ∪ D_sol or D_pair only. " + _default("lq_data"))
 @click.option("--op", type=float, help="Occlusion probability of the LQ input. " + _default("op"))
 @click.option("--occlusion-mode", type=click.Choice(list(noise.MODES)), help=_default("occlusion_mode"))
+@click.option("--occlusion-channels", type=click.Choice(list(noise.CHANNELS)), help="What an occluded joint loses: every channel, or x and y only. " + _default("occlusion_channels"))
+@click.option("--init", type=click.Choice(list(INITS)), help="Student start: random, or the --teacher's weights where name and shape match. " + _default("init"))
 @click.option("--occlusion-draws", type=click.Choice(["fixed", "fresh"]), help=_default("occlusion_draws"))
 @click.option("--part-pool", type=click.Choice(list(PART_POOLS)), help="Part features over the person slots. " + _default("part_pool"))
 @click.option("--part-dropout", type=float, help="Probability of zeroing one random body part of a training input. " + _default("part_dropout"))

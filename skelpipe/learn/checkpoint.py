@@ -45,6 +45,28 @@ def load_model(model_dir, device="cpu"):
     return model.to(device).eval(), meta
 
 
+def init_from_teacher(model, teacher_dir) -> dict:
+    """Copy into ``model`` every tensor of the teacher in ``teacher_dir`` whose name and shape
+    match (``init = "teacher"``; docs/method.md, §Student initialisation): the blocks and the
+    classifier when the two networks have the same channels; the input batch norm and the edge
+    weights differ when the joint sets do, and keep their random start. Returns what was done:
+    the teacher's key and the names copied and kept."""
+    if teacher_dir is None:
+        raise SkelpipeError("init = teacher needs a trained teacher (--teacher)")
+    teacher, meta = load_model(teacher_dir, "cpu")
+    theirs = teacher.state_dict()
+    ours = model.state_dict()
+    copied = [k for k, v in ours.items() if k in theirs and theirs[k].shape == v.shape]
+    if not any(k.endswith("weight") for k in copied):
+        raise SkelpipeError(f"{teacher_dir}: no weight of the teacher matches the student in name and "
+                            "shape (other backbone or channels?); init = teacher has nothing to copy")
+    with torch.no_grad():
+        for k in copied:
+            ours[k].copy_(theirs[k].to(ours[k].device))
+    return {"teacher": meta["config_key"], "copied": len(copied),
+            "kept": sorted(k for k in ours if k not in copied)}
+
+
 def load_part_matrix(path) -> torch.Tensor:
     """The action-specific part matrix E (num_classes, 5) from a .npy, .pt or .json file, or
     the ``part_matrix.npy`` of a ``skelpipe partmatrix`` directory."""

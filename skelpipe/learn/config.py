@@ -19,6 +19,7 @@ from skelpipe.skeleton import noise
 
 STAGES = ("teacher", "student")
 KD_VARIANTS = ("none", "kl", "global-msc", "pmsc")
+INITS = ("random", "teacher")
 
 # Settings that only the distillation term reads: a student without KD ignores them.
 KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", "part_pool")
@@ -29,7 +30,7 @@ RUNTIME_FIELDS = ("device", "compile", "eval_every", "teacher_features", "determ
 
 # Settings added after results were cached: in the key only away from their default, so that
 # adding them left every existing key (and cache entry) as it was.
-LATER_FIELDS = {"max_steps": 0}
+LATER_FIELDS = {"max_steps": 0, "occlusion_channels": "all", "init": "random"}
 
 
 @dataclass
@@ -60,9 +61,11 @@ class TrainConfig:
     lq_data: str = "all"                   # student's LQ data: all (D_pair ∪ D_sol) | pair (D_pair)
     op: float = 0.0                        # occlusion probability of the LQ input (student)
     occlusion_mode: str = "track"          # track | joint | block
+    occlusion_channels: str = "all"        # all: an occluded joint loses every channel; xy: x and y only
     occlusion_draws: str = "fixed"         # fixed: one draw per instance; fresh: new every epoch
     occlusion_seed: int = 0                # the training masks' seed (seed leaves them alone)
     seed: int = 0                          # initialisation and data order
+    init: str = "random"                   # student start: random | teacher (every tensor whose name and shape match)
     amp: bool = True                       # bf16 autocast where native (CUDA; a CPU with AMX or AVX512-BF16)
     device: str = "auto"
     compile: bool = False
@@ -83,6 +86,9 @@ class TrainConfig:
             (self.stage == "student" or self.kd == "none", "a teacher is trained without --kd"),
             (self.occlusion_mode in noise.MODES, f"occlusion mode must be one of {noise.MODES}"),
             (self.occlusion_draws in ("fixed", "fresh"), "occlusion draws must be fixed or fresh"),
+            (self.occlusion_channels in noise.CHANNELS, f"occlusion channels must be one of {noise.CHANNELS}"),
+            (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
+            (self.stage == "student" or self.init == "random", "a teacher starts from random weights"),
             (self.teacher_features in ("cached", "online"), "teacher features: cached or online"),
             (0.0 <= self.op <= 1.0, f"op must lie in [0, 1], got {self.op}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),

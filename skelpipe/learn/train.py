@@ -44,7 +44,7 @@ from skelpipe.core.fingerprint import input_key
 from skelpipe.data.split import Split, load_split
 from skelpipe.learn import distributed, partmatrix
 from skelpipe.learn.batches import epoch_order, epoch_plan
-from skelpipe.learn.checkpoint import load_part_matrix, save_atomic, save_model
+from skelpipe.learn.checkpoint import init_from_teacher, load_part_matrix, save_atomic, save_model
 from skelpipe.learn.config import TrainConfig, settings
 from skelpipe.learn.distill import Distiller
 from skelpipe.learn.evaluate import predict, topk_accuracy
@@ -107,13 +107,16 @@ def _train(cfg, split, test, data_key, where, out_dir, teacher_dir, part_matrix,
         raise SkelpipeError(f"batch size {cfg.batch_size} is not divisible by {world} processes")
     data = TrainData.of(cfg, split, device, where)
     distiller = Distiller.of(cfg, data, teacher_dir, part_matrix, device, amp) if data.distill else None
-    key = cfg.key(data=data_key, teacher=distiller and distiller.teacher_key,
-                  part_matrix=None if distiller is None or distiller.part_e is None
-                  else distiller.part_e.cpu().numpy().round(6).tolist())
-    meta = _model_meta(cfg, data, key, data_key, distiller)
-
     model = build_model(cfg.backbone, data.layout, data.channels, data.num_classes, cfg.channels,
                         cfg.temporal_kernel, data.persons, cfg.dropout, cfg.part_pool).to(device)
+    start = init_from_teacher(model, teacher_dir) if cfg.init == "teacher" else None
+    key = cfg.key(data=data_key, teacher=distiller and distiller.teacher_key,
+                  part_matrix=None if distiller is None or distiller.part_e is None
+                  else distiller.part_e.cpu().numpy().round(6).tolist(),
+                  **({"init": start} if start else {}))
+    meta = _model_meta(cfg, data, key, data_key, distiller)
+    if start:
+        meta["init_from"] = start
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma)
@@ -330,7 +333,7 @@ def _batch(cfg, data: TrainData, idx, data_idx, draw_epoch, part_keep, device):
     if data.student and cfg.op > 0:
         seeds = noise.instance_seeds(cfg.occlusion_seed, data.sample_keys[idx], "train",
                                      data.split.name, draw_epoch)
-        x = x * noise.occlusion_mask(seeds, cfg.op, x.shape[2:], cfg.occlusion_mode)
+        x = noise.occlude_batch(x, seeds, cfg.op, cfg.occlusion_mode, cfg.occlusion_channels)
     if part_keep is not None:
         x = x * part_dropout_mask(part_keep, len(x), cfg.part_dropout, device)
     return x, y
@@ -393,7 +396,8 @@ def _test_accuracy(model, test, cfg, device, amp) -> dict:
         keep = np.asarray(test.has_hq, dtype=bool)
         x, labels = test.hq[keep], labels[keep]
     logits = predict(model, x, batch_size=cfg.eval_batch_size, device=device, amp=amp,
-                     op=cfg.op if student else 0.0, mode=cfg.occlusion_mode, seeds=seeds)
+                     op=cfg.op if student else 0.0, mode=cfg.occlusion_mode, seeds=seeds,
+                     channels=cfg.occlusion_channels)
     model.train()
     top1, top5 = topk_accuracy(logits, torch.from_numpy(labels), (1, 5))
     return {"test_top1": top1, "test_top5": top5}

@@ -13,7 +13,7 @@ from skelpipe.core.errors import ConfigError, SkelpipeError, did_you_mean
 from skelpipe.data import datasets
 from skelpipe.data.align import MISSING
 from skelpipe.data.pack import BENCHMARKS, PackConfig
-from skelpipe.learn.config import KD_VARIANTS, TrainConfig
+from skelpipe.learn.config import INITS, KD_VARIANTS, TrainConfig
 from skelpipe.learn.models import BACKBONES
 from skelpipe.learn.partmatrix import MEASURES
 
@@ -135,7 +135,8 @@ def _section(where: str, values: dict, schema: dict):
 
 SOURCE = {"kind": (str, ("dataset", "estimator", "pyskl")), "label": (str,), "backbone": (str,),
           "checkpoint": (str,), "extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,),
-          "file": (str,), "split": (str,), "num_classes": (int, None, 1)}
+          "file": (str,), "split": (str,), "num_classes": (int, None, 1),
+          "profile": (dict,)}   # a simulated estimator's noise fields in place of its backbone's (pose.simulate.Profile)
 SETTING = {"name": (str,), "hq": (str,), "lq": (str,)}
 EXTRACT = {"extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,), "seed": (int,),
            "long_edge": (int, None, 32), "max_people": (int, None, 1), "decoder": (dict,),
@@ -145,7 +146,8 @@ PARTMATRIX = {"measure": (str, MEASURES), "batch_size": (int, None, 1)}
 EXPERIMENT = {"table": ((int, str),), "settings": ([str],), "benchmarks": ([str], BENCHMARKS),
               "splits": (int, None, 1), "op": ([float], None, 0.0, 1.0), "kd": ([str], KD_VARIANTS),
               "hq_fraction": ([float], None, 0.0, 1.0), "student_data": ([str], ("all", "pair")),
-              "seeds": ([int],), "seed_occlusion": (bool,), "backbones": ([str], BACKBONES)}
+              "seeds": ([int],), "seed_occlusion": (bool,), "backbones": ([str], BACKBONES),
+              "init": ([str], INITS)}
 TOP = ("name", "dataset", "description", "data", "extract", "sources", "settings", "align", "pack",
        "teacher", "student", "partmatrix", "experiments", "_path")
 

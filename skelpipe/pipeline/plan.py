@@ -99,7 +99,9 @@ class Plan:
             extractor = src.get("extractor", extract_cfg.get("extractor", "openpifpaf"))
             if extractor == "simulated":
                 base = self.source(src.get("simulate_from", extract_cfg.get("simulate_from", "")))
-                config = {"profile": src["backbone"], "seed": extract_cfg.get("seed", 0)}
+                config = {"profile": src["backbone"], "seed": extract_cfg.get("seed", 0),
+                          **({"overrides": src["profile"]} if src.get("profile") else {})}
+                simulate.get_profile(src["backbone"], src.get("profile"))  # a bad field fails the plan
                 label = src.get("label", name)
                 if "simulated" not in label:  # simulated data say so in every table
                     label += " (simulated)"
@@ -198,9 +200,10 @@ class Plan:
                     partmatrix = None
                     for op in exp.get("op", [0.0]):
                         for kd in exp.get("kd", ["pmsc"]):
-                            for data in exp.get("student_data", ["all"]):
+                            for data, init in ((d, i) for d in exp.get("student_data", ["all"])
+                                               for i in exp.get("init", [student_cfg.get("init", "random")])):
                                 deps = {"pack": pack}
-                                if kd != "none":
+                                if kd != "none" or init == "teacher":
                                     deps["teacher"] = teacher
                                 if kd == "pmsc":
                                     partmatrix = partmatrix or self.add(
@@ -209,15 +212,18 @@ class Plan:
                                         build_partmatrix)
                                     deps["partmatrix"] = partmatrix
                                 for seed in seeds:
-                                    scfg = {**student_cfg, "kd": kd, "op": op, "lq_data": data, "seed": seed}
+                                    scfg = {**student_cfg, "kd": kd, "op": op, "lq_data": data, "seed": seed,
+                                            "init": init}
                                     if exp.get("seed_occlusion", False):
                                         scfg["occlusion_seed"] = seed
                                     student = self.add(
-                                        "student", f"student{tag} {setting['name']} kd={kd} OP {op} {benchmark} "
+                                        "student", f"student{tag} {setting['name']} kd={kd}"
+                                        f"{' init=teacher' if init == 'teacher' else ''} OP {op} {benchmark} "
                                         f"HQ {fraction:.0%}{' (pairs only)' if data == 'pair' else ''}"
                                         f"{f' seed {seed}' if len(seeds) > 1 else ''}", scfg, deps, build_train)
                                     self._evaluate(student, pack, op, {**where, "model": "student", "kd": kd,
                                                                        "op": op, "lq_data": data, "seed": seed,
+                                                                       "init": init,
                                                                        "backbone": student_cfg.get("backbone", "stgcn")})
 
     def _evaluate(self, model: Step, pack: Step, op: float, meta: dict):
@@ -341,7 +347,8 @@ def build_imported(plan: Plan, step: Step, work: Work):
 def build_simulated(plan: Plan, step: Step, work: Work):
     cfg = step.entry.config
     simulate.simulate_store(step.deps["hq"].entry.path / "skeletons.h5", work.dir / "skeletons.h5",
-                            profile=cfg["profile"], seed=cfg["seed"], work=work)
+                            profile=cfg["profile"], seed=cfg["seed"], work=work,
+                            overrides=cfg.get("overrides"))
 
 
 def build_extracted(plan: Plan, step: Step, work: Work):

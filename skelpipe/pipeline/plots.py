@@ -41,12 +41,13 @@ def training_curves(runs: list[tuple[str, Path]], path: Path) -> Path:
 
 def kd_gains(records: list[dict], path: Path) -> Path | None:
     """The paired KD gain (top-1, points) per OP with its 95 % interval, one line per
-    (table, setting, benchmark, HQ amount, LQ data, distillation variant); None when no aggregate
+    (table, setting, benchmark, HQ amount, LQ data, distillation variant, student start); None when no aggregate
     record has a gain."""
     lines = {}
     for r in records:
         if r.get("aggregate") and r.get("gain_top1"):
-            key = (r["table"] or 0, r["setting"], r["benchmark"], r["hq_fraction"], r.get("lq_data"), r["kd"])
+            key = (r["table"] or 0, r["setting"], r["benchmark"], r["hq_fraction"], r.get("lq_data"), r["kd"],
+                   r.get("init") or "random")
             lines.setdefault(key, []).append(r)
     if not lines:
         return None
@@ -56,8 +57,9 @@ def kd_gains(records: list[dict], path: Path) -> Path | None:
         ops = np.array([r["op"] for r in rows]) + 0.01 * n  # side by side, not on top of each other
         gain = np.array([r["gain_top1"]["mean"] for r in rows])
         ci = np.array([r["gain_top1"]["ci95"] or [g, g] for r, g in zip(rows, gain)])
-        table, setting, bench, fraction, data, kd = key
-        label = (f"T{table} {setting} {bench} {kd}" + (f" HQ {fraction:.0%}" if fraction != 1 else "")
+        table, setting, bench, fraction, data, kd, init = key
+        label = (f"T{table} {setting} {bench} {kd}" + (" teacher init" if init == "teacher" else "")
+                 + (f" HQ {fraction:.0%}" if fraction != 1 else "")
                  + (" pairs only" if data == "pair" else "") + f" (n={rows[0]['gain_top1']['n']})")
         ax.errorbar(ops, gain, yerr=[gain - ci[:, 0], ci[:, 1] - gain], marker="o", capsize=4, label=label)
     ax.axhline(0, color="grey", lw=0.8)

@@ -9,7 +9,10 @@ percent) plus ``setting``, ``table``, ``lq_data`` ("all" or "pair"), ``hq_source
 ``seed`` and ``splits`` (the number of random splits averaged: SYSU's protocol). An aggregate
 (``aggregate: true``, ``seed: null``) has ``seeds``, ``n``, ``top1``/``top5`` as means,
 ``top1_sd``/``top5_sd``, and for a student with distillation ``gain_top1``/``gain_top5``:
-``{"mean", "ci95": [lo, hi] or null, "n", "significant"}`` (``stats.paired_difference``).
+``{"mean", "ci95": [lo, hi] or null, "n", "significant"}`` (``stats.paired_difference``) against
+the student without KD of the same ``init`` ("random" or "teacher": the student's start); a
+student that starts from the teacher's weights also has ``transfer_top1``/``transfer_top5``, the
+same against the random-init student without KD (the paper's baseline).
 """
 
 import json
@@ -148,6 +151,7 @@ def collect(plan) -> list[dict]:
             "setting": meta["setting"], "table": meta.get("table"), "lq_data": meta.get("lq_data"),
             "hq_source": meta["hq_source"], "lq_source": meta["lq_source"], "split": meta["split"],
             "seed": meta.get("seed", 0), "backbone": meta.get("backbone", "stgcn"),
+            "init": meta.get("init"),
             "model_dir": str(step.deps["model"].entry.path), "eval_dir": str(step.entry.path),
         })
     runs = defaultdict(list)
@@ -184,14 +188,25 @@ def aggregate(runs: list[dict]) -> list[dict]:
             rec[score] = round(s["mean"], 2)
             rec[f"{score}_sd"] = None if s["sd"] is None else round(s["sd"], 2)
         if rec["model"] == "student" and rec["kd"] not in (None, "none"):
-            base = {r["seed"]: r for r in cells.get(_identity({**rows[0], "kd": "none"}), [])}
-            pairs = [(r, base[r["seed"]]) for r in rows if r["seed"] in base]
-            for score in _SCORES if pairs else ():
-                d = stats.paired_difference([a[score] for a, _ in pairs], [b[score] for _, b in pairs])
-                rec[f"gain_{score}"] = {"mean": round(d["mean"], 2), "n": d["n"],
-                                        "ci95": None if d["ci"] is None else [round(c, 2) for c in d["ci"]],
-                                        "significant": d["significant"]}
+            rec.update(_paired(rows, cells.get(_identity({**rows[0], "kd": "none"}), []), "gain"))
+        if rec["model"] == "student" and rec.get("init") == "teacher":
+            rec.update(_paired(rows, cells.get(_identity({**rows[0], "kd": "none", "init": "random"}), []),
+                               "transfer"))
         out.append(rec)
+    return out
+
+
+def _paired(rows: list[dict], base_rows: list[dict], name: str) -> dict:
+    """``{name}_top1`` / ``{name}_top5``: the paired difference of ``rows`` to ``base_rows``
+    (same seeds) with its 95 % interval."""
+    base = {r["seed"]: r for r in base_rows}
+    pairs = [(r, base[r["seed"]]) for r in rows if r["seed"] in base]
+    out = {}
+    for score in _SCORES if pairs else ():
+        d = stats.paired_difference([a[score] for a, _ in pairs], [b[score] for _, b in pairs])
+        out[f"{name}_{score}"] = {"mean": round(d["mean"], 2), "n": d["n"],
+                                  "ci95": None if d["ci"] is None else [round(c, 2) for c in d["ci"]],
+                                  "significant": d["significant"]}
     return out
 
 
@@ -202,13 +217,14 @@ def _cell(rec, metric, paper):
     text = f"{rec[metric]:.2f}"
     if rec.get(f"{metric}_sd") is not None:
         text += f" ± {rec[f'{metric}_sd']:.2f}"
-    gain = rec.get(f"gain_{metric}")
-    if gain is not None:
-        text += f" ({gain['mean']:+.2f}"
-        if gain["ci95"] is not None:
-            lo, hi = gain["ci95"]
-            text += f", CI [{lo:+.2f}, {hi:+.2f}]" + ("" if gain["significant"] else " n.s.")
-        text += ")"
+    for name, what in (("gain", ""), ("transfer", "vs random init w/o KD ")):
+        gain = rec.get(f"{name}_{metric}")
+        if gain is not None:
+            text += f" ({what}{gain['mean']:+.2f}"
+            if gain["ci95"] is not None:
+                lo, hi = gain["ci95"]
+                text += f", CI [{lo:+.2f}, {hi:+.2f}]" + ("" if gain["significant"] else " n.s.")
+            text += ")"
     if paper is not None:
         text += f" [paper {paper:.2f}]"
     return text
@@ -223,8 +239,10 @@ def markdown(records: list[dict], dataset: str, name: str) -> str:
     lines = [f"# Results: {name}", "",
              "Accuracy in %: mean ± sd over the seeds of each student cell "
              f"({'/'.join(map(str, seeds))} seeds; teachers: one run). (+x, CI [lo, hi]) is the KD gain: the "
-             "mean over seeds of the paired difference to the student without KD (same seed, same test "
-             "draw) with its 95 % Student-t interval; n.s. = the interval contains 0. "
+             "mean over seeds of the paired difference to the student without KD of the same start "
+             "(same seed, same test draw) with its 95 % Student-t interval; n.s. = the interval contains 0. "
+             "A student that starts from the teacher's weights (teacher init) also shows its paired "
+             "difference to the random-init student without KD (vs random init w/o KD). "
              "[paper x] is the paper's figure for the same setting where there is one.", ""]
     if tests:
         se = stats.binomial_se(0.75, min(tests))
@@ -242,16 +260,20 @@ def markdown(records: list[dict], dataset: str, name: str) -> str:
                      + " | ".join(extra + heads) + " |")
         lines.append("|" + "---|" * (3 + blocks + len(extra) + len(heads)))
         keys = sorted({(r.get("backbone", "stgcn"), r["hq_fraction"], r["model"] != "teacher", r["op"],
-                        r.get("lq_data") or "", ["none", "kl", "global-msc", "pmsc", None].index(r["kd"]),
-                        r["kd"], r["model"]) for r in rows},
-                      key=lambda k: (list(BACKBONE_NAMES).index(k[0]), -k[1], k[2], k[3], k[4] == "all", k[5]))
-        for backbone, fraction, _, op, data, _, kd, model in keys:
+                        r.get("lq_data") or "", r.get("init") == "teacher",
+                        ["none", "kl", "global-msc", "pmsc", None].index(r["kd"]),
+                        r["kd"], r["model"], r.get("init")) for r in rows},
+                      key=lambda k: (list(BACKBONE_NAMES).index(k[0]), -k[1], k[2], k[3], k[4] == "all", k[5], k[6]))
+        for backbone, fraction, _, op, data, _, _, kd, model, init in keys:
             cells = []
             for bench, metric, _ in columns:
                 match = [r for r in rows if r["benchmark"] == bench and r["model"] == model
                          and r["kd"] == kd and r["op"] == op and r["hq_fraction"] == fraction
-                         and (r.get("lq_data") or "") == data and r.get("backbone", "stgcn") == backbone]
-                if table == 5:
+                         and (r.get("lq_data") or "") == data and r.get("backbone", "stgcn") == backbone
+                         and r.get("init") == init]
+                if init == "teacher":  # the paper's students start from random weights
+                    paper = None
+                elif table == 5:
                     paper = PAPER_TABLE5.get((setting, fraction, model, kd, data or None))
                 elif table == 3:
                     paper = PAPER_TABLE3.get((dataset, backbone, kd)) if model == "student" and op == 0 else None
@@ -261,6 +283,8 @@ def markdown(records: list[dict], dataset: str, name: str) -> str:
                 cells.append(_cell(match[0] if match else None, metric, paper))
             source = rows[0]["hq_source"] if model == "teacher" else rows[0]["lq_source"]
             label = "Teacher" if model == "teacher" else KD_NAMES[kd]
+            if init == "teacher":
+                label = label[:-1] + ", teacher init)"
             extra_cells = [f"{fraction:.0%}", data or ""] if table == 5 else []
             block = f"{BACKBONE_NAMES[backbone]} | " if blocks else ""
             lines.append(f"| {label} | {source} | {block}{op:g} | " + " | ".join(extra_cells + cells) + " |")

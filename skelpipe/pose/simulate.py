@@ -21,6 +21,8 @@ The profiles' severities are set by hand to order the estimators as the paper do
 ShuffleNetV2 < MobileNetV3-small); they are not measured on real estimator output.
 """
 
+import dataclasses
+import json
 import zlib
 from dataclasses import dataclass
 
@@ -59,11 +61,27 @@ PROFILES = {
 ALIASES = {"shufflenetv2x1": "shufflenetv2k16"}
 
 
-def get_profile(name: str) -> Profile:
+def get_profile(name: str, overrides: dict | None = None) -> Profile:
+    """The named profile, with the fields of ``overrides`` (a pipeline source's ``profile``
+    table, e.g. ``{jitter = 0.04, miss = 0.2}``) in place of its own."""
     key = ALIASES.get(name.lower(), name.lower())
     if key not in PROFILES:
         raise SkelpipeError(f"unknown simulated estimator profile {name!r}; known: {', '.join(PROFILES)}")
-    return PROFILES[key]
+    overrides = dict(overrides or {})
+    known = [f.name for f in dataclasses.fields(Profile)]
+    for k, v in overrides.items():
+        if k not in known:
+            raise SkelpipeError(f"simulated profile {name}: unknown field {k!r}; known: {', '.join(known)}")
+        if k == "dropout_len":
+            if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(n, int) for n in v)
+                    and 1 <= v[0] <= v[1]):
+                raise SkelpipeError(f"simulated profile {name}: dropout_len must be [min, max] frames, "
+                                    f"1 <= min <= max, got {v!r}")
+            overrides[k] = tuple(v)
+        elif not (isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v >= 0
+                  and (k not in ("miss", "swap", "dropout") or v <= 1) and (k != "conf_scale" or v > 0)):
+            raise SkelpipeError(f"simulated profile {name}: {k} = {v!r} is out of range")
+    return dataclasses.replace(PROFILES[key], **overrides)
 
 
 # ---------------------------------------------------------------- HQ → 2D → COCO-17
@@ -189,13 +207,14 @@ def simulate_sample(sample, layout: layouts.Layout, profile: Profile, seed: int,
 
 
 def simulate_store(hq_path, out_path, profile: str = "shufflenetv2k16", seed: int = 0,
-                   shuffle_people: bool = True, work=None) -> dict:
-    """Write the simulated LQ store (coco17, x,y,conf) of every sample of the HQ store.
+                   shuffle_people: bool = True, work=None, overrides: dict | None = None) -> dict:
+    """Write the simulated LQ store (coco17, x,y,conf) of every sample of the HQ store
+    (``overrides``: profile fields in place of the named profile's, see ``get_profile``).
 
     Samples that cannot be placed in an image are reported (``work.report_bad`` when given)
     and skipped. Returns counts.
     """
-    prof = get_profile(profile)
+    prof = get_profile(profile, overrides)
     name = ALIASES.get(profile.lower(), profile.lower())
     source = f"simulated:{name}"
     written, skipped = 0, 0
@@ -203,6 +222,7 @@ def simulate_store(hq_path, out_path, profile: str = "shufflenetv2k16", seed: in
         root = {k: v for k, v in hq.attrs.items()
                 if k not in ("skelpipe_store", "complete", "layout", "joints", "channels", "source")}
         root.update(source=source, extractor="simulated", profile=name, seed=int(seed),
+                    profile_fields=json.dumps(dataclasses.asdict(prof)),
                     simulated_from=hq.attrs.get("source", ""), channels="x,y,conf")
         with PoseWriter(out_path, "coco17", root) as w:
             for smp in hq.iterate(progress=True):

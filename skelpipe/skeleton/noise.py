@@ -13,8 +13,11 @@ Modes (docs/method.md, §Occlusion noise; each keeps the expected occluded fract
   phase per joint and person, so blocks do not line up across joints), and each block is zeroed
   with probability p. Every frame lies in exactly one block, hence an expected fraction of p.
 
-An occluded joint loses all its channels (confidence included); padding stays zero because the
-mask is applied by multiplication.
+Channels (``occlude_batch``): ``all`` (default) zeroes every channel of an occluded joint,
+confidence included; ``xy`` zeroes only its first two channels (a 2D skeleton's x and y; its
+confidence stays, so the network is told where a joint was lost, as a real estimator's
+confidence would). Zero is the pack's origin: the image centre for 2D, the body centre for 3D.
+Padding stays zero because the mask is applied by multiplication.
 
 Draws: a mask follows its sample, never its position. Its seed is a hash of (occlusion seed,
 purpose, split, sample id[, epoch]) — ``instance_seeds(seed, sample_keys(ids), purpose, split)``
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 
 MODES = ("track", "joint", "block")
+CHANNELS = ("all", "xy")
 PURPOSES = ("train", "eval")
 
 _BITS = 24  # uniform numbers are 24-bit integers; p is compared as an integer threshold
@@ -150,6 +154,18 @@ def occlusion_mask(seeds, p: float, shape=(300, 25, 2), mode: str = "track", dev
                                   else lengths, device=dev).view(n, 1, 1, 1, 1)
         keep = keep & (torch.arange(T, device=dev).view(1, 1, T, 1, 1) < lengths)
     return keep.contiguous()
+
+
+def occlude_batch(x: torch.Tensor, seeds, p: float, mode: str = "track", channels: str = "all",
+                  block_len: int = 15) -> torch.Tensor:
+    """A batch ``x`` (N, C, T, V, M) occluded with one mask per instance seed (``seeds`` (N,)):
+    every channel of an occluded joint zeroed (``channels="all"``), or only x and y (``"xy"``)."""
+    if channels not in CHANNELS:
+        raise ValueError(f"unknown occlusion channels {channels!r}; known: {', '.join(CHANNELS)}")
+    keep = occlusion_mask(seeds, p, x.shape[2:], mode, device=x.device, block_len=block_len).to(x.dtype)
+    if channels == "xy" and x.shape[1] > 2:
+        return torch.cat([x[:, :2] * keep, x[:, 2:]], 1)
+    return x * keep
 
 
 def occlude(x, p: float, seed, mode: str = "track", block_len: int = 15):
