@@ -76,7 +76,11 @@ def test_seeds_multiply_student_cells_only(tmp_path):
     assert {s.entry.config.get("occlusion_seed", 0) for s in students} == {0}
     moved = Plan(load_pipeline("demo", ["experiments.seeds=[0, 1]", "experiments.seed_occlusion=true"]),
                  cache, None, "cpu").build()
-    assert {s.entry.config["occlusion_seed"] for s in moved.steps.values() if s.stage == "student"} == {0, 1}
+    occluded = [s for s in moved.steps.values() if s.stage == "student" and s.entry.config["op"] > 0]
+    assert {s.entry.config["occlusion_seed"] for s in occluded} == {0, 1}
+    # at OP 0 nothing is occluded: the occlusion settings are not in the key
+    clean = [s for s in moved.steps.values() if s.stage == "student" and s.entry.config["op"] == 0]
+    assert clean and not any("occlusion_seed" in s.entry.config for s in clean)
     evaluations = [meta for s, meta in three.records if s.deps["model"].stage == "student"]
     assert sorted({meta["seed"] for meta in evaluations}) == [0, 1, 2]
     for bad in ("[]", "[0, 0]", "['a']"):

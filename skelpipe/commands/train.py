@@ -60,6 +60,7 @@ def _default(name):
 @click.option("--op", type=float, help="Occlusion probability of the LQ input. " + _default("op"))
 @click.option("--occlusion-mode", type=click.Choice(list(noise.MODES)), help=_default("occlusion_mode"))
 @click.option("--occlusion-channels", type=click.Choice(list(noise.CHANNELS)), help="What an occluded joint loses: every channel, or x and y only. " + _default("occlusion_channels"))
+@click.option("--occlusion-block", type=int, help="Block mode: frames per block. " + _default("occlusion_block"))
 @click.option("--init", type=click.Choice(list(INITS)), help="Student start: random, or the --teacher's weights where name and shape match. " + _default("init"))
 @click.option("--occlusion-draws", type=click.Choice(["fixed", "fresh"]), help=_default("occlusion_draws"))
 @click.option("--part-pool", type=click.Choice(list(PART_POOLS)), help="Part features over the person slots. " + _default("part_pool"))

@@ -24,13 +24,17 @@ INITS = ("random", "teacher")
 # Settings that only the distillation term reads: a student without KD ignores them.
 KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", "part_pool")
 
+# Settings that only the occlusion reads: a run at OP 0 ignores them.
+OCCLUSION_FIELDS = ("occlusion_mode", "occlusion_draws", "occlusion_seed", "occlusion_channels",
+                    "occlusion_block")
+
 # Settings that change how fast a run goes, not what it computes; left out of the config key.
 RUNTIME_FIELDS = ("device", "compile", "eval_every", "teacher_features", "deterministic",
                   "eval_batch_size")
 
 # Settings added after results were cached: in the key only away from their default, so that
 # adding them left every existing key (and cache entry) as it was.
-LATER_FIELDS = {"max_steps": 0, "occlusion_channels": "all", "init": "random"}
+LATER_FIELDS = {"max_steps": 0, "occlusion_channels": "all", "occlusion_block": 15, "init": "random"}
 
 
 @dataclass
@@ -62,6 +66,7 @@ class TrainConfig:
     op: float = 0.0                        # occlusion probability of the LQ input (student)
     occlusion_mode: str = "track"          # track | joint | block
     occlusion_channels: str = "all"        # all: an occluded joint loses every channel; xy: x and y only
+    occlusion_block: int = 15              # block mode: frames (of the packed sequence) per block
     occlusion_draws: str = "fixed"         # fixed: one draw per instance; fresh: new every epoch
     occlusion_seed: int = 0                # the training masks' seed (seed leaves them alone)
     seed: int = 0                          # initialisation and data order
@@ -87,6 +92,7 @@ class TrainConfig:
             (self.occlusion_mode in noise.MODES, f"occlusion mode must be one of {noise.MODES}"),
             (self.occlusion_draws in ("fixed", "fresh"), "occlusion draws must be fixed or fresh"),
             (self.occlusion_channels in noise.CHANNELS, f"occlusion channels must be one of {noise.CHANNELS}"),
+            (1 <= self.occlusion_block <= 100_000, f"occlusion_block must lie in [1, 100000], got {self.occlusion_block}"),
             (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
             (self.stage == "student" or self.init == "random", "a teacher starts from random weights"),
             (self.teacher_features in ("cached", "online"), "teacher features: cached or online"),
@@ -125,7 +131,9 @@ class TrainConfig:
 
 def settings(config: dict) -> dict:
     """The settings of a config dict that define the result (JSON-normalised): runtime-only
-    fields left out, and the distillation settings of a run without distillation."""
+    fields left out, the distillation settings of a run without distillation, and the occlusion
+    settings of a run at OP 0 (so the clean cells are shared by every reading of occlusion)."""
     drop = RUNTIME_FIELDS + (KD_FIELDS if config.get("kd", "none") == "none" else ())
+    drop += OCCLUSION_FIELDS if config.get("op", 0.0) == 0 else ()
     drop += tuple(k for k, default in LATER_FIELDS.items() if config.get(k, default) == default)
     return json.loads(json.dumps({k: v for k, v in config.items() if k not in drop}, default=list))

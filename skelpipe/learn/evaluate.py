@@ -26,11 +26,11 @@ from skelpipe.skeleton import noise
 
 @torch.no_grad()
 def predict(model, x, batch_size=256, device="cpu", amp=True, op=0.0, mode="track", seeds=None,
-            show_progress=False, channels="all") -> torch.Tensor:
+            show_progress=False, channels="all", block_len=15) -> torch.Tensor:
     """Logits (N, K) float32 on the CPU of ``model`` (put in eval mode) on ``x`` (N, C, T, V, M).
 
     With ``op > 0`` instance i is occluded with the mask seed ``seeds[i]`` (``noise.test_seeds``),
-    in ``mode`` and on ``channels`` (``noise.occlude_batch``).
+    in ``mode`` (blocks of ``block_len`` frames) and on ``channels`` (``noise.occlude_batch``).
     """
     if op > 0 and (seeds is None or len(seeds) != len(x)):
         raise ValueError("predict with op > 0 needs one occlusion seed per instance")
@@ -44,7 +44,7 @@ def predict(model, x, batch_size=256, device="cpu", amp=True, op=0.0, mode="trac
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device, non_blocking=True).float()
             if op > 0:
-                xb = noise.occlude_batch(xb, seeds[start:start + len(xb)].to(device), op, mode, channels)
+                xb = noise.occlude_batch(xb, seeds[start:start + len(xb)].to(device), op, mode, channels, block_len)
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 logits = model(xb)[0]
             out.append(logits.float().cpu())
@@ -129,7 +129,8 @@ def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, 
     seeds = noise.test_seeds(seed, ids, data.name) if op > 0 else None
     channels = cfg.get("occlusion_channels", "all")
     logits = predict(model, x, batch_size=batch_size, device=device, op=op, mode=mode, seeds=seeds,
-                     amp=cfg.get("amp", True), show_progress=True, channels=channels)
+                     amp=cfg.get("amp", True), show_progress=True, channels=channels,
+                     block_len=cfg.get("occlusion_block", 15))
     num_classes = meta["num_classes"]
     names = meta.get("class_names") or [str(c) for c in range(num_classes)]
     top1, top5 = topk_accuracy(logits, torch.from_numpy(labels), (1, 5))

@@ -333,7 +333,7 @@ def _batch(cfg, data: TrainData, idx, data_idx, draw_epoch, part_keep, device):
     if data.student and cfg.op > 0:
         seeds = noise.instance_seeds(cfg.occlusion_seed, data.sample_keys[idx], "train",
                                      data.split.name, draw_epoch)
-        x = noise.occlude_batch(x, seeds, cfg.op, cfg.occlusion_mode, cfg.occlusion_channels)
+        x = noise.occlude_batch(x, seeds, cfg.op, cfg.occlusion_mode, cfg.occlusion_channels, cfg.occlusion_block)
     if part_keep is not None:
         x = x * part_dropout_mask(part_keep, len(x), cfg.part_dropout, device)
     return x, y
@@ -397,7 +397,7 @@ def _test_accuracy(model, test, cfg, device, amp) -> dict:
         x, labels = test.hq[keep], labels[keep]
     logits = predict(model, x, batch_size=cfg.eval_batch_size, device=device, amp=amp,
                      op=cfg.op if student else 0.0, mode=cfg.occlusion_mode, seeds=seeds,
-                     channels=cfg.occlusion_channels)
+                     channels=cfg.occlusion_channels, block_len=cfg.occlusion_block)
     model.train()
     top1, top5 = topk_accuracy(logits, torch.from_numpy(labels), (1, 5))
     return {"test_top1": top1, "test_top5": top5}
