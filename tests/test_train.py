@@ -437,3 +437,21 @@ def test_teacher_init_copies_every_tensor_whose_name_and_shape_match(trained_tea
         train(TrainConfig(**cfg, init="teacher"), split, tmp_path / "x")
     with pytest.raises(SkelpipeError, match="teacher starts from random"):
         TrainConfig(stage="teacher", init="teacher")
+
+
+def test_a_linear_projection_per_part_trains_with_pmsc_and_stays_out_of_the_model(trained_teacher, tmp_path):
+    from skelpipe.learn.distill import PartProjection
+    proj = PartProjection(4, 4)
+    parts = torch.rand(3, 5, 4)
+    assert torch.equal(proj(parts), parts)                      # identity start: the paper's loss
+    assert PartProjection(4, 6)(parts).shape == (3, 5, 6)
+    split = make_split(paired_fraction=2 / 3)
+    cfg = TrainConfig(stage="student", kd="pmsc", projection="linear", epochs=2, batch_size=8, **TINY)
+    train(cfg, split, tmp_path / "p", teacher_dir=trained_teacher, part_matrix=torch.full((3, 5), 0.2))
+    last = torch.load(tmp_path / "p" / "last.pt", weights_only=True)["model"]
+    w = last["kd_projection.weight"]
+    assert w.shape == (5, 16, 16) and not torch.equal(w, torch.eye(16).repeat(5, 1, 1))   # it learned
+    load_model(tmp_path / "p")                                   # model.pt is the plain network
+    assert "projection" not in settings(TrainConfig(stage="student", kd="pmsc").to_dict())
+    with pytest.raises(SkelpipeError, match="projection must be none or linear"):
+        TrainConfig(stage="student", kd="pmsc", projection="mlp")

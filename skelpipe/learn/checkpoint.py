@@ -19,7 +19,9 @@ def save_model(out_dir, model, meta: dict):
     """``model.pt`` (state dict) then ``model.json`` (metadata; its presence marks completion)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / "model.pt")
+    # a distillation projection (kd_projection.*) served training only: the model is the network
+    save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()
+                 if not k.startswith("kd_projection.")}, out_dir / "model.pt")
     atomic.write_text(out_dir / "model.json", json.dumps(meta, indent=2, default=list) + "\n")
 
 

@@ -22,7 +22,7 @@ KD_VARIANTS = ("none", "kl", "global-msc", "pmsc")
 INITS = ("random", "teacher")
 
 # Settings that only the distillation term reads: a student without KD ignores them.
-KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", "part_pool")
+KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", "part_pool", "projection")
 
 # Settings that only the occlusion reads: a run at OP 0 ignores them.
 OCCLUSION_FIELDS = ("occlusion_mode", "occlusion_draws", "occlusion_seed", "occlusion_channels",
@@ -34,7 +34,8 @@ RUNTIME_FIELDS = ("device", "compile", "eval_every", "teacher_features", "determ
 
 # Settings added after results were cached: in the key only away from their default, so that
 # adding them left every existing key (and cache entry) as it was.
-LATER_FIELDS = {"max_steps": 0, "occlusion_channels": "all", "occlusion_block": 15, "init": "random"}
+LATER_FIELDS = {"max_steps": 0, "occlusion_channels": "all", "occlusion_block": 15, "init": "random",
+                "projection": "none"}
 
 
 @dataclass
@@ -62,6 +63,7 @@ class TrainConfig:
     tau: float = 1.0                       # temperature of the MSC losses
     kl_temperature: float = 1.0            # temperature of the KL baseline
     hq_topup: int = 0                      # extra D_pair HQ instances added to every B_H
+    projection: str = "none"               # pmsc only: none | linear (a learned map per part, student → teacher channels)
     lq_data: str = "all"                   # student's LQ data: all (D_pair ∪ D_sol) | pair (D_pair)
     op: float = 0.0                        # occlusion probability of the LQ input (student)
     occlusion_mode: str = "track"          # track | joint | block
@@ -94,6 +96,7 @@ class TrainConfig:
             (self.occlusion_channels in noise.CHANNELS, f"occlusion channels must be one of {noise.CHANNELS}"),
             (1 <= self.occlusion_block <= 100_000, f"occlusion_block must lie in [1, 100000], got {self.occlusion_block}"),
             (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
+            (self.projection in ("none", "linear"), f"projection must be none or linear, got {self.projection!r}"),
             (self.stage == "student" or self.init == "random", "a teacher starts from random weights"),
             (self.teacher_features in ("cached", "online"), "teacher features: cached or online"),
             (0.0 <= self.op <= 1.0, f"op must lie in [0, 1], got {self.op}"),

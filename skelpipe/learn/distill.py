@@ -17,9 +17,11 @@ class Distiller:
     """The distillation term: the frozen teacher (or its outputs over the HQ training data,
     computed once), the part matrix E and the loss of ``cfg.kd``."""
 
-    def __init__(self, cfg, teacher, teacher_meta, hq, cached, part_e, labels):
+    def __init__(self, cfg, teacher, teacher_meta, hq, cached, part_e, labels, teacher_width):
         self.cfg, self.teacher, self.hq, self.cached, self.part_e = cfg, teacher, hq, cached, part_e
         self.teacher_key = teacher_meta["config_key"]
+        self.teacher_width = teacher_width
+        self.projection = None  # a PartProjection the student trains (projection = "linear")
         self.labels = labels
         self.loss = functools.partial(distillation_loss, cfg)
 
@@ -36,6 +38,7 @@ class Distiller:
                 f"match the pack's HQ data ({attrs['hq_layout']}, {data.num_classes})")
         if len(data.pair_pool) == 0:
             raise SkelpipeError(f"--kd {cfg.kd}: the training split has no paired (HQ) instance to distil from")
+        width = teacher.fc.in_features
         hq = holding(data.split.hq, device,
                      cfg.teacher_features == "online" and fits(device, data.split.hq))
         cached = None
@@ -50,7 +53,7 @@ class Distiller:
             if part_e.shape != (data.num_classes, 5):
                 raise SkelpipeError(f"part matrix: shape {tuple(part_e.shape)}, expected ({data.num_classes}, 5)")
             part_e = part_e.to(device)
-        return cls(cfg, teacher, meta, hq, cached, part_e, data.labels)
+        return cls(cfg, teacher, meta, hq, cached, part_e, data.labels, width)
 
     def __call__(self, logits, glob, parts, y, hq_idx, pair_index, device, amp) -> torch.Tensor:
         """The distillation term of one batch, given its HQ batch ``hq_idx``."""
@@ -60,8 +63,27 @@ class Distiller:
             with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 hx = self.hq[hq_idx.to(self.hq.device)].to(device, non_blocking=True).float()
                 t_logits, t_glob, t_parts = (t.float() for t in self.teacher(hx))
-        return self.loss(logits.float(), glob.float(), parts.float(), y, t_logits, t_glob, t_parts,
+        parts = parts.float() if self.projection is None else self.projection(parts.float())
+        return self.loss(logits.float(), glob.float(), parts, y, t_logits, t_glob, t_parts,
                          self.labels[hq_idx], pair_index, self.part_e)
+
+
+class PartProjection(torch.nn.Module):
+    """A learned linear map per body part from the student's part features to the teacher's
+    channels (``projection = "linear"``; docs/method.md, §Student initialisation and projection):
+    the identity where the two widths match, so training starts from the paper's loss."""
+
+    def __init__(self, width_in: int, width_out: int, parts: int = 5):
+        super().__init__()
+        if width_in == width_out:
+            weight = torch.eye(width_out).repeat(parts, 1, 1)
+        else:
+            weight = torch.randn(parts, width_out, width_in) / width_in ** 0.5
+        self.weight = torch.nn.Parameter(weight)
+
+    def forward(self, parts: torch.Tensor) -> torch.Tensor:
+        """(B, P, C_in) → (B, P, C_out)."""
+        return torch.einsum("bpc,poc->bpo", parts, self.weight.float())
 
 
 @torch.no_grad()

@@ -46,7 +46,7 @@ from skelpipe.learn import distributed, partmatrix
 from skelpipe.learn.batches import epoch_order, epoch_plan
 from skelpipe.learn.checkpoint import init_from_teacher, load_part_matrix, save_atomic, save_model
 from skelpipe.learn.config import TrainConfig, settings
-from skelpipe.learn.distill import Distiller
+from skelpipe.learn.distill import Distiller, PartProjection
 from skelpipe.learn.evaluate import predict, topk_accuracy
 from skelpipe.learn.models import build_model
 from skelpipe.skeleton import layouts, noise
@@ -110,6 +110,9 @@ def _train(cfg, split, test, data_key, where, out_dir, teacher_dir, part_matrix,
     model = build_model(cfg.backbone, data.layout, data.channels, data.num_classes, cfg.channels,
                         cfg.temporal_kernel, data.persons, cfg.dropout, cfg.part_pool).to(device)
     start = init_from_teacher(model, teacher_dir) if cfg.init == "teacher" else None
+    if cfg.projection == "linear" and cfg.kd == "pmsc":  # part of the student while it trains: optimised, checkpointed, synced
+        model.kd_projection = PartProjection(model.fc.in_features, distiller.teacher_width).to(device)
+        distiller.projection = model.kd_projection
     key = cfg.key(data=data_key, teacher=distiller and distiller.teacher_key,
                   part_matrix=None if distiller is None or distiller.part_e is None
                   else distiller.part_e.cpu().numpy().round(6).tolist(),
