@@ -25,7 +25,7 @@ import torch
 
 REDUCED = ["data.subjects=6", "data.reps=1", "data.test_reps=1", "experiments.op=[0.3]",
            "experiments.seeds=[0]", "teacher.epochs=8", "student.epochs=6", "teacher.milestones=[6]",
-           "student.milestones=[4]"]
+           "student.milestones=[4]", "experiments.init=['random']"]
 
 
 def run_all(tmp_path, cache: Path, *extra, **popen):

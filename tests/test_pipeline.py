@@ -24,7 +24,8 @@ PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 SMALL = ["data.subjects=6", "data.reps=2", "data.test_reps=2", "pack.frames=32", "experiments.seeds=[0]",
          "teacher.channels=[8, 8, 16]", "student.channels=[8, 8, 16]",
          "teacher.epochs=2", "student.epochs=2", "teacher.milestones=[1]", "student.milestones=[1]",
-         "teacher.batch_size=16", "student.batch_size=16"]
+         "teacher.batch_size=16", "student.batch_size=16",
+         "experiments.init=['random']"]  # both starts: test_init_axis_gives_four_cells_and_their_paired_gains
 
 
 def _set_args(overrides):
