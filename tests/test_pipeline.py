@@ -366,7 +366,7 @@ def test_stage_keys_come_from_the_checked_settings(tmp_path):
     keys = lambda *o: {s.stage: s.key for s in Plan(load_pipeline("demo", o), cache, None, "cpu").build().ordered()}  # noqa: E731
     base = keys()
     assert keys("teacher.eval_every=5", "student.device='cpu'", "teacher.compile=true") == base
-    assert keys("teacher.momentum=0.9", "pack.max_people=2", "align.max_people=2") == base  # the defaults
+    assert keys("teacher.momentum=0.9", "pack.max_people=1", "align.max_people=2") == base  # values it has
     assert keys("teacher.momentum=0.8")["teacher"] != base["teacher"]
     plan = Plan(load_pipeline("demo"), cache, None, "cpu").build()
     pack_step = next(s for s in plan.ordered() if s.stage == "pack")
