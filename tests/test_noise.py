@@ -182,3 +182,12 @@ def test_occlude_batch_xy_keeps_the_confidence_channel():
     assert torch.equal(xy[:, 2], x[:, 2])              # and keep their confidence
     with pytest.raises(ValueError, match="channels"):
         occlude_batch(x, seeds, 0.5, "track", "conf")
+
+
+def test_occlude_is_occlude_batch_over_the_leading_dimensions():
+    from skelpipe.skeleton.noise import occlude_batch
+    x = torch.rand(2, 3, 3, 12, 17, 1) + 0.5
+    seeds = instance_seeds(1, sample_keys([f"s{i}" for i in range(6)]), "eval", "test")
+    y = occlude(x, 0.4, seeds, "block", 2, "xy")
+    assert torch.equal(y.reshape(6, 3, 12, 17, 1), occlude_batch(x.reshape(6, 3, 12, 17, 1), seeds, 0.4, "block", "xy", 2))
+    assert torch.equal(y[:, :, 2], x[:, :, 2]) and not torch.equal(y, x)

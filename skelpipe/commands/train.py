@@ -9,7 +9,7 @@ import os
 import click
 
 from skelpipe.core.console import console
-from skelpipe.learn.config import INITS, KD_VARIANTS, STAGES, TrainConfig
+from skelpipe.learn.config import INITS, KD_VARIANTS, PROJECTIONS, STAGES, TrainConfig
 from skelpipe.learn.models import BACKBONES
 from skelpipe.learn.models.stgcn import PART_POOLS
 from skelpipe.learn.train import train
@@ -58,7 +58,7 @@ def _default(name):
 @click.option("--hq-topup", type=int, help="Extra D_pair HQ instances per HQ batch. " + _default("hq_topup"))
 @click.option("--lq-data", type=click.Choice(["all", "pair"]), help="Student LQ data: D_pair ∪ D_sol or D_pair only. " + _default("lq_data"))
 @click.option("--op", type=float, help="Occlusion probability of the LQ input. " + _default("op"))
-@click.option("--projection", type=click.Choice(["none", "linear"]), help="PMSC: a learned linear map per part from the student's features to the teacher's. " + _default("projection"))
+@click.option("--projection", type=click.Choice(list(PROJECTIONS)), help="PMSC: a learned linear map per part from the student's features to the teacher's. " + _default("projection"))
 @click.option("--occlusion-mode", type=click.Choice(list(noise.MODES)), help=_default("occlusion_mode"))
 @click.option("--occlusion-channels", type=click.Choice(list(noise.CHANNELS)), help="What an occluded joint loses: every channel, or x and y only. " + _default("occlusion_channels"))
 @click.option("--occlusion-block", type=int, help="Block mode: frames per block. " + _default("occlusion_block"))

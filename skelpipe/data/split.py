@@ -152,10 +152,12 @@ def decode_attr(v):
     return v
 
 
-def degrade(pack_dir, split: str, op: float, mode: str = "track", seed: int | None = None) -> np.ndarray:
+def degrade(pack_dir, split: str, op: float, mode: str = "track", seed: int | None = None,
+            channels: str = "all", block_len: int = 15) -> np.ndarray:
     """The occluded LQ tensors of a split, one fixed draw per instance (seeds
-    ``noise.test_seeds``) — exactly what evaluation applies on the fly. ``seed`` defaults to
-    the pack's ``test_seed``.
+    ``noise.test_seeds``) — exactly what evaluation applies on the fly (``mode``,
+    ``channels`` and ``block_len`` as a student's ``occlusion_*`` settings). ``seed`` defaults
+    to the pack's ``test_seed``.
 
     Degradation is kept virtual (not a cached stage): the mask is a pure function of (seed,
     split, sample id) made on the device in microseconds, whereas a stored copy per (op, mode,
@@ -164,4 +166,4 @@ def degrade(pack_dir, split: str, op: float, mode: str = "track", seed: int | No
 
     sp = load_split(pack_dir, split)
     seed = sp.attrs.get("test_seed", 0) if seed is None else seed
-    return occlude(sp.lq, op, test_seeds(seed, sp.ids, sp.name), mode)
+    return occlude(sp.lq, op, test_seeds(seed, sp.ids, sp.name), mode, block_len, channels)

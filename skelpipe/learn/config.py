@@ -20,6 +20,7 @@ from skelpipe.skeleton import noise
 STAGES = ("teacher", "student")
 KD_VARIANTS = ("none", "kl", "global-msc", "pmsc")
 INITS = ("random", "teacher")
+PROJECTIONS = ("none", "linear")
 
 # Settings that only the distillation term reads: a student without KD ignores them.
 KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", "part_pool", "projection")
@@ -96,7 +97,7 @@ class TrainConfig:
             (self.occlusion_channels in noise.CHANNELS, f"occlusion channels must be one of {noise.CHANNELS}"),
             (1 <= self.occlusion_block <= 100_000, f"occlusion_block must lie in [1, 100000], got {self.occlusion_block}"),
             (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
-            (self.projection in ("none", "linear"), f"projection must be none or linear, got {self.projection!r}"),
+            (self.projection in PROJECTIONS, f"projection must be {' or '.join(PROJECTIONS)}, got {self.projection!r}"),
             (self.stage == "student" or self.init == "random", "a teacher starts from random weights"),
             (self.teacher_features in ("cached", "online"), "teacher features: cached or online"),
             (0.0 <= self.op <= 1.0, f"op must lie in [0, 1], got {self.op}"),

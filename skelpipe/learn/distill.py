@@ -83,7 +83,7 @@ class PartProjection(torch.nn.Module):
 
     def forward(self, parts: torch.Tensor) -> torch.Tensor:
         """(B, P, C_in) → (B, P, C_out)."""
-        return torch.einsum("bpc,poc->bpo", parts, self.weight.float())
+        return torch.einsum("bpc,poc->bpo", parts, self.weight)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ order; the training occlusion masks follow ``student.occlusion_seed``, or the se
 Every stage is a ``skelpipe.pipeline.cache`` entry: a rerun reuses what is finished, a killed run resumes.
 """
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -200,8 +201,8 @@ class Plan:
                     partmatrix = None
                     for op in exp.get("op", [0.0]):
                         for kd in exp.get("kd", ["pmsc"]):
-                            for data, init in ((d, i) for d in exp.get("student_data", ["all"])
-                                               for i in exp.get("init", [student_cfg.get("init", "random")])):
+                            for data, init in itertools.product(exp.get("student_data", ["all"]),
+                                                                exp.get("init", [student_cfg.get("init", "random")])):
                                 deps = {"pack": pack}
                                 if kd != "none" or init == "teacher":
                                     deps["teacher"] = teacher
@@ -230,7 +231,9 @@ class Plan:
         """The evaluation of ``model``, reported in every table that names it (one stage, several
         rows: Table 3's ST-GCN cells are Table 1's)."""
         scfg = self.cfg["student"]
-        config = {"op": op, "occlusion_mode": scfg.get("occlusion_mode", "track")}
+        config = {"op": op}
+        if op > 0:  # at OP 0 nothing is occluded: one evaluation serves every reading (as its student)
+            config["occlusion_mode"] = scfg.get("occlusion_mode", "track")
         step = self.add("evaluate", f"evaluate {model.label}", config, {"model": model, "pack": pack},
                         build_evaluate, meta)
         if (step, meta) not in self.records:
@@ -391,7 +394,7 @@ def build_evaluate(plan: Plan, step: Step, work: Work):
     model = step.deps["model"]
     evaluate.evaluate(model.entry.path, step.deps["pack"].entry.path, split="test",
                       which="hq" if model.stage == "teacher" else "lq", op=cfg["op"],
-                      mode=cfg["occlusion_mode"], seed=None, out_dir=work.dir,
+                      mode=cfg.get("occlusion_mode"), seed=None, out_dir=work.dir,
                       device=plan.device)
 
 

@@ -260,17 +260,17 @@ def markdown(records: list[dict], dataset: str, name: str) -> str:
                      + " | ".join(extra + heads) + " |")
         lines.append("|" + "---|" * (3 + blocks + len(extra) + len(heads)))
         keys = sorted({(r.get("backbone", "stgcn"), r["hq_fraction"], r["model"] != "teacher", r["op"],
-                        r.get("lq_data") or "", r.get("init") == "teacher",
+                        r.get("lq_data") or "", r.get("init") or "",   # "" (teacher), random, teacher
                         ["none", "kl", "global-msc", "pmsc", None].index(r["kd"]),
-                        r["kd"], r["model"], r.get("init")) for r in rows},
+                        r["kd"], r["model"]) for r in rows},
                       key=lambda k: (list(BACKBONE_NAMES).index(k[0]), -k[1], k[2], k[3], k[4] == "all", k[5], k[6]))
-        for backbone, fraction, _, op, data, _, _, kd, model, init in keys:
+        for backbone, fraction, _, op, data, init, _, kd, model in keys:
             cells = []
             for bench, metric, _ in columns:
                 match = [r for r in rows if r["benchmark"] == bench and r["model"] == model
                          and r["kd"] == kd and r["op"] == op and r["hq_fraction"] == fraction
                          and (r.get("lq_data") or "") == data and r.get("backbone", "stgcn") == backbone
-                         and r.get("init") == init]
+                         and (r.get("init") or "") == init]
                 if init == "teacher":  # the paper's students start from random weights
                     paper = None
                 elif table == 5:

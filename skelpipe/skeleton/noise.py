@@ -168,8 +168,9 @@ def occlude_batch(x: torch.Tensor, seeds, p: float, mode: str = "track", channel
     return x * keep
 
 
-def occlude(x, p: float, seed, mode: str = "track", block_len: int = 15):
-    """``x`` (..., C, T, V, M) tensor or array with joints zeroed; the same type comes back.
+def occlude(x, p: float, seed, mode: str = "track", block_len: int = 15, channels: str = "all"):
+    """``x`` (..., C, T, V, M) tensor or array with joints zeroed (``occlude_batch`` over the
+    leading dimensions); the same type comes back.
 
     ``seed``: an int, or one seed per instance of the leading dimensions. An int seed on a
     batch gives instance i the seed ``instance_seeds(seed, i, "eval", "index")`` (positional:
@@ -190,7 +191,5 @@ def occlude(x, p: float, seed, mode: str = "track", block_len: int = 15):
         seeds = _as_seeds(seed, t.device)
         if seeds.numel() != n:
             raise ValueError(f"occlude got {seeds.numel()} seeds for {n} instances")
-    C, T, V, M = t.shape[-4:]
-    mask = occlusion_mask(seeds, p, (T, V, M), mode, device=t.device, block_len=block_len)
-    out = t * mask.view(*lead, 1, T, V, M).to(t.dtype)
+    out = occlude_batch(t.reshape(n, *t.shape[-4:]), seeds, p, mode, channels, block_len).reshape(t.shape)
     return out.numpy() if is_numpy else out
