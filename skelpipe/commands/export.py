@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from skelpipe.core.console import console
-from skelpipe.data import pyskl
+from skelpipe.data import pyskl_export
 from skelpipe.learn.checkpoint import load_model
 from skelpipe.pipeline import onnx
 from skelpipe.pipeline.predict import pack_attrs, resolve_model_dir
@@ -51,11 +51,17 @@ def export_onnx(model_dir, out):
 @click.option("--split-name", default="default", show_default=True,
               help="Name of the split lists: <name>_train / <name>_val from the samples' split.")
 def export_pyskl(store, out, split_name):
-    """A pose store as a pyskl annotation pickle that pyskl's loader reads.
+    """A pose store as a pyskl annotation pickle that pyskl's loader and transforms accept: 2D on
+    COCO-17 (with keypoint_score and img_shape), 3D on NTU-25 (at most two bodies). Penn-13 and
+    Kinect-20 stores are written on those graphs; what was changed to fit is printed.
 
     \b
     Example:
       skelpipe export pyskl --store cache/extract/ab12/skeletons.h5 --out ntu_k16.pkl --split-name xsub
     """
-    counts = pyskl.export_store(store, out, split_name)
-    console.print(f"[green]wrote[/] {out}: {counts['samples']} annotations")
+    counts = pyskl_export.export_store(store, out, split_name)
+    lists = [f"{counts[k]} in {k}" for k in (f"{split_name}_train", f"{split_name}_val") if k in counts]
+    console.print(f"[green]wrote[/] {out}: {counts['samples']} annotations on {counts['graph']}"
+                  + (f" ({', '.join(lists)})" if lists else " (no sample has a split)"))
+    for what, n in counts["notes"].items():
+        console.print(f"  {n} samples {what}")
