@@ -64,4 +64,4 @@ def export_pyskl(store, out, split_name):
     console.print(f"[green]wrote[/] {out}: {counts['samples']} annotations on {counts['graph']}"
                   + (f" ({', '.join(lists)})" if lists else " (no sample has a split)"))
     for what, n in counts["notes"].items():
-        console.print(f"  {n} samples {what}")
+        console.print(f"  {what}: {n} sample{'s' * (n != 1)}")

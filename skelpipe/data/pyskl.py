@@ -155,7 +155,7 @@ def families(splits: dict) -> dict[str, tuple[str, str]]:
 
 
 def _describe(fams: dict) -> str:
-    return ", ".join(f"{f or '(plain)'} ({' + '.join(lists)})" for f, lists in sorted(fams.items()))
+    return ", ".join(f"{f} ({' + '.join(lists)})" if f else " + ".join(lists) for f, lists in sorted(fams.items()))
 
 
 def choose_family(splits: dict, wanted: str | None) -> str | None:
@@ -171,7 +171,8 @@ def choose_family(splits: dict, wanted: str | None) -> str | None:
                             f"(NAME_train + NAME_val/test, trainN + testN, or train + val/test)")
     if wanted is None:
         if len(fams) > 1:
-            raise SkelpipeError(f"the file has several splits, choose one with --split: {_describe(fams)}")
+            raise SkelpipeError(f"the file has several splits, choose one (--split, or a source's split =): "
+                                  f"{_describe(fams)}")
         return next(iter(fams))
     for family, lists in fams.items():
         if wanted == family or wanted in lists:
