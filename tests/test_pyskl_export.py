@@ -82,8 +82,9 @@ def test_penn13_is_written_on_coco17_with_a_size_for_2d_without_one(tmp_path):
             assert_pyskl_accepts(item)
             src = s.read(item["frame_dir"]).keypoints
             for joint in layouts.SHARED_JOINTS:
-                np.testing.assert_array_equal(item["keypoint"][..., coco.index(joint), :], src[..., penn.index(joint), :2])
-                np.testing.assert_array_equal(item["keypoint_score"][..., coco.index(joint)], src[..., penn.index(joint), 2])
+                c, p = coco.index(joint), penn.index(joint)
+                np.testing.assert_array_equal(item["keypoint"][..., c, :], src[..., p, :2])
+                np.testing.assert_array_equal(item["keypoint_score"][..., c], src[..., p, 2])
             for joint in ("nose", "left_eye", "right_eye", "left_ear", "right_ear"):   # at the head
                 np.testing.assert_array_equal(item["keypoint"][..., coco.index(joint), :], src[..., 0, :2])
             np.testing.assert_array_equal(item["keypoint_score"][..., 0], src[..., 0, 2])
@@ -112,10 +113,11 @@ def test_kinect20_3d_is_written_on_ntu25_with_the_two_bodies_present_most(tmp_pa
     for item in (k0, k1):
         assert_pyskl_accepts(item)
     ntu, kin = layouts.NTU25, layouts.KINECT20
-    np.testing.assert_array_equal(k0["keypoint"][..., ntu.index("left_knee"), :], kp[[0, 2], :, kin.index("left_knee")])
-    for target, source in (("spine_base", "hip_center"), ("spine_shoulder", "shoulder_center"),
-                           ("neck", "shoulder_center"), ("right_thumb", "right_hand")):
-        np.testing.assert_array_equal(k0["keypoint"][..., ntu.index(target), :], kp[[0, 2], :, kin.index(source)])
+    kept = kp[[0, 2]]                               # bodies 0 and 2, in their order
+    for target, source in (("left_knee", "left_knee"), ("spine_base", "hip_center"),
+                           ("spine_shoulder", "shoulder_center"), ("neck", "shoulder_center"),
+                           ("right_thumb", "right_hand")):
+        np.testing.assert_array_equal(k0["keypoint"][:, :, ntu.index(target)], kept[:, :, kin.index(source)])
     assert k1["keypoint"].shape == (1, 10, 25, 3)
 
 
@@ -124,7 +126,8 @@ def test_2d_or_3d_is_decided_per_sample(tmp_path):
     rng = np.random.default_rng(3)
     with PoseWriter(tmp_path / "a.h5", "coco17", {"channels": "x,y,z"}) as w:
         for i in range(2):
-            w.add(f"c{i}", rng.uniform(1, 99, (1, 4, 17, 3)), label=i, channels="x,y,conf", image_size=[100, 100])
+            w.add(f"c{i}", rng.uniform(1, 99, (1, 4, 17, 3)), label=i, channels="x,y,conf",
+                  image_size=[100, 100])
     pyskl_export.export_store(tmp_path / "a.h5", tmp_path / "a.pkl")
     for item in load(tmp_path / "a.pkl")["annotations"]:
         assert_pyskl_accepts(item)
@@ -157,5 +160,6 @@ def test_the_command_says_what_it_changed(tmp_path):
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert "2 annotations on coco17 (1 in dev_train, 1 in dev_val)" in said
-    assert "written on coco17: 2 samples" in said and "2D without image size (img_shape from the keypoints' extent): 1 sample" in said
+    assert "written on coco17: 2 samples" in said
+    assert "2D without image size (img_shape from the keypoints' extent): 1 sample" in said
     assert set(load(tmp_path / "p.pkl")["split"]) == {"dev_train", "dev_val"}

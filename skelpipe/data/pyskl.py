@@ -52,7 +52,8 @@ def _empty_bytes():
 # under numpy-1 and numpy-2 module names (pure functions of their arguments, which are themselves
 # only these objects or plain data), and plain containers. Protocol 0-2 pickles name builtins
 # the Python 2 way (__builtin__), which pickle renames only after asking.
-_NUMPY = {"multiarray": {"_reconstruct": _reconstruct, "scalar": scalar}, "numeric": {"_frombuffer": _frombuffer}}
+_NUMPY = {"multiarray": {"_reconstruct": _reconstruct, "scalar": scalar},
+          "numeric": {"_frombuffer": _frombuffer}}
 _ALLOWED = {
     **{(f"numpy.{core}.{module}", name): obj for core in ("core", "_core")
        for module, names in _NUMPY.items() for name, obj in names.items()},
@@ -125,7 +126,11 @@ def _check(path: Path, i: int, item):
             raise SkelpipeError(f"{where}: keypoint_score must be an array of shape {kp.shape[:3]}")
         if not np.isfinite(score).all():
             raise SkelpipeError(f"{where}: keypoint_score holds non-finite numbers")
-        shape = image_shape(item)
+        try:
+            shape = image_shape(item)
+        except (TypeError, ValueError, IndexError):
+            shape = item.get("img_shape", item.get("original_shape"))
+            raise SkelpipeError(f"{where}: img_shape must be (H, W), got {shape!r}") from None
         if shape is None or min(shape) <= 0:
             raise SkelpipeError(f"{where}: 2D keypoints need a positive img_shape (H, W), got {shape}")
     if not isinstance(item["label"], (int, np.integer)) or item["label"] < 0:
@@ -137,7 +142,6 @@ def _check(path: Path, i: int, item):
 # xsub_val, UCF101's and HMDB51's train1 + test1 (…3), FineGYM's and Kinetics' train + val,
 # Diving48's train + test. A family's train list is the training set; its test list, or its val
 # list when it has none, the test set (pyskl reports on val where a dataset has no test list).
-ROLES = ("train", "test", "val")
 _PATTERNS = (re.compile(r"(?P<family>.+)_(?P<role>train|test|val)"),       # xsub_train
              re.compile(r"(?P<role>train|test|val)_?(?P<family>\d*)"))      # train1, train
 
@@ -155,7 +159,8 @@ def families(splits: dict) -> dict[str, tuple[str, str]]:
 
 
 def _describe(fams: dict) -> str:
-    return ", ".join(f"{f} ({' + '.join(lists)})" if f else " + ".join(lists) for f, lists in sorted(fams.items()))
+    return ", ".join(f"{f} ({' + '.join(lists)})" if f else " + ".join(lists)
+                     for f, lists in sorted(fams.items()))
 
 
 def choose_family(splits: dict, wanted: str | None) -> str | None:

@@ -26,7 +26,8 @@ from skelpipe.skeleton.store import open_store
 GRAPHS = {False: "coco17", True: "ntu25"}    # 3D? → pyskl's graph
 MAX_BODIES_3D = 2
 # A joint of pyskl's graphs → the joint at its place in a layout that names it otherwise.
-RENAMED = {"nose": "head", "spine_base": "hip_center", "spine_mid": "spine", "spine_shoulder": "shoulder_center"}
+RENAMED = {"nose": "head", "spine_base": "hip_center", "spine_mid": "spine",
+           "spine_shoulder": "shoulder_center"}
 # A joint of pyskl's graphs → the nearby joint that stands in for it where a layout lacks it.
 STAND_INS = {"left_eye": "head", "right_eye": "head", "left_ear": "head", "right_ear": "head",
              "neck": "shoulder_center", "left_hand_tip": "left_hand", "left_thumb": "left_hand",
