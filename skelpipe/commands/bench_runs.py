@@ -188,8 +188,9 @@ def bench_network(net: Network | BlazePose, video: Path, device, batch_size: int
     frames = np.concatenate(batches)
     batches = [frames[i:i + batch_size] for i in range(0, len(frames), batch_size)]
     if isinstance(net, BlazePose):
-        estimator, t0 = BlazePoseFrames(net), time.perf_counter()
+        estimator = BlazePoseFrames(net)
         estimator.begin(info)
+        t0 = time.perf_counter()
         for b in batches:
             estimator.put("bench", 0, b)
         estimator.close()

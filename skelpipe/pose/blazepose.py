@@ -4,6 +4,7 @@ A trained network that runs offline: mediapipe's wheel ships the detector and th
 model (``mediapipe/modules/pose_detection/pose_detection.tflite``,
 ``mediapipe/modules/pose_landmark/pose_landmark_full.tflite``). It is **single-person**: it finds
 one person and follows it from frame to frame (its tracking state is reset for every video).
+It runs on the CPU, whatever ``--device`` says (mediapipe's Python solutions have no CUDA path).
 
 Its 33 landmarks are mapped to COCO-17 by name (mediapipe's ``PoseLandmark`` names are COCO's
 joint names in upper case); a joint's confidence is its visibility (times its presence when the
@@ -78,10 +79,6 @@ class BlazePose:
     @property
     def source(self) -> str:
         return f"mediapipe:{self.backbone}"
-
-    def frames(self, device=None, **_):
-        """A per-run frame estimator (mediapipe runs on the CPU, whatever ``device`` says)."""
-        return BlazePoseFrames(self)
 
     def solution(self):
         """A fresh mediapipe pose solution, tracking one person through a video."""
