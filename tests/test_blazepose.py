@@ -266,3 +266,17 @@ def test_blazepose_as_an_lq_source_of_a_pipeline(extracted, tmp_path):
     aligned = next((tmp_path / "cache" / "align").glob("*/manifest.json")).parent
     with open_store(aligned / "lq.h5") as lq:
         assert lq.ids() == [name]
+
+
+def test_bench_extract_reports_blazepose_frames_per_second(extracted, capsys):
+    from skelpipe.cli import main
+
+    main(["bench", "extract", "--backbone", "blazepose", "--video", str(extracted["clips"]["ta_chi"]),
+          "--max-frames", "20", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert "extraction speed, 20 frames" in err
+    rows = {line.split("│")[1].strip(): line for line in err.splitlines() if line.count("│") >= 4}
+    assert not any(k.startswith("python -m") for k in rows)  # OpenPifPaf's own tool has no BlazePose
+    for what in ("skelpipe extract", "network alone (batch"):
+        (line,) = [v for k, v in rows.items() if k.startswith(what)]
+        assert float(line.split("│")[2].replace(",", "")) > 0
