@@ -14,6 +14,7 @@ from skelpipe.core.errors import SkelpipeError
 
 COMMANDS = {
     "install-openpifpaf": "skelpipe.commands.install:install_openpifpaf_command",
+    "install-mediapipe": "skelpipe.commands.install_mediapipe:install_mediapipe_command",
     "doctor": "skelpipe.commands.install:doctor_command",
     "cache": "skelpipe.commands.cache:cache_command",
     "extract": "skelpipe.commands.extract:extract_command",

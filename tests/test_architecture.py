@@ -103,8 +103,8 @@ def test_modules_and_functions_are_of_readable_size():
 
 
 def test_imports_inside_functions_only_for_heavy_optional_dependencies():
-    # torch: doctor checks a broken one; tensorboard: an optional extra
-    allowed = ("openpifpaf", "matplotlib", "cv2", "torch", "torchvision", "tensorboard")
+    # torch: doctor checks a broken one; tensorboard, mediapipe: optional extras
+    allowed = ("openpifpaf", "matplotlib", "cv2", "torch", "torchvision", "tensorboard", "mediapipe")
     found = []
     for name, path in modules().items():
         for node in ast.walk(ast.parse(path.read_text())):

@@ -32,7 +32,8 @@ from skelpipe.learn.evaluate import predict
 from skelpipe.learn.models import DEFAULT_CHANNELS, build_model
 from skelpipe.learn.train import train_split
 from skelpipe.pose.decoding import BIASED_CONFIG
-from skelpipe.pose.extract import sample_id_for
+from skelpipe.pose.blazepose import BlazePose, BlazePoseFrames, is_blazepose
+from skelpipe.pose.extract import load_estimator
 from skelpipe.pose.network import (
     Network,
     Runner,
@@ -41,7 +42,7 @@ from skelpipe.pose.network import (
     random_checkpoint,
     resolve_backbone,
 )
-from skelpipe.pose.video import VideoReader, frames, probe
+from skelpipe.pose.video import VideoReader, first_frames, probe
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.store import open_store
 
@@ -177,13 +178,23 @@ def _profiler_activities():
 
 # --------------------------------------------------------------------------- extraction
 
-def bench_network(net: Network, video: Path, device, batch_size: int, long_edge: int | None) -> tuple[float, int]:
-    """Frames/s of the network alone (forward + copy of the fields to host) on the video's frames in memory."""
+def bench_network(net: Network | BlazePose, video: Path, device, batch_size: int,
+                  long_edge: int | None) -> tuple[float, int]:
+    """Frames/s of the network alone on the video's frames in memory: OpenPifPaf's forward + copy
+    of the fields to host, or BlazePose's whole per-frame solution (detector, landmarks, smoothing)."""
     info = probe(video, long_edge)
     with VideoReader(info, batch_size) as reader:
         batches = [b.copy() for _, b in reader]
     frames = np.concatenate(batches)
     batches = [frames[i:i + batch_size] for i in range(0, len(frames), batch_size)]
+    if isinstance(net, BlazePose):
+        estimator = BlazePoseFrames(net)
+        estimator.begin(info)
+        t0 = time.perf_counter()
+        for b in batches:
+            estimator.put("bench", 0, b)
+        estimator.close()
+        return len(frames) / (time.perf_counter() - t0), len(frames)
     runner = Runner(net, device)
     runner.fields(runner.launch(batches[0]))  # warm-up (cudnn autotune, allocations)
     if device.type == "cuda":
@@ -269,11 +280,13 @@ def bench_extract(backbone, video, checkpoint, weights, device, batch_size, long
     decoder_config = dict(BIASED_CONFIG) if weights == "biased" else None
     with tempfile.TemporaryDirectory(prefix="skelpipe-bench-") as tmp:
         tmp = Path(tmp)
-        checkpoint = _bench_checkpoint(backbone, checkpoint, weights, tmp)
-        clip = _first_frames(video, max_frames, tmp) if max_frames else video
-        net = load_network(backbone, checkpoint)
+        bp = is_blazepose(backbone)  # mediapipe's own model files, on the CPU
+        checkpoint = None if bp else _bench_checkpoint(backbone, checkpoint, weights, tmp)
+        clip = first_frames(video, max_frames, tmp) if max_frames else video
+        net = load_estimator(backbone, checkpoint)
         if not as_json:
-            precision = "fp16" if dev.type == "cuda" else "bf16 backbone" if native_bf16(dev) else "fp32"
+            precision = ("mediapipe, CPU" if bp else "fp16" if dev.type == "cuda"
+                         else "bf16 backbone" if native_bf16(dev) else "fp32")
             console.print(f"[bold]{resolve_backbone(backbone)}[/] ({weights} weights) on {dev}, batch {batch_size}, "
                           f"long edge {long_edge}, {precision}: {video}")
         net_fps, n = bench_network(net, clip, dev, batch_size, long_edge)
@@ -288,8 +301,9 @@ def bench_extract(backbone, video, checkpoint, weights, device, batch_size, long
             smp = s.read(s.ids()[0])
             people = int((smp.keypoints[..., 2] > 0).any(axis=2).sum())
         rows = [("skelpipe extract (end to end)", e2e_fps, f"{e2e_wall:.1f} s incl. start-up; {people} person-frames")]
-        rows.append((f"network alone (batch {batch_size})", net_fps, "forward + fields to host"))
-        if not skip_openpifpaf_video:
+        rows.append((f"network alone (batch {batch_size})", net_fps,
+                     "mediapipe's pose solution per frame" if bp else "forward + fields to host"))
+        if not (skip_openpifpaf_video or bp):
             op_fps, op_wall, op_n = bench_openpifpaf_video(clip, checkpoint, dev, long_edge, decoder_config)
             rows.append(("python -m openpifpaf.video", op_fps, op_wall if as_json else
                          f"{op_wall:.1f} s incl. start-up; {op_n} frames"))
@@ -322,21 +336,6 @@ def _bench_checkpoint(backbone: str, checkpoint, weights: str, tmp: Path) -> str
         load_network(backbone)
         checkpoint = str(checkpoint_file(resolve_backbone(backbone))[1])
     return checkpoint
-
-
-def _first_frames(video: Path, n: int, tmp: Path) -> Path:
-    """The first ``n`` frames of ``video`` as an MJPG .avi (so every tool sees the same frames)."""
-    import cv2  # optional at start-up: only this benchmark writes frames
-
-    info = probe(video)
-    out = tmp / f"{sample_id_for(video)}_first{n}.avi"
-    w = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), info.fps, (info.width, info.height))
-    for i, img in enumerate(frames(info)):
-        if i >= n:
-            break
-        w.write(img)
-    w.release()
-    return out
 
 
 # --------------------------------------------------------------------------- memory

@@ -1,4 +1,4 @@
-"""``skelpipe extract``: 2D poses from videos with OpenPifPaf into one pose store, resumable in
+"""``skelpipe extract``: 2D poses from videos with OpenPifPaf or BlazePose into one pose store, resumable in
 ``<out>.partial/`` (a private stage cache), sharded over processes under torchrun."""
 
 import json
@@ -13,20 +13,24 @@ from skelpipe.core import atomic
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.pipeline.cache import VERSIONS, Cache, Lock
+from skelpipe.pose import blazepose
 from skelpipe.pose.extract import (
     NothingExtracted,
     RunStats,
     extract_to_work,
+    load_estimator,
     merge_work,
     parse_shard,
     sample_id_for,
     shard_from_env,
 )
-from skelpipe.pose.network import load_network, resolve_backbone
+from skelpipe.pose.network import resolve_backbone
 from skelpipe.pose.video import Video
 
 
-def _checkpoint_key(checkpoint: str | None) -> str:
+def _checkpoint_key(backbone: str, checkpoint: str | None) -> str:
+    if blazepose.is_blazepose(backbone):
+        return blazepose.checkpoint_key()
     if not checkpoint:
         return ""
     p = Path(checkpoint)
@@ -49,7 +53,7 @@ def extract_file(video_paths, out, *, backbone: str, checkpoint: str | None = No
     if not videos:
         raise SkelpipeError("no videos given (--videos)")
     config = {"videos": [[v.id, str(v.path.resolve())] for v in videos], "backbone": resolve_backbone(backbone),
-              "checkpoint": _checkpoint_key(checkpoint), "long_edge": long_edge, "max_people": max_people,
+              "checkpoint": _checkpoint_key(backbone, checkpoint), "long_edge": long_edge, "max_people": max_people,
               "decoder": decoder_config or {}}
     root = out.with_name(out.name + ".partial")
     stage = Cache(root).stage("extract", VERSIONS["extract"], config)
@@ -58,7 +62,9 @@ def extract_file(video_paths, out, *, backbone: str, checkpoint: str | None = No
         console.print(f"{out}: up to date (same videos and settings); nothing to do")
         return json.loads(manifest_path.read_text())
     shard = shard or shard_from_env()
-    net = load_network(backbone, checkpoint)  # a bad backbone / checkpoint fails before anything is written
+    if decoder_config and blazepose.is_blazepose(backbone):
+        raise SkelpipeError("--decoder-setting: OpenPifPaf's decoder settings do not apply to --backbone blazepose")
+    net = load_estimator(backbone, checkpoint)  # a bad backbone / checkpoint fails before anything is written
     stats = RunStats()
     if not stage.done:  # (done: an earlier run committed but stopped before moving the file)
         try:
@@ -123,7 +129,8 @@ def summary(stats: RunStats, stage=None):
 @click.option("--backbone", required=True,
               help="OpenPifPaf checkpoint name (shufflenetv2k16, shufflenetv2k30, resnet50, mobilenetv3small, "
                    "mobilenetv3large, mobilenetv2) or base network with --checkpoint; paper aliases "
-                   "ShuffleNetv2x1, MobileNetv3Small, ResNet152.")
+                   "ShuffleNetv2x1, MobileNetv3Small, ResNet152; or blazepose: mediapipe's BlazePose, "
+                   "single-person, on the CPU (skelpipe install-mediapipe).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="A local OpenPifPaf checkpoint (a pickled model: only files you trust).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output pose store (.h5).")
@@ -142,7 +149,7 @@ def summary(stats: RunStats, stage=None):
                    "instance_threshold, force_complete, cif_neighbors).")
 def extract_command(videos, more_videos, backbone, checkpoint, out, device, batch_size, long_edge, max_people,
                     decoder_workers, shard, fps, decoder_settings):
-    """Extract 2D poses (COCO 17 joints, tracked people) from videos with OpenPifPaf.
+    """Extract 2D poses (COCO 17 joints, tracked people) from videos with OpenPifPaf or BlazePose.
 
     Resumable: rerun the same command after a crash and finished videos are skipped. Bad
     videos are reported and skipped (exit status 0 when every good video is done). Under
@@ -152,6 +159,7 @@ def extract_command(videos, more_videos, backbone, checkpoint, out, device, batc
     Example:
       skelpipe extract --videos clips/*.mp4 --backbone shufflenetv2k16 --out poses.h5
       skelpipe extract --videos a.avi b.avi --backbone ResNet152 --checkpoint rn152.pkl --out p.h5
+      skelpipe extract --videos clips/*.mp4 --backbone blazepose --out poses.h5   # one person per video
       torchrun --nproc-per-node 4 -m skelpipe extract --videos data/*.avi --backbone mobilenetv3small --out p.h5
     """
     extract_file(list(videos) + list(more_videos), out, backbone=backbone, checkpoint=checkpoint, device=device,

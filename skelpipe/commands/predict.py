@@ -10,6 +10,7 @@ from rich.table import Table
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.pipeline.predict import Prediction, predict_video
+from skelpipe.pose.blazepose import is_blazepose
 
 
 def print_table(result: Prediction):
@@ -21,8 +22,9 @@ def print_table(result: Prediction):
         table.add_row(str(i), name, f"{p:.1%}")
     out = Console()
     out.print(table)
+    estimator = "BlazePose" if is_blazepose(result.backbone) else f"OpenPifPaf {result.backbone}"
     out.print(f"{result.num_frames} frames, {result.image_size[0]}×{result.image_size[1]}, "
-              f"poses from OpenPifPaf {result.backbone}; model {result.model_dir}")
+              f"poses from {estimator}; model {result.model_dir}")
     if result.timings:
         out.print("time: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()))
 
@@ -34,7 +36,8 @@ def print_table(result: Prediction):
                    "stage directory of the cache, or a .onnx file from skelpipe export onnx (run "
                    "by ONNX Runtime).")
 @click.option("--backbone", default=None,
-              help="OpenPifPaf backbone for extraction [default: the one the student was trained on].")
+              help="Pose estimator: an OpenPifPaf backbone, or blazepose (single-person) [default: the "
+                   "one the student was trained on].")
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
               help="OpenPifPaf checkpoint file (instead of the named one in the torch hub cache).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<i>.")
@@ -55,7 +58,7 @@ def predict_command(video, model_dir, backbone, checkpoint, device, top, out_vid
                     long_edge, decoder_workers, as_json):
     """Predict the action in VIDEO (a video file or a folder of frames).
 
-    Extracts 2D poses with the OpenPifPaf backbone the student was trained on, normalises them
+    Extracts 2D poses with the estimator the student was trained on, normalises them
     as its training pack did, and prints the student's top actions with their probabilities.
 
     \b

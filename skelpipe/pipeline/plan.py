@@ -35,7 +35,7 @@ from skelpipe.data import align, datasets, pack, pyskl, sources
 from skelpipe.learn import evaluate, partmatrix, train
 from skelpipe.learn.config import TrainConfig
 from skelpipe.pipeline.cache import VERSIONS, Cache, Stage, stage_settings
-from skelpipe.pose import extract, simulate
+from skelpipe.pose import blazepose, extract, simulate
 from skelpipe.pose.extract import shard_from_env
 
 STAGE_ORDER = ("skeletons", "import", "extract", "simulate", "align", "pack", "teacher", "partmatrix",
@@ -111,13 +111,17 @@ class Plan:
             if extractor != "openpifpaf":
                 raise SkelpipeError(f"{cfg['_path']}: extract.extractor must be openpifpaf or "
                                     f"simulated, not {extractor!r}")
-            config = {"dataset": cfg["dataset"], "options": cfg.get("data", {}),
-                      "backbone": src["backbone"], "checkpoint": self._checkpoint_key(src.get("checkpoint", "")),
+            bp = blazepose.is_blazepose(src["backbone"])  # mediapipe's BlazePose, its model files the checkpoint
+            config = {"dataset": cfg["dataset"], "options": cfg.get("data", {}), "backbone": src["backbone"],
+                      "checkpoint": (blazepose.checkpoint_key(self.cache.root / ".hashes") if bp
+                                     else self._checkpoint_key(src.get("checkpoint", ""))),
                       "long_edge": extract_cfg.get("long_edge", 641),
                       "max_people": extract_cfg.get("max_people", 2),
                       "decoder": extract_cfg.get("decoder", {})}
-            return self.add("extract", f"OpenPifPaf {src['backbone']}", config, {}, build_extracted,
-                            {"source": name, "label": src.get("label", name), "extractor": "openpifpaf",
+            return self.add("extract", "BlazePose" if bp else f"OpenPifPaf {src['backbone']}", config, {},
+                            build_extracted,
+                            {"source": name, "label": src.get("label", name),
+                             "extractor": "mediapipe" if bp else "openpifpaf",
                              "checkpoint": src.get("checkpoint", "")}, self._data_key("videos"))
         if src["kind"] == "pyskl":  # another tool's skeletons (pyskl's annotation pickles)
             file = Path(src["file"]).expanduser()

@@ -1,8 +1,8 @@
-"""predict: one video → 2D poses (OpenPifPaf) → the student → its top-k actions.
+"""predict: one video → 2D poses (OpenPifPaf or BlazePose) → the student → its top-k actions.
 
 The video's poses are extracted with the estimator the student was trained on (recorded in
-the pack the student was trained from: ``lq_source`` ``openpifpaf:<backbone>`` or
-``simulated:<profile>``), normalised and cut to ``T`` frames exactly as ``skelpipe.data.pack``
+the pack the student was trained from: ``lq_source`` ``openpifpaf:<backbone>``,
+``mediapipe:blazepose`` or ``simulated:<profile>``), normalised and cut to ``T`` frames exactly as ``skelpipe.data.pack``
 does (``pack.normalise_2d``, ``pack.frame_indices``, ``pack.to_tensor``), and classified.
 Optionally the video is written again with the tracked skeletons and the top-1 label drawn.
 
@@ -135,7 +135,7 @@ def estimator_of(meta: dict, attrs: dict) -> tuple[str | None, bool]:
     backbone = attrs.get("backbone") or data.get("backbone")
     for text in (source, extractor):
         kind, _, name = text.partition(":")
-        if not backbone and kind in ("openpifpaf", "simulated") and name:
+        if not backbone and kind in ("openpifpaf", "mediapipe", "simulated") and name:
             backbone = name
     return backbone, simulated
 
@@ -294,7 +294,7 @@ def _backbone_and_warnings(model_dir, meta, attrs, found, backbone):
         warnings.append(f"--backbone {backbone}: the student was trained on poses from {recorded}")
     if simulated:
         warnings.append(f"the student was trained on simulated{f' {recorded}' if recorded else ''} poses "
-                        "(skelpipe.pose.simulate), not on real OpenPifPaf output; predictions on real "
+                        "(skelpipe.pose.simulate), not on a real estimator's output; predictions on real "
                         "videos may be worse than its test accuracy suggests")
     return backbone, warnings
 

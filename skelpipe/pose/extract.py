@@ -1,6 +1,11 @@
-"""Pose extraction with OpenPifPaf: RGB videos → tracked COCO-17 2D poses in an HDF5 store.
+"""Pose extraction: RGB videos → tracked COCO-17 2D poses in an HDF5 store.
 
-The pipeline of one run, each part on its own thread or process so that none waits on another:
+The estimator is pluggable: OpenPifPaf (multi-person, any of its backbones) or BlazePose
+(``--backbone blazepose``, single-person, ``skelpipe.pose.blazepose``). Both hand back per-frame
+poses through the same frame-estimator interface (``begin`` a video, ``put`` a batch of frames,
+``end``, ``collect`` / ``drain`` the poses, ``close``; ``seconds`` spent), so that reading,
+tracking, writing, resume and bad items are one code path. The pipeline of one OpenPifPaf run,
+each part on its own thread or process so that none waits on another:
 
 - ``skelpipe.pose.video.VideoReader`` decodes and resizes frames on a background thread (the next
   video's reader starts while the current one is still on the network);
@@ -31,6 +36,7 @@ from skelpipe.core.console import progress
 from skelpipe.core.device import resolve
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
+from skelpipe.pose.blazepose import BlazePose, BlazePoseFrames, is_blazepose, load_blazepose
 from skelpipe.pose.decoding import DecodeFailure, DecoderPool, InlineDecoder
 from skelpipe.pose.network import Network, Runner, load_network
 from skelpipe.pose.tracking import Tracker
@@ -38,8 +44,11 @@ from skelpipe.pose.video import Video, VideoError, VideoReader, network_size, pr
 from skelpipe.skeleton.store import PoseWriter, open_store
 
 
-#: The paper's backbone names → OpenPifPaf's.
-# --------------------------------------------------------------------------- network
+def load_estimator(backbone: str, checkpoint: str | None = None) -> Network | BlazePose:
+    """BlazePose for ``--backbone blazepose``, else the OpenPifPaf network (fails now, one line)."""
+    return load_blazepose(checkpoint) if is_blazepose(backbone) else load_network(backbone, checkpoint)
+
+
 # --------------------------------------------------------------------------- one run over many videos
 @dataclass
 class VideoJob:
@@ -89,7 +98,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def _write_video(job: VideoJob, out: Path, net: Network, max_people: int, fps_default: float) -> dict:
+def _write_video(job: VideoJob, out: Path, net: Network | BlazePose, max_people: int, fps_default: float) -> dict:
     """Track the people of a finished video and write its one-sample store; return its unit info."""
 
     tracker = Tracker()
@@ -117,7 +126,7 @@ def _write_video(job: VideoJob, out: Path, net: Network, max_people: int, fps_de
              "image_size": [job.info.width, job.info.height], "backbone": net.backbone,
              "checkpoint": net.checkpoint, "channels": "x,y,conf", "video": str(job.path),
              "people": len(tracks), "tracks_found": len(tracker.tracks), "decoder_failures": len(failures)}
-    with PoseWriter(out, layout="coco17", attrs={"source": f"openpifpaf:{net.backbone}"}) as w:
+    with PoseWriter(out, layout="coco17", attrs={"source": net.source}) as w:
         w.add(job.sample_id, keypoints, arrays={"score": score}, **attrs)
     return {"file": str(out.name), "frames": job.total, "people": len(tracks), "failed_frames": failures}
 
@@ -176,7 +185,7 @@ def extract_to_work(videos, work, *, backbone: str, checkpoint: str | None = Non
                     batch_size: int | None = None, long_edge: int | None = 641, max_people: int = 2,
                     decoder_workers: int | None = None, decoder_config: dict | None = None,
                     shard: tuple[int, int] | None = None, out_name: str | None = "skeletons.h5",
-                    fps: float = 30.0, network: Network | None = None) -> RunStats:
+                    fps: float = 30.0, network: Network | BlazePose | None = None) -> RunStats:
     """Extract the poses of ``videos`` (``Video``: id, path, attributes) into a stage's ``work`` directory.
 
     Each finished video becomes ``work.dir/videos/<hash>.h5`` and a done unit (skipped on rerun);
@@ -199,7 +208,7 @@ def extract_to_work(videos, work, *, backbone: str, checkpoint: str | None = Non
         dev = resolve(device)
         if dev.type == "cuda" and shard is not None and device == "auto" and "LOCAL_RANK" in os.environ:
             dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
-        net = network or load_network(backbone, checkpoint)
+        net = network or load_estimator(backbone, checkpoint)
         if batch_size is None:
             batch_size = 16 if dev.type == "cuda" else 4
         if decoder_workers is None:
@@ -239,10 +248,9 @@ def merge_work(work_dir, out_name: str = "skeletons.h5", work=None) -> Path:
 
 def _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_workers, decoder_config, fps, stats):
     """Extract every video of ``todo``: read → network → decode → track → write, overlapped."""
-    pool = (DecoderPool(net.cif_meta, net.caf_meta, decoder_workers, decoder_config) if decoder_workers > 0
-            else InlineDecoder(net.cif_meta, net.caf_meta, decoder_config))
-    run = _Run(work, net, Runner(net, dev), pool, max_people, fps, stats)
-    pool.reserve(_field_bytes(net, long_edge, run.runner))  # workers up before the clock starts
+    frames = (BlazePoseFrames(net) if isinstance(net, BlazePose)
+              else PifPafFrames(net, dev, long_edge, decoder_workers, decoder_config))
+    run = _Run(work, net, frames, max_people, fps, stats)
     (work.dir / "videos").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
@@ -253,8 +261,8 @@ def _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_worker
                 run.video(job, reader, lambda: bar.update(task, rate=stats.frames / max(time.perf_counter() - t0, 1e-9)))
             run.finish()
     finally:
-        stats.steps["decode"] = pool.decode_seconds
-        pool.close()
+        frames.close()
+        stats.steps.update(frames.seconds)
         run.writer.shutdown(wait=True)
     stats.seconds = time.perf_counter() - t0
 
@@ -263,42 +271,34 @@ class _Run:
     """The state of one extraction run: videos whose frames are still being decoded, and the
     writer thread that stores each finished video as one atomic file."""
 
-    def __init__(self, work, net, runner, pool, max_people, fps, stats):
-        self.work, self.net, self.runner, self.pool = work, net, runner, pool
+    def __init__(self, work, net, frames, max_people, fps, stats):
+        self.work, self.net, self.frames = work, net, frames
         self.max_people, self.fps, self.stats = max_people, fps, stats
         self.writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="skelpipe-writer")
         self.open_jobs: dict[str, VideoJob] = {}
         self.writes: list = []
 
     def video(self, job: VideoJob, reader, on_batch):
-        """Run the network over one video's batches (the next launched before the last is read)."""
+        """Run the estimator over one video's batches."""
         if isinstance(reader, VideoError):
             self._bad(job, str(reader))
             return
         self.open_jobs[job.sample_id] = job
-        pending = None
         try:
+            self.frames.begin(job.info)
             for start, batch in reader:
-                t0 = time.perf_counter()
-                launched = (start, len(batch), self.runner.launch(batch))
-                if pending is not None:
-                    _submit(self.pool, job, pending, self.runner)
-                self.stats.steps["network"] += time.perf_counter() - t0
-                pending = launched
-                self.handle(self.pool.collect())
+                self.frames.put(job.sample_id, start, batch)
+                self.handle(self.frames.collect())
                 self.stats.frames += len(batch)
                 on_batch()
-            t0 = time.perf_counter()
-            if pending is not None:
-                _submit(self.pool, job, pending, self.runner)
-            self.stats.steps["network"] += time.perf_counter() - t0
+            self.frames.end()
             self.stats.steps["read"] += reader.seconds
             job.total = reader.frames_read
         except VideoError as e:
             self.open_jobs.pop(job.sample_id, None)
             self._bad(job, str(e))
             return
-        self.handle(self.pool.collect())
+        self.handle(self.frames.collect())
         self.finish_if_complete(job)
 
     def _bad(self, job: VideoJob, reason: str):
@@ -306,7 +306,7 @@ class _Run:
         self.stats.bad.append((job.sample_id, reason))
 
     def handle(self, results):
-        """Decoded frames back from the pool; a frame that failed to decode is reported."""
+        """Estimated frames back; a frame that failed to decode is reported."""
         for (sid, t), result in results:
             job = self.open_jobs.get(sid)
             if job is None:
@@ -335,11 +335,56 @@ class _Run:
 
     def finish(self):
         """Drain the decoders, write the last videos, and wait for every write."""
-        self.handle(self.pool.drain())
+        self.handle(self.frames.drain())
         for job in list(self.open_jobs.values()):
             self.finish_if_complete(job)
         for f in self.writes:
             f.result()
+
+
+class PifPafFrames:
+    """OpenPifPaf's frame estimator: the network on batches, the next launched before the fields
+    of the last are copied out and handed to the decoder pool (worker processes, or inline)."""
+
+    def __init__(self, net: Network, dev, long_edge: int | None, workers: int, config: dict | None):
+        self.runner = Runner(net, dev)
+        self.pool = (DecoderPool(net.cif_meta, net.caf_meta, workers, config) if workers > 0
+                     else InlineDecoder(net.cif_meta, net.caf_meta, config))
+        self.pool.reserve(_field_bytes(net, long_edge, self.runner))  # workers up before the clock starts
+        self.pending = None
+        self.seconds = {"network": 0.0, "decode": 0.0}
+
+    def begin(self, info):
+        self.pending = None  # a batch of a video that failed is not decoded
+
+    def put(self, key, start: int, batch: np.ndarray):
+        t0 = time.perf_counter()
+        launched = (key, start, len(batch), self.runner.launch(batch))
+        self.seconds["network"] += time.perf_counter() - t0
+        self.end()
+        self.pending = launched
+
+    def end(self):
+        """Hand the last launched batch's fields to the decoders."""
+        if self.pending is None:
+            return
+        t0 = time.perf_counter()
+        key, start, n, handle = self.pending
+        self.pending = None
+        cif, caf = self.runner.fields(handle)
+        for i in range(n):
+            self.pool.submit((key, start + i), f"{key}:{start + i}", cif[i], caf[i])
+        self.seconds["network"] += time.perf_counter() - t0
+
+    def collect(self) -> list:
+        return self.pool.collect()
+
+    def drain(self) -> list:
+        return self.pool.drain()
+
+    def close(self):
+        self.seconds["decode"] = self.pool.decode_seconds
+        self.pool.close()
 
 
 def _field_bytes(net: Network, long_edge: int | None, runner: Runner) -> int:
@@ -349,14 +394,6 @@ def _field_bytes(net: Network, long_edge: int | None, runner: Runner) -> int:
     cells = ((side - 1) // net.cif_meta.stride + 1) ** 2
     per_cell = net.cif_meta.n_fields * 5 + net.caf_meta.n_fields * 8
     return cells * per_cell * (2 if runner.half else 4)
-
-
-def _submit(pool, job: VideoJob, pending, runner: Runner):
-    start, n, handle = pending
-    cif, caf = runner.fields(handle)
-    for i in range(n):
-        t = start + i
-        pool.submit((job.sample_id, t), f"{job.sample_id}:{t}", cif[i], caf[i])
 
 
 # --------------------------------------------------------------------------- standalone command

@@ -88,6 +88,11 @@ class Network:
     backbone: str
     checkpoint: str
 
+    @property
+    def source(self) -> str:
+        """What the pose stores record as their source."""
+        return f"openpifpaf:{self.backbone}"
+
 
 def load_network(backbone: str, checkpoint: str | None = None) -> Network:
     """OpenPifPaf network for ``backbone`` (or from ``checkpoint``), in eval mode on the CPU."""

@@ -235,3 +235,18 @@ class VideoReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def first_frames(video: Path, n: int, out_dir: Path) -> Path:
+    """The first ``n`` frames of ``video`` as an MJPG .avi in ``out_dir`` (a short clip of a long video)."""
+    import cv2
+
+    info = probe(video)
+    out = Path(out_dir) / f"{Path(video).stem}_first{n}.avi"
+    w = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), info.fps, (info.width, info.height))
+    for i, img in enumerate(frames(info)):
+        if i >= n:
+            break
+        w.write(img)
+    w.release()
+    return out
