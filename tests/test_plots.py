@@ -33,7 +33,7 @@ def test_real_ntu_video_frames(shared_data):
     assert sorted(images) == [0, 102] and images[0].shape == (1080, 1920, 3)
 
 
-def test_skeleton_figure_over_video_and_training_curves(tmp_path):
+def test_skeleton_figure_over_video(tmp_path):
     rng = np.random.default_rng(0)
     hq = Sample("x", rng.uniform(1, 40, (2, 12, 25, 3)).astype(np.float32),
                 {"color_xy": rng.uniform(1, 40, (2, 12, 25, 2))}, {})
