@@ -26,7 +26,7 @@ th{background:#f3f3f3}td:first-child{white-space:nowrap}
 figure{margin:.6em 0}img{max-width:100%;height:auto}figcaption{font-size:12px;color:#555}
 .pair figure{display:inline-block;vertical-align:top;max-width:580px;margin-right:16px}
 .thumbs{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:10px}
-.thumbs figure{margin:0}.thumbs img{width:100%;border:1px solid #ddd}
+.thumbs figure{margin:0}.thumbs img{width:100%;border:1px solid #ddd}.thumbs figcaption{font-size:11px}
 code,pre{font-size:12px}details{margin:1em 0}summary{cursor:pointer;font-weight:600}"""
 
 RUN_FIELDS = ("table", "setting", "backbone", "model", "kd", "op", "hq_fraction", "lq_data", "seed", "top1", "top5")
