@@ -1,6 +1,7 @@
 """run-all: the plan of every pipeline file, the demo end to end on a reduced configuration,
 its cached rerun, a kill during run-all and its resume, and the results.json schema."""
 
+import itertools
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -141,10 +143,11 @@ def test_demo_end_to_end_then_cached_rerun(tmp_path):
     md = (tmp_path / "report" / "results.md").read_text()
     assert "Teacher" in md and "Student (w/ KD)" in md and " ± " in md and "CI [" in md
     plots = {p.name for p in (tmp_path / "report" / "plots").iterdir()}
-    assert "training_curves.png" in plots and any(p.startswith("part_matrix") for p in plots)
+    assert {"training_accuracy.png", "training_loss.png"} <= plots and any(p.startswith("part_matrix") for p in plots)
     assert "kd_gain.png" in plots
     assert any(p.startswith("skeletons_") for p in plots)
-    check_report_page(tmp_path / "report", plots, ("Student (w/ KD)", "student/", "evaluate/"))  # rows, keys
+    check_report_page(tmp_path / "report", plots, ("Student (w/ KD)", "student/", "evaluate/"),  # rows, keys
+                      name="demo_end_to_end")
     t0 = time.time()
     proc = _run_all(tmp_path, ["--set", "experiments.op=[0.0, 0.6]", "--set", "experiments.seeds=[0, 1]"])
     out, _ = proc.communicate(timeout=300)
@@ -154,10 +157,11 @@ def test_demo_end_to_end_then_cached_rerun(tmp_path):
     assert json.loads((tmp_path / "report" / "results.json").read_text()) == records
 
 
-def check_report_page(report: Path, plots: set, content=()):
+def check_report_page(report: Path, plots: set, content=(), name="report"):
     """results.html: self-contained (every plot inline, no external reference), its tables and a
-    run list with cache keys; rendered by headless Chromium without a console error, and its
-    screenshot saved beside it (skipped where Chromium is absent)."""
+    run list with cache keys, in the order that leads with the answer; where Chromium is
+    installed, rendered at a laptop's width without a console error, with the tables and the KD
+    gain above the fold (render_in_chromium)."""
     import base64
     import shutil
     from html.parser import HTMLParser
@@ -165,11 +169,12 @@ def check_report_page(report: Path, plots: set, content=()):
     class Page(HTMLParser):
         def __init__(self):
             super().__init__()
-            self.tags, self.images, self.links = [], [], []
+            self.tags, self.images, self.links, self.ids = [], [], [], []
 
         def handle_starttag(self, tag, attrs):
             attrs = dict(attrs)
             self.tags.append(tag)
+            self.ids += [attrs["id"]] if "id" in attrs else []
             if tag == "img":
                 self.images.append(attrs["src"])
             self.links += [v for k, v in attrs.items() if k in ("href", "src") and not v.startswith("data:")]
@@ -182,40 +187,116 @@ def check_report_page(report: Path, plots: set, content=()):
     for src in page.images:
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(c in text for c in content)
+    # the answer first: the gain plot and the tables, then the curves; the confusion matrices and
+    # the runs collapsed at the end
+    sections = [i for i in page.ids if i in ("answer", "fig-kd_gain", "tables", "curves", "confusion", "runs")]
+    expected = ["answer", "fig-kd_gain", "tables", "curves", "confusion", "runs"]
+    assert sections == [i for i in expected if i in sections] and sections[:3] == expected[:3]
+    assert "<details open" not in text
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is not None:  # (test_report_page_in_headless_chromium says so where it is absent)
-        render_in_chromium(browser, report)
+        render_in_chromium(browser, report, name)
 
 
-def render_in_chromium(browser: str, report: Path):
-    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
-                           "--v=0", f"--screenshot={report / 'results.png'}", "--window-size=1280,3000",
-                           (report / "results.html").resolve().as_uri()],
-                          capture_output=True, text=True, timeout=120)
+# Where the screenshots of the page stay after the test (git-ignored; pytest's tmp_path goes).
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "reports" / "page-check"
+WIDTH, FOLD = 1280, 800  # a laptop's window
+# Run in the page before Chromium dumps its DOM: the box of every element with an id and of the
+# first table, and the page's width, as JSON in a <pre> (added after measuring).
+LAYOUT_PROBE = """<script>
+const box = e => { const r = e.getBoundingClientRect(); return [r.top, r.bottom, r.left, r.right]; };
+const out = {width: document.documentElement.scrollWidth, boxes: {}};
+document.querySelectorAll("[id]").forEach(e => { out.boxes[e.id] = box(e); });
+const table = document.querySelector("#tables table");
+if (table) out.boxes["first-table"] = box(table);
+const pre = document.createElement("pre"); pre.id = "layout-probe"; pre.textContent = JSON.stringify(out);
+document.body.appendChild(pre);
+</script>"""
+
+
+def _chromium(browser: str, page: Path, *args) -> subprocess.CompletedProcess:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                               "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+                               f"--window-size={WIDTH},{FOLD}", *args, page.resolve().as_uri()],
+                              capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     console_errors = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console_errors, console_errors
-    assert (report / "results.png").stat().st_size > 10_000
+    return proc
+
+
+def render_in_chromium(browser: str, report: Path, name: str) -> dict:
+    """The page at 1280 × 800 in headless Chromium: its screenshot (``results.png`` beside it,
+    copied to SCREENSHOTS/<name>.png) is not blank, nothing is wider than the window, the KD
+    gain plot and the top of the first table are above the fold, the curves below them."""
+    import html
+    import re
+    import shutil
+
+    import cv2
+
+    _chromium(browser, report / "results.html", f"--screenshot={report / 'results.png'}")
+    shot = cv2.imread(str(report / "results.png"))
+    assert shot.shape[:2] == (FOLD, WIDTH) and shot.std() > 20  # text and a plot, not a blank page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(report / "results.png", SCREENSHOTS / f"{name}.png")
+    probe = report / "layout-probe.html"
+    probe.write_text((report / "results.html").read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    dom = _chromium(browser, probe, "--dump-dom").stdout
+    layout = json.loads(html.unescape(re.search(r'<pre id="layout-probe">(.*?)</pre>', dom, re.S).group(1)))
+    boxes = layout["boxes"]
+    assert layout["width"] <= WIDTH
+    assert boxes["first-table"][0] < FOLD - 100  # the table's head and its first rows
+    if "fig-kd_gain" in boxes:
+        assert boxes["fig-kd_gain"][1] <= FOLD
+    for below in ("curves", "confusion"):
+        if below in boxes:
+            assert boxes[below][0] > boxes["first-table"][0]
+    return layout
 
 
 def test_report_page_in_headless_chromium(tmp_path):
+    """A page as the demo's (a teacher, students w/o and w/ KD at three OPs, both starts, three
+    seeds, a confusion matrix per evaluation) laid out at a laptop's width."""
     import shutil
 
-    from skelpipe.pipeline.page import write_html
-    from skelpipe.pipeline.plots import kd_gains
+    from skelpipe.learn.evaluate import plot_confusion
+    from skelpipe.pipeline import page, plots, report
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run installs it)")
-    records = [{"aggregate": True, "table": 1, "setting": "s", "benchmark": "xsub", "hq_fraction": 1.0,
-                "model": "student", "kd": "pmsc", "op": 0.6,
-                "top1": 50.0, "top5": 80.0, "n": 2, "gain_top1": {"mean": 5.0, "ci95": [1.0, 9.0], "n": 2,
-                                                                   "significant": True}}]
-    (tmp_path / "plots").mkdir()
-    kd_gains(records, tmp_path / "plots" / "kd_gain.png")
-    write_html(tmp_path, "# Results\n\n| a | b |\n|---|---|\n| 1 | 2 |\n", records, {"name": "t"})
-    check_report_page(tmp_path, {"kd_gain.png"})
-    assert (tmp_path / "results.png").exists()
+    out = tmp_path / "report"
+    (out / "plots").mkdir(parents=True)
+    cell = {"setting": "heterogeneous", "table": 1, "benchmark": "xsub", "hq_fraction": 1.0, "backbone": "stgcn",
+            "hq_source": "synthetic 3D (ntu25)", "lq_source": "PifPaf (simulated)", "n_test": 240, "splits": 1,
+            "aggregate": False}
+    runs = [{**cell, "model": "teacher", "kd": None, "op": 0.0, "seed": 0, "top1": 90.0, "top5": 99.0}]
+    for init, op, kd, seed in itertools.product(("random", "teacher"), (0.0, 0.3, 0.6), ("none", "pmsc"), (0, 1, 2)):
+        top1 = 80 - 20 * op + seed + (4 - 5 * op + [-1.5, 2.0, 0.5][seed] if kd == "pmsc" else 0)
+        runs.append({**cell, "model": "student", "kd": kd, "op": op, "init": init, "lq_data": "all", "seed": seed,
+                     "top1": top1, "top5": top1 + 10})
+    records = runs + report.aggregate(runs)
+    plots.kd_gains(records, out / "plots" / "kd_gain.png")
+    confusion = tmp_path / "confusion.png"
+    plot_confusion(np.eye(12), [f"class {k}" for k in range(12)], confusion)
+    histories = []
+    for n, r in enumerate(runs):
+        metrics = tmp_path / f"metrics{n}.jsonl"
+        metrics.write_text("".join(json.dumps({"epoch": e, "ce": 2 / e, "loss": 3 / e, "train_acc": r["top1"] / 100 * e / 6})
+                                   + "\n" for e in range(1, 7)))
+        histories.append((r, metrics))
+        shutil.copy(confusion, out / "plots" / f"confusion_{n}.png")
+    plots.training_curves(histories, out / "plots", report.KD_NAMES)
+    report_md = report.markdown(records, "demo", "demo")
+    page.write_html(out, report_md, records, {"name": "demo"}, "## part matrix\n\n| class | top part |\n|---|---|\n| a | head |\n")
+    check_report_page(out, {p.name for p in (out / "plots").iterdir()}, ("Student (w/ KD)", "CI ["),
+                      name="report_page_in_headless_chromium")
+    assert (out / "results.png").exists() and (SCREENSHOTS / "report_page_in_headless_chromium.png").exists()
 
 
 def test_students_in_worker_processes(tmp_path):

@@ -1,11 +1,14 @@
 """Report figures: training curves, and HQ/LQ skeletons over video frames at several OPs."""
 
+import itertools
 import json
 
 import cv2
+import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 
-from skelpipe.pipeline import plots
+from skelpipe.pipeline import plots, report
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.store import Sample
 
@@ -30,7 +33,7 @@ def test_real_ntu_video_frames(shared_data):
     assert sorted(images) == [0, 102] and images[0].shape == (1080, 1920, 3)
 
 
-def test_skeleton_figure_over_video_and_training_curves(tmp_path):
+def test_skeleton_figure_over_video(tmp_path):
     rng = np.random.default_rng(0)
     hq = Sample("x", rng.uniform(1, 40, (2, 12, 25, 3)).astype(np.float32),
                 {"color_xy": rng.uniform(1, 40, (2, 12, 25, 2))}, {})
@@ -39,7 +42,47 @@ def test_skeleton_figure_over_video_and_training_curves(tmp_path):
     out = plots.skeleton_figure(hq, lq, layouts.get("ntu25"), layouts.get("coco17"), {}, {},
                                 tmp_path / "sk.png", video=_video(tmp_path / "v.avi"))
     assert out.exists() and cv2.imread(str(out)).shape[0] > 100
-    metrics = tmp_path / "metrics.jsonl"
-    metrics.write_text("".join(json.dumps({"epoch": e, "loss": 1 / e, "train_acc": e / 3}) + "\n"
-                               for e in (1, 2, 3)))
-    assert plots.training_curves([("teacher", metrics)], tmp_path / "curves.png").exists()
+
+
+def _metrics(path, accuracies, ce):
+    path.write_text("".join(json.dumps({"epoch": e + 1, "loss": ce[e] + 5, "ce": ce[e], "train_acc": a}) + "\n"
+                            for e, a in enumerate(accuracies)))
+    return path
+
+
+def test_training_curves_are_per_cell_mean_and_range_in_percent(tmp_path):
+    """One panel per (student start, OP), one line per KD variant: the mean over seeds of the
+    training accuracy in percent with its min-max band; the teacher dashed in every panel; the
+    loss panels plot the cross-entropy term (comparable with and without KD), not the total."""
+    cell = {"setting": "s", "benchmark": "xsub", "hq_fraction": 1.0, "backbone": "stgcn", "lq_data": "all"}
+    runs = [({**cell, "model": "teacher", "kd": None, "op": 0.0},
+             _metrics(tmp_path / "t.jsonl", [0.5, 0.7, 0.9], [2.0, 1.0, 0.5]))]
+    for init, op, kd, seed in itertools.product(("random", "teacher"), (0.0, 0.6), ("none", "pmsc"), (0, 1, 2)):
+        acc = [0.1 * seed + 0.2 * e + (0.05 if kd == "pmsc" else 0) for e in range(3)]
+        runs.append(({**cell, "model": "student", "kd": kd, "op": op, "init": init, "seed": seed},
+                     _metrics(tmp_path / f"{init}{op}{kd}{seed}.jsonl", acc[:2] if seed == 2 else acc, [1.0, 0.8, 0.6])))
+    written = plots.training_curves(runs, tmp_path, report.KD_NAMES)
+    assert [p.name for p in written] == ["training_accuracy.png", "training_loss.png"]
+    assert all(cv2.imread(str(p)).shape[1] > 500 for p in written)
+
+    students, teachers = plots.curve_cells(runs)
+    fig = plots.curve_figure(students, teachers, *plots.CURVES["training_accuracy.png"], report.KD_NAMES)
+    axes = fig.axes
+    assert len(axes) == 2 * 2  # random / teacher init × OP 0 / 0.6
+    assert [ax.get_title() for ax in axes] == ["random init, OP 0", "random init, OP 0.6",
+                                               "teacher init, OP 0", "teacher init, OP 0.6"]
+    assert axes[0].get_ylabel() == "training top-1 accuracy (%)" and axes[0].get_ylim() == (0, 100)
+    assert axes[2].get_xlabel() == axes[3].get_xlabel() == "epoch"
+    lines = {line.get_label(): line for line in axes[3].get_lines()}
+    assert set(lines) == {"teacher (HQ)", "Student (w/o KD)", "Student (w/ KD)"}
+    assert list(lines["teacher (HQ)"].get_ydata()) == pytest.approx([50, 70, 90])
+    # seed 2 stopped after 2 epochs: the cell is drawn over the epochs every seed has
+    assert list(lines["Student (w/ KD)"].get_xdata()) == [1, 2]
+    assert list(lines["Student (w/ KD)"].get_ydata()) == pytest.approx([15, 35])  # mean of 5/15/25, 25/35/45
+    band = axes[3].collections[-1].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(5) and band.max() == pytest.approx(45)  # seed 0 … seed 2
+    plt.close(fig)
+    fig = plots.curve_figure(students, teachers, *plots.CURVES["training_loss.png"], report.KD_NAMES)
+    assert fig.axes[0].get_ylabel() == "training cross-entropy loss"
+    assert list(fig.axes[0].get_lines()[1].get_ydata()) == pytest.approx([1.0, 0.8])
+    plt.close(fig)

@@ -1,7 +1,9 @@
-"""Report figures: training curves, and HQ / LQ skeletons drawn over a video frame at several
-occlusion probabilities (as the paper's Figs. 1, 6 and 7)."""
+"""Report figures: training curves, the KD gain per OP, and HQ / LQ skeletons drawn over a
+video frame at several occlusion probabilities (as the paper's Figs. 1, 6 and 7)."""
 
+import itertools
 import json
+from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -18,25 +20,99 @@ from skelpipe.skeleton.noise import occlude
 from skelpipe.skeleton.store import open_store  # noqa: E402
 
 
-def training_curves(runs: list[tuple[str, Path]], path: Path) -> Path:
-    """Loss and training accuracy per epoch of each run (its ``metrics.jsonl``)."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for label, metrics in runs:
-        if not Path(metrics).exists():
+# Training curves: one row of panels per group of cells, one column per OP, one line per
+# distillation variant (mean over its runs, min-max band), the teacher as a dashed reference.
+CURVE_GROUP = ("setting", "benchmark", "hq_fraction", "backbone", "lq_data", "init")
+TEACHER_GROUP = CURVE_GROUP[:4]  # a teacher serves every student start and LQ amount of its pack
+CURVES = {"training_accuracy.png": ("train_acc", 100.0, "training top-1 accuracy (%)"),
+          "training_loss.png": ("ce", 1.0, "training cross-entropy loss")}
+KD_COLOURS = {"none": "tab:blue", "kl": "tab:green", "global-msc": "tab:purple", "pmsc": "tab:red"}
+
+
+def training_curves(runs: list[tuple[dict, Path]], out_dir: Path, kd_names: dict) -> list[Path]:
+    """``training_accuracy.png`` and ``training_loss.png`` from each trained model's
+    ``metrics.jsonl`` and its report record (``model``, ``kd``, ``op`` and the CURVE_GROUP
+    fields): per cell, the mean over its runs (seeds; SYSU's splits) and their min-max range.
+    The loss is the cross-entropy term alone, comparable between students with and without KD."""
+    students, teachers = curve_cells(runs)
+    if not students and not teachers:
+        return []
+    written = []
+    for name, (key, scale, ylabel) in CURVES.items():
+        fig = curve_figure(students, teachers, key, scale, ylabel, kd_names)
+        fig.savefig(out_dir / name, dpi=100)
+        plt.close(fig)
+        written.append(out_dir / name)
+    return written
+
+
+def curve_cells(runs: list[tuple[dict, Path]]) -> tuple[dict, dict]:
+    """The epoch records of each run, by cell: students by (CURVE_GROUP values, op, kd), teachers
+    by their TEACHER_GROUP values."""
+    students, teachers = defaultdict(list), defaultdict(list)
+    for meta, metrics in runs:
+        rows = _history(metrics)
+        if not rows:
             continue
-        rows = [json.loads(line) for line in Path(metrics).read_text().splitlines() if line.strip()]
-        epochs = [r["epoch"] for r in rows]
-        ax_loss.plot(epochs, [r["loss"] for r in rows], label=label)
-        acc_key = next((k for k in ("train_acc", "train_top1", "acc") if k in rows[0]), None)
-        if acc_key:
-            ax_acc.plot(epochs, [r[acc_key] for r in rows], label=label)
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="training accuracy (%)", title="accuracy")
-    ax_loss.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        if meta["model"] == "teacher":
+            teachers[tuple(meta.get(k) for k in TEACHER_GROUP)].append(rows)
+        else:
+            students[tuple(meta.get(k) for k in CURVE_GROUP), meta["op"], meta["kd"]].append(rows)
+    return students, teachers
+
+
+def curve_figure(students: dict, teachers: dict, key: str, scale: float, ylabel: str, kd_names: dict):
+    """The panels of one metric (``key`` × ``scale``): a row per group of student cells, a column
+    per OP; ``students``: (group, op, kd) → runs, ``teachers``: teacher group → runs, a run being
+    its list of epoch records."""
+    groups = sorted({g for g, _, _ in students}, key=str) or [t + (None, None) for t in sorted(teachers, key=str)]
+    ops = sorted({op for _, op, _ in students}) or [0.0]
+    kds = sorted({kd for _, _, kd in students}, key=list(KD_COLOURS).index)
+    titles = _group_titles(groups)
+    fig, axes = plt.subplots(len(groups), len(ops), figsize=(3.6 * len(ops) + 1, 2.2 * len(groups) + 0.5),
+                             sharex=True, sharey=True, squeeze=False, layout="constrained")
+    for (r, group), (c, op) in itertools.product(enumerate(groups), enumerate(ops)):
+        ax = axes[r, c]
+        if teachers.get(group[:len(TEACHER_GROUP)]):
+            _band(ax, teachers[group[:len(TEACHER_GROUP)]], key, scale, "black", "teacher (HQ)", ls="--")
+        for kd in kds:
+            if students.get((group, op, kd)):
+                _band(ax, students[group, op, kd], key, scale, KD_COLOURS[kd], kd_names.get(kd, kd))
+        ax.set_title(f"{titles[r]}OP {op:g}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.set(xlabel="epoch" if r == len(groups) - 1 else "", ylabel=ylabel if c == 0 else "")
+    if scale == 100.0:  # a percentage: the whole scale, the same in every figure
+        axes[0, 0].set_ylim(0, 100)
+    handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
+    n = "/".join(map(str, sorted({len(r) for r in students.values()}))) or "1"
+    fig.suptitle(f"line: mean of a cell's runs ({n} per student cell; seeds), band: their min-max", fontsize=9)
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 2 * len(ops)),
+               fontsize=9)
+    return fig
+
+
+def _history(metrics: Path) -> list[dict]:
+    path = Path(metrics)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _band(ax, runs: list[list[dict]], key: str, scale: float, colour: str, label: str, ls="-"):
+    """The mean of ``key`` over ``runs`` per epoch and, with more than one run, their min-max band."""
+    n = min(len(rows) for rows in runs)  # an unfinished run has fewer epochs
+    epochs = [row["epoch"] for row in runs[0][:n]]
+    values = scale * np.array([[row[key] for row in rows[:n]] for rows in runs])
+    ax.plot(epochs, values.mean(0), color=colour, ls=ls, lw=1.5, label=label)
+    if len(runs) > 1:
+        ax.fill_between(epochs, values.min(0), values.max(0), color=colour, alpha=0.2, lw=0)
+
+
+def _group_titles(groups: list[tuple]) -> list[str]:
+    """What tells one row of panels from the others ("teacher init, " …); "" when one row."""
+    words = {"setting": str, "benchmark": str, "hq_fraction": lambda f: f"HQ {f:.0%}", "backbone": str,
+             "lq_data": lambda d: "LQ pairs only" if d == "pair" else "all LQ",
+             "init": lambda i: f"{i} init"}
+    varying = [i for i, k in enumerate(CURVE_GROUP) if len({g[i] for g in groups}) > 1]
+    return ["".join(f"{words[CURVE_GROUP[i]](g[i])}, " for i in varying) for g in groups]
 
 
 def kd_gains(records: list[dict], path: Path) -> Path | None:
@@ -51,7 +127,7 @@ def kd_gains(records: list[dict], path: Path) -> Path | None:
             lines.setdefault(key, []).append(r)
     if not lines:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(6, 3.4 + 0.2 * len(lines)), layout="constrained")
     for n, (key, rows) in enumerate(sorted(lines.items(), key=lambda kv: str(kv[0]))):
         rows.sort(key=lambda r: r["op"])
         ops = np.array([r["op"] for r in rows]) + 0.01 * n  # side by side, not on top of each other
@@ -63,11 +139,12 @@ def kd_gains(records: list[dict], path: Path) -> Path | None:
                  + (" pairs only" if data == "pair" else "") + f" (n={rows[0]['gain_top1']['n']})")
         ax.errorbar(ops, gain, yerr=[gain - ci[:, 0], ci[:, 1] - gain], marker="o", capsize=4, label=label)
     ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(sorted({r["op"] for rows in lines.values() for r in rows}))
     ax.set(xlabel="occlusion probability (OP)", ylabel="top-1 gain over w/o KD (points)",
-           title="KD gain, paired over seeds, 95 % interval")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+           title="KD gain per OP: mean over seeds, bars: 95 % interval")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", fontsize=8)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

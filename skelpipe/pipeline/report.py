@@ -318,6 +318,17 @@ def part_matrix_section(plan) -> str:
     return "\n".join(lines)
 
 
+def _trained(plan) -> list[tuple[dict, Path]]:
+    """Each finished teacher and student once (a model several tables report is one run), as
+    the record of its evaluation and its ``metrics.jsonl``."""
+    runs = {}
+    for step, meta in plan.records:
+        model = step.deps["model"].entry
+        if model.done:
+            runs.setdefault(model.path, (meta, model.path / "metrics.jsonl"))
+    return list(runs.values())
+
+
 def write_report(plan, out_dir) -> list[dict]:
     """results.json, results.md, results.html and plots for a pipeline's plan, in ``out_dir``."""
 
@@ -329,15 +340,15 @@ def write_report(plan, out_dir) -> list[dict]:
                             f"{plan.cache.root} (run `skelpipe run-all {plan.cfg['name']}` first, with the "
                             "same --set and --cache-dir)")
     write_json(out_dir / "results.json", records)
-    md = markdown(records, plan.cfg["dataset"], plan.cfg["name"]) + part_matrix_section(plan)
+    tables, parts = markdown(records, plan.cfg["dataset"], plan.cfg["name"]), part_matrix_section(plan)
+    md = tables + parts
     (out_dir / "results.md").write_text(md + "\n")
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(exist_ok=True)
+    for stale in plots_dir.glob("*.png"):  # a figure of an earlier report must not reach this page
+        stale.unlink()
     plots.kd_gains(records, plots_dir / "kd_gain.png")
-    trained = [s for s in plan.ordered() if s.stage in ("teacher", "student") and s.entry.done]
-    if trained:
-        plots.training_curves([(s.label, s.entry.path / "metrics.jsonl") for s in trained],
-                              plots_dir / "training_curves.png")
+    plots.training_curves(_trained(plan), plots_dir, KD_NAMES)
     for step in plan.ordered():
         if not step.entry.done:
             continue
@@ -347,6 +358,6 @@ def write_report(plan, out_dir) -> list[dict]:
         if step.stage == "evaluate" and (step.entry.path / "confusion.png").exists():
             shutil.copy(step.entry.path / "confusion.png", plots_dir / f"confusion_{slug[9:]}.png")
     plots.skeleton_overlays(plan, plots_dir)
-    page.write_html(out_dir, md, records, {k: v for k, v in plan.cfg.items() if not k.startswith("_")})
+    page.write_html(out_dir, tables, records, {k: v for k, v in plan.cfg.items() if not k.startswith("_")}, parts)
     console.print(md, markup=False, highlight=False)
     return records
