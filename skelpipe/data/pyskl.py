@@ -59,8 +59,14 @@ def read(path) -> tuple[dict, list]:
         raise SkelpipeError(f"{path}: expected a dict with 'split' and 'annotations' (or a list of "
                             f"annotations), got {type(data).__name__}"
                             + (f" with keys {sorted(map(str, data))}" if isinstance(data, dict) else ""))
+    first = {}
     for i, item in enumerate(data["annotations"]):
         _check(path, i, item)
+        frame_dir = str(item["frame_dir"])
+        if frame_dir in first:  # one sample read twice (and maybe labelled twice): which one counts?
+            raise SkelpipeError(f"{path}: annotations {first[frame_dir]} and {i} are both {frame_dir!r}; "
+                                "a sample id must be unique")
+        first[frame_dir] = i
     return data.get("split", {}), data["annotations"]
 
 
@@ -100,7 +106,10 @@ def split_of(splits: dict, benchmark: str | None) -> dict[str, str]:
     for name, ids in splits.items():
         prefix, _, suffix = name.rpartition("_")
         if prefix == benchmark and suffix in SPLIT_SUFFIXES:
-            out.update({str(i): SPLIT_SUFFIXES[suffix] for i in ids})
+            for i in map(str, ids):
+                if out.get(i, SPLIT_SUFFIXES[suffix]) != SPLIT_SUFFIXES[suffix]:
+                    raise SkelpipeError(f"{i!r} is in both the train and the test list of split {benchmark!r}")
+                out[i] = SPLIT_SUFFIXES[suffix]
     return out
 
 
@@ -111,7 +120,10 @@ def import_store(path, out, benchmark: str | None = None, num_classes: int | Non
     splits, items = read(path)
     if not items:
         raise SkelpipeError(f"{path}: no annotation")
-    split = split_of(splits, benchmark)
+    try:
+        split = split_of(splits, benchmark)
+    except SkelpipeError as e:
+        raise SkelpipeError(f"{path}: {e}") from None
     shape = (items[0]["keypoint"].shape[2], items[0]["keypoint"].shape[3])
     layout = LAYOUTS[shape]
     three_d = shape[1] == 3

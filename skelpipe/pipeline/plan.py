@@ -34,7 +34,7 @@ from skelpipe.core.work import Work
 from skelpipe.data import align, datasets, pack, pyskl, sources
 from skelpipe.learn import evaluate, partmatrix, train
 from skelpipe.learn.config import TrainConfig
-from skelpipe.pipeline.cache import VERSIONS, Cache, Stage, stage_settings
+from skelpipe.pipeline.cache import VERSIONS, Cache, Stage, damage, stage_settings
 from skelpipe.pose import extract, simulate
 from skelpipe.pose.extract import shard_from_env
 
@@ -279,20 +279,18 @@ class Plan:
     def _check_deps(step: Step):
         missing = [d for d in step.deps.values() if not d.entry.done]
         if missing:
-            raise SkelpipeError(f"{step.label}: needs {missing[0].label} ({missing[0].stage}) first; "
-                                "run without --only")
+            dep = missing[0]
+            why = f", whose output is damaged ({damage(dep.entry.path)})" if dep.entry.path.is_dir() else " first"
+            raise SkelpipeError(f"{step.label}: needs {dep.label} ({dep.stage}){why}; run without --only")
 
     def _run_step(self, n: int, step: Step, total: int):
         self._check_deps(step)
         console.rule(f"[{n}/{total}] {step.label}  [dim]{step.stage}/{step.key}")
         t0 = time.time()
         run_kwargs = {}
-        if step.stage == "extract" and self.shard:  # one share of the videos per rank
-            run_kwargs = {"shard": self.shard,
-                          "on_commit": lambda d: extract.merge_work(d, "skeletons.h5")}
+        if step.stage == "extract":  # (under torchrun, one share of the videos per rank)
+            run_kwargs = {"shard": self.shard, "on_commit": _merge_extracted}
         computed = step.entry.ensure(lambda work: step.build(self, step, work), **run_kwargs)
-        if step.stage == "extract" and step.entry.done:  # merged into skeletons.h5 by now
-            shutil.rmtree(step.entry.path / "videos", ignore_errors=True)
         how = "done" if computed else "reused (finished by another process)"
         console.print(f"[green]{how}[/] {step.label} in {time.time() - t0:.1f} s")
 
@@ -356,13 +354,24 @@ def build_simulated(plan: Plan, step: Step, work: Work):
 
 def build_extracted(plan: Plan, step: Step, work: Work):
     cfg = step.entry.config
-    videos = sources.dataset_videos(cfg["dataset"], cfg["options"], plan.root)
+    videos = sources.dataset_videos(cfg["dataset"], cfg["options"], plan.root, work)
     extract.extract_to_work(videos, work, backbone=cfg["backbone"], checkpoint=step.meta["checkpoint"] or None,
                             long_edge=cfg["long_edge"], max_people=cfg["max_people"],
                             decoder_config=cfg["decoder"] or None,
                             decoder_workers=plan.cfg.get("extract", {}).get("decoder_workers"),
-                            device=plan.device, shard=plan.shard,
-                            out_name=None if plan.shard else "skeletons.h5")
+                            device=plan.device, shard=plan.shard, out_name=None)
+
+
+def _merge_extracted(work_dir: Path):
+    """Before an extract stage commits: its videos merged into ``skeletons.h5``, then the
+    per-video files dropped (renamed away in one step first, so that a run killed here finds
+    either all of them or the merged file)."""
+    videos, merged = work_dir / "videos", work_dir / ".videos-merged"
+    if videos.is_dir():
+        shutil.rmtree(merged, ignore_errors=True)
+        extract.merge_work(work_dir, "skeletons.h5")
+        os.replace(videos, merged)
+    shutil.rmtree(merged, ignore_errors=True)
 
 
 def build_align(plan: Plan, step: Step, work: Work):
