@@ -62,7 +62,7 @@ def cache_ls(cache: Cache, stage):
             damaged.append(f"{name}/{key}: {why}")
     console.print(table)
     for line in damaged:
-        console.print(f"[red]damaged[/] {line} (the next run recomputes it)")
+        console.print(f"[red]damaged[/] {line} (the next run recomputes it)", soft_wrap=True)
     console.print(f"total {_human(total)}")
 
 

@@ -192,7 +192,7 @@ class Stage:
         that follows recomputes it."""
         why = damage(self.path) if self.path.is_dir() else None
         if why:
-            console.print(f"[yellow]damaged[/] {self.name}/{self.key}: {why}; recomputing it")
+            console.print(f"[yellow]damaged[/] {self.name}/{self.key}: {why}; recomputing it", soft_wrap=True)
             shutil.rmtree(self.path, ignore_errors=True)
 
     @contextlib.contextmanager
