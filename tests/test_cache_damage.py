@@ -212,3 +212,24 @@ def test_only_a_later_stage_names_its_damaged_input(reference, tmp_path):
     assert result.exit_code == 1
     message = str(result.exception)
     assert f"whose output is damaged ({teacher} is missing" in message and "\n" not in message, message
+
+
+@pytest.mark.slow
+def test_report_leaves_damaged_stages_out_in_one_line_each(reference, tmp_path):
+    ref_cache, expected = reference
+    cache = tmp_path / "cache"
+    shutil.copytree(ref_cache, cache)
+    report = ["report", "demo", "--cache-dir", str(cache), "--report-dir", str(tmp_path / "r"),
+              *[a for o in SMALL for a in ("--set", o)]]
+    metrics = sorted(cache.glob("evaluate/*/metrics.json"))[0]
+    os.truncate(metrics, 10)
+    result = CliRunner().invoke(cli, report)
+    assert result.exit_code == 0, result.output
+    assert f"left out evaluate/{metrics.parent.name}: {metrics} has 10 bytes" in result.output
+    records = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert len(records) == len(expected["results"]) // 2  # one cell of two
+    pack = _one(cache, "pack", "data.h5")
+    os.truncate(pack, 1000)
+    result = CliRunner().invoke(cli, report)
+    assert result.exit_code == 1 and "nothing to report" in str(result.exception)
+    assert f"left out pack/{pack.parent.name}: {pack} has 1,000 bytes" in result.output
