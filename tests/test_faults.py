@@ -175,6 +175,12 @@ CATALOGUE = [
     ("pyskl file with one sample in both splits",
      lambda t: (["import", "pyskl", str(_pyskl(t, split={"xsub_train": ["s1", "s2"], "xsub_val": ["s2"]})),
                  "--out", str(t / "o.h5")], {}), 1, "'s2' is in both the train and the test list of split 'xsub'"),
+    ("pack from a folder whose manifest is garbage",
+     lambda t: (["pack", "--aligned", str(_files(t / "al", ["manifest.json"], b"\x00garbage"))], {}), 1,
+     "manifest.json is not a stage manifest"),
+    ("pack from a folder whose manifest has no key",
+     lambda t: (["pack", "--aligned", str(_files(t / "al", ["manifest.json"], b"[1, 2]"))], {}), 1,
+     "manifest.json is not a stage manifest"),
 ]
 
 

@@ -1,10 +1,13 @@
 """What a stage's input is, as a short key: a finished stage's own key, or a fingerprint of the
-files (names, sizes, modification times) when the input is a user's folder or file."""
+files (names, sizes, modification times) when the input is a user's folder or file; and the
+record of a finished stage's files (sizes, checksums) that is checked before it is reused."""
 
 import hashlib
 import json
 import os
 from pathlib import Path
+
+from skelpipe.core.errors import SkelpipeError
 
 
 def input_key(path) -> str:
@@ -12,7 +15,11 @@ def input_key(path) -> str:
     path = Path(path)
     manifest = path / "manifest.json"
     if manifest.exists():
-        return json.loads(manifest.read_text())["key"]
+        try:
+            return str(json.loads(manifest.read_text())["key"])
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            raise SkelpipeError(f"{manifest} is not a stage manifest (remove the folder and run its "
+                                "stage again)") from None
     h = hashlib.sha256(str(path.resolve()).encode())
     for p in sorted(path.glob("*.h5")) if path.is_dir() else [path]:
         st = p.stat()
