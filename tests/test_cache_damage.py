@@ -233,3 +233,32 @@ def test_report_leaves_damaged_stages_out_in_one_line_each(reference, tmp_path):
     result = CliRunner().invoke(cli, report)
     assert result.exit_code == 1 and "nothing to report" in str(result.exception)
     assert f"left out pack/{pack.parent.name}: {pack} has 1,000 bytes" in result.output
+
+
+def test_an_extract_stage_commits_its_merged_store_only_even_when_killed_while_merging(tmp_path):
+    """``merge_and_drop`` (an extract stage's last step before its commit) leaves the merged
+    store alone, and a rerun after a kill that followed the drop commits that store as it is."""
+    from skelpipe.core.work import Work
+    from skelpipe.pose import extract
+    from skelpipe.skeleton.store import PoseWriter, open_store
+
+    st = Cache(tmp_path).stage("extract", 1, {})
+
+    def build(work: Work):
+        (work.dir / "videos").mkdir()
+        for i, sid in enumerate(("a", "b")):
+            with PoseWriter(work.dir / "videos" / f"{sid}.h5", "coco17", {}) as w:
+                w.add(sid, np.full((1, 2, 17, 3), i, np.float32), label=i)
+            work.mark_done(sid, {"file": f"{sid}.h5"})
+
+    with pytest.raises(KeyboardInterrupt):  # killed after the drop, before the commit
+        with st.run(on_commit=lambda d: extract.merge_and_drop(d, "skeletons.h5")) as work:
+            build(work)
+            extract.merge_and_drop(work.dir, "skeletons.h5")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in st.partial.iterdir() if not p.name.startswith(".")) == ["skeletons.h5"]
+    with st.run(on_commit=lambda d: extract.merge_and_drop(d, "skeletons.h5")):
+        pass  # every unit done: nothing to redo
+    assert sorted(st.manifest()["files"]) == ["skeletons.h5"] and st.done
+    with open_store(st.path / "skeletons.h5") as store:
+        assert store.ids() == ["a", "b"] and store.read("b").keypoints.max() == 1

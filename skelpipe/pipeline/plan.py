@@ -18,7 +18,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -289,7 +288,7 @@ class Plan:
         t0 = time.time()
         run_kwargs = {}
         if step.stage == "extract":  # (under torchrun, one share of the videos per rank)
-            run_kwargs = {"shard": self.shard, "on_commit": _merge_extracted}
+            run_kwargs = {"shard": self.shard, "on_commit": lambda d: extract.merge_and_drop(d, "skeletons.h5")}
         computed = step.entry.ensure(lambda work: step.build(self, step, work), **run_kwargs)
         how = "done" if computed else "reused (finished by another process)"
         console.print(f"[green]{how}[/] {step.label} in {time.time() - t0:.1f} s")
@@ -360,18 +359,6 @@ def build_extracted(plan: Plan, step: Step, work: Work):
                             decoder_config=cfg["decoder"] or None,
                             decoder_workers=plan.cfg.get("extract", {}).get("decoder_workers"),
                             device=plan.device, shard=plan.shard, out_name=None)
-
-
-def _merge_extracted(work_dir: Path):
-    """Before an extract stage commits: its videos merged into ``skeletons.h5``, then the
-    per-video files dropped (renamed away in one step first, so that a run killed here finds
-    either all of them or the merged file)."""
-    videos, merged = work_dir / "videos", work_dir / ".videos-merged"
-    if videos.is_dir():
-        shutil.rmtree(merged, ignore_errors=True)
-        extract.merge_work(work_dir, "skeletons.h5")
-        os.replace(videos, merged)
-    shutil.rmtree(merged, ignore_errors=True)
 
 
 def build_align(plan: Plan, step: Step, work: Work):
