@@ -187,12 +187,18 @@ class Stage:
             raise SkelpipeError(f"{self.path}: stage {self.name} has not finished")
         return read_manifest(self.path)
 
+    def damage_line(self) -> str | None:
+        """The one line that says why the finished output cannot be reused (None: it can, or
+        there is none)."""
+        why = damage(self.path) if self.path.is_dir() else None
+        return f"[yellow]damaged[/] {self.name}/{self.key}: {why}; recomputing it" if why else None
+
     def _discard_damaged(self):
         """Remove a damaged finished output (under the stage's lock), saying why, so that the run
         that follows recomputes it."""
-        why = damage(self.path) if self.path.is_dir() else None
-        if why:
-            console.print(f"[yellow]damaged[/] {self.name}/{self.key}: {why}; recomputing it", soft_wrap=True)
+        line = self.damage_line()
+        if line:
+            console.print(line, soft_wrap=True)
             shutil.rmtree(self.path, ignore_errors=True)
 
     @contextlib.contextmanager

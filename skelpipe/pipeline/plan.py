@@ -299,6 +299,8 @@ class Plan:
 
         for _, step in group:
             self._check_deps(step)
+            if step.entry.damage_line():  # (the workers' own consoles are quiet)
+                console.print(step.entry.damage_line(), soft_wrap=True)
         jobs = min(jobs, len(group))
         threads = max(1, (os.cpu_count() or 1) // jobs)
         console.rule(f"[{group[0][0]}–{group[-1][0]}/{total}] {len(group)} {group[0][1].stage} stages "
