@@ -108,7 +108,8 @@ def split_of(splits: dict, benchmark: str | None) -> dict[str, str]:
         if prefix == benchmark and suffix in SPLIT_SUFFIXES:
             for i in map(str, ids):
                 if out.get(i, SPLIT_SUFFIXES[suffix]) != SPLIT_SUFFIXES[suffix]:
-                    raise SkelpipeError(f"{i!r} is in both the train and the test list of split {benchmark!r}")
+                    raise SkelpipeError(f"{i!r} is in both the train and the test list of split "
+                                        f"{benchmark!r}")
                 out[i] = SPLIT_SUFFIXES[suffix]
     return out
 

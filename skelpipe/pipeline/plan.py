@@ -279,7 +279,8 @@ class Plan:
         missing = [d for d in step.deps.values() if not d.entry.done]
         if missing:
             dep = missing[0]
-            why = f", whose output is damaged ({damage(dep.entry.path)})" if dep.entry.path.is_dir() else " first"
+            why = (f", whose output is damaged ({damage(dep.entry.path)})" if dep.entry.path.is_dir()
+                   else " first")
             raise SkelpipeError(f"{step.label}: needs {dep.label} ({dep.stage}){why}; run without --only")
 
     def _run_step(self, n: int, step: Step, total: int):
@@ -288,7 +289,8 @@ class Plan:
         t0 = time.time()
         run_kwargs = {}
         if step.stage == "extract":  # (under torchrun, one share of the videos per rank)
-            run_kwargs = {"shard": self.shard, "on_commit": lambda d: extract.merge_and_drop(d, "skeletons.h5")}
+            run_kwargs = {"shard": self.shard,
+                          "on_commit": lambda d: extract.merge_and_drop(d, "skeletons.h5")}
         computed = step.entry.ensure(lambda work: step.build(self, step, work), **run_kwargs)
         how = "done" if computed else "reused (finished by another process)"
         console.print(f"[green]{how}[/] {step.label} in {time.time() - t0:.1f} s")

@@ -244,9 +244,9 @@ class Penn(Dataset):
                                 "or use --set extract.extractor=simulated)")
         found = scan(root) if (Path(root) / "labels").is_dir() else Scan([], [])
         for path, reason in found.bad if work is not None else ():
-            work.report_bad(path, f"{reason} (its video is extracted without a label)")
-        refuse_duplicates(((video_id(d.name), d) for d in frames.iterdir() if d.is_dir() and d.name.isdigit()),
-                          "Penn Action video")
+            work.report_bad(path, reason)
+        folders = [d for d in sorted(frames.iterdir()) if d.is_dir()]
+        refuse_duplicates(((video_id(d.name), d) for d in folders if d.name.isdigit()), "Penn Action video")
         labels = {s.video_id: s for s in found.samples}
         split = options.get("split", "official")
         dev = dev_split(list(labels.values()), options.get("dev_fraction", 0.3),
