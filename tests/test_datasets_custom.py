@@ -27,7 +27,7 @@ def test_labels_with_splits_and_bad_rows(tmp_path):
         "",                                  # 5 blank: skipped
         "clips/j1.mp4,jump,validation",      # 6 bad: unknown split
         "clips/j2.mp4,jump",                 # 7 bad: 2 fields
-        "clips//w1.mp4,wave,test",           # 8 bad: duplicate
+        "clips//w1.mp4,wave,train",          # 8 bad: a repeat of line 2
         "clips/j3.mp4,,train",               # 9 bad: empty label
         f"{outside},jump,test",              # 10 absolute path
         '"clips/a, b.mp4",clap,train',       # 11 quoted comma

@@ -11,6 +11,7 @@
 
 import json
 import os
+import pickle
 import random
 import re
 import signal
@@ -143,7 +144,67 @@ CATALOGUE = [
     ("custom dataset without labels.csv",
      lambda t: (["run-all", str(_write(t / "c.toml", CUSTOM)), "--until", "extract", "--data-root",
                  str((t / "clips").mkdir() or t / "clips")], {}), 1, "labels.csv"),
+    # -- dropped rows, damaged cache
+    ("Penn root with 1.mat beside 0001.mat",
+     lambda t: (["run-all", "penn", "--until", "skeletons", "--data-root",
+                 str(_files(t / "penn", ["labels/0001.mat", "labels/1.mat"]))], {}), 1,
+     "1.mat are the same Penn Action video '0001'; remove one"),
+    ("Penn dev split with 1.mat beside 0001.mat",
+     lambda t: (["run-all", "penn", "--until", "skeletons", "--data-root",
+                 str(_files(t / "penn", ["labels/0001.mat", "labels/1.mat"])), "--set", "data.split='dev'"],
+                {}),
+     1, "are the same Penn Action video '0001'"),
+    ("NTU sample in two folders",
+     lambda t: (["run-all", "ntu", "--until", "skeletons", "--data-root",
+                 str(_files(t / "ntu", [f"{d}/S001C001P001R001A001.skeleton" for d in "ab"]))],
+                {}), 1, "are the same NTU sample 'S001C001P001R001A001'"),
+    ("SYSU video in two folders",
+     lambda t: (["run-all", "sysu", "--until", "skeletons", "--data-root",
+                 str(_files(t / "sysu", ["1/video3/sklWorld.mat", "1/video03/sklWorld.mat"]))], {}), 1,
+     "are the same SYSU 3D HOI video"),
+    ("custom labels.csv with one clip under two labels",
+     lambda t: (["run-all", str(_write(t / "c.toml", CUSTOM)), "--until", "extract", "--data-root",
+                 str(_clips(t, "a.mp4,wave,train\na.mp4,jump,train\n", ["a.mp4"]))], {}), 1,
+     "a.mp4 listed again as 'jump' train (line 2: 'wave' train)"),
+    ("custom labels.csv with two videos of one sample id",
+     lambda t: (["run-all", str(_write(t / "c.toml", CUSTOM)), "--until", "extract", "--data-root",
+                 str(_clips(t, "x/a.mp4,wave,train\nx__a.mp4,wave,test\n", ["x/a.mp4", "x__a.mp4"]))], {}),
+     1, "both become the sample id 'x__a.mp4'"),
+    ("pyskl file with one sample twice",
+     lambda t: (["import", "pyskl", str(_pyskl(t, frame_dirs=["s1", "s2", "s1"])), "--out", str(t / "o.h5")],
+                {}),
+     1, "annotations 0 and 2 are both 's1'; a sample id must be unique"),
+    ("pyskl file with one sample in both splits",
+     lambda t: (["import", "pyskl", str(_pyskl(t, split={"xsub_train": ["s1", "s2"], "xsub_val": ["s2"]})),
+                 "--out", str(t / "o.h5")], {}), 1,
+     "'s2' is in both the train and the test list of split 'xsub'"),
+    ("pack from a folder whose manifest is garbage",
+     lambda t: (["pack", "--aligned", str(_files(t / "al", ["manifest.json"], b"\x00garbage"))], {}), 1,
+     "manifest.json is not a stage manifest"),
+    ("pack from a folder whose manifest has no key",
+     lambda t: (["pack", "--aligned", str(_files(t / "al", ["manifest.json"], b"[1, 2]"))], {}), 1,
+     "manifest.json is not a stage manifest"),
 ]
+
+
+def _files(root: Path, names, content: bytes = b"junk") -> Path:
+    for name in names:
+        _write(root / name, content)
+    return root
+
+
+def _clips(t: Path, rows: str, videos) -> Path:
+    _files(t / "clips", videos, b"")
+    _write(t / "clips" / "labels.csv", "video,label,split\n" + rows)
+    return t / "clips"
+
+
+def _pyskl(t: Path, frame_dirs=("s1", "s2"), split=None) -> Path:
+    items = [{"frame_dir": f, "label": 0, "img_shape": (64, 64), "total_frames": 2,
+              "keypoint": np.zeros((1, 2, 17, 2), np.float32),
+              "keypoint_score": np.ones((1, 2, 17), np.float32)}
+             for f in frame_dirs]
+    return _write(t / "a.pkl", pickle.dumps({"split": split or {}, "annotations": items}))
 
 CUSTOM = """name = "mine"
 dataset = "custom"

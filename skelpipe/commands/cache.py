@@ -37,7 +37,8 @@ def cache_command(ctx, cache_dir):
 @click.option("--stage", default=None, help="Only this stage.")
 @click.pass_obj
 def cache_ls(cache: Cache, stage):
-    """List cached stage outputs: stage, key, state, size, finish time.
+    """List cached stage outputs: stage, key, state, size, finish time. A finished stage whose
+    files no longer match its manifest is "damaged" (the next run recomputes it), with the reason.
 
     \b
     Example:
@@ -46,17 +47,22 @@ def cache_ls(cache: Cache, stage):
     table = Table(title=f"cache: {cache.root}")
     for col in ("stage", "key", "state", "size", "finished", "units", "bad"):
         table.add_column(col)
-    total = 0
-    for name, key, state, size, manifest in cache.entries():
+    total, damaged = 0, []
+    for name, key, state, size, manifest, why in cache.entries():
         if stage and name != stage:
             continue
         if state == "partial" and cache.is_locked(name, key):
             state = "running"
         total += size
         m = manifest or {}
-        table.add_row(name, key, state, _human(size), m.get("finished", ""), str(m.get("units", "")),
-                      str(len(m.get("bad_items", []))) if manifest else "")
+        bad = m.get("bad_items", [])
+        table.add_row(name, key, f"[red]{state}" if why else state, _human(size), str(m.get("finished", "")),
+                      str(m.get("units", "")), str(len(bad)) if isinstance(bad, list) and manifest else "")
+        if why:
+            damaged.append(f"{name}/{key}: {why}")
     console.print(table)
+    for line in damaged:
+        console.print(f"[red]damaged[/] {line} (the next run recomputes it)", soft_wrap=True)
     console.print(f"total {_human(total)}")
 
 
@@ -67,8 +73,8 @@ def cache_ls(cache: Cache, stage):
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.pass_obj
 def cache_gc(cache: Cache, stage, older_than, dry_run):
-    """Remove abandoned partial work (not locked by a running process) and, with
-    --older-than, old finished entries.
+    """Remove abandoned partial work and damaged stages (not locked by a running process)
+    and, with --older-than, old finished entries.
 
     \b
     Example:
@@ -76,11 +82,11 @@ def cache_gc(cache: Cache, stage, older_than, dry_run):
     """
     cutoff = None if older_than is None else time.time() - older_than * 86400
     freed = 0
-    for name, key, state, size, manifest in list(cache.entries()):
+    for name, key, state, size, manifest, _ in list(cache.entries()):
         if stage and name != stage:
             continue
         path = cache.root / name / (key + (".partial" if state == "partial" else ""))
-        if state == "partial":
+        if state in ("partial", "damaged"):
             if cache.is_locked(name, key):
                 console.print(f"skipping {path}: being written by a running process")
                 continue

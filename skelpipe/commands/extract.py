@@ -19,7 +19,7 @@ from skelpipe.pose.extract import (
     RunStats,
     extract_to_work,
     load_estimator,
-    merge_work,
+    merge_and_drop,
     parse_shard,
     sample_id_for,
     shard_from_env,
@@ -68,7 +68,7 @@ def extract_file(video_paths, out, *, backbone: str, checkpoint: str | None = No
     stats = RunStats()
     if not stage.done:  # (done: an earlier run committed but stopped before moving the file)
         try:
-            with stage.run(shard=shard, on_commit=lambda d: merge_work(d, "poses.h5")) as work:
+            with stage.run(shard=shard, on_commit=lambda d: merge_and_drop(d, "poses.h5")) as work:
                 if work is not None:
                     stats = extract_to_work(videos, work, backbone=backbone, checkpoint=checkpoint,
                                             device=device, batch_size=batch_size, long_edge=long_edge,

@@ -36,7 +36,7 @@ def print_plan(plan: Plan):
     table = Table(title=f"plan of {plan.cfg['name']} ({len(plan.steps)} stages) — cache {plan.cache.root}")
     for col in ("#", "stage", "what", "key", "state"):
         table.add_column(col)
-    colours = {"done": "green", "partial": "yellow", "missing": "dim"}
+    colours = {"done": "green", "damaged": "red", "partial": "yellow", "missing": "dim"}
     for n, step in enumerate(plan.ordered(), 1):
         state = step.entry.state
         table.add_row(str(n), step.stage, step.label, step.key, f"[{colours[state]}]{state}")

@@ -92,8 +92,14 @@ def read(path) -> tuple[dict, list]:
         raise SkelpipeError(f"{path}: expected a dict with 'split' and 'annotations' (or a list of "
                             f"annotations), got {type(data).__name__}"
                             + (f" with keys {sorted(map(str, data))}" if isinstance(data, dict) else ""))
+    first = {}
     for i, item in enumerate(data["annotations"]):
         _check(path, i, item)
+        frame_dir = str(item["frame_dir"])
+        if frame_dir in first:  # one sample read twice (and maybe labelled twice): which one counts?
+            raise SkelpipeError(f"{path}: annotations {first[frame_dir]} and {i} are both {frame_dir!r}; "
+                                "a sample id must be unique")
+        first[frame_dir] = i
     return data.get("split", {}), data["annotations"]
 
 

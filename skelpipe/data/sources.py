@@ -65,8 +65,9 @@ def _nothing_read(root, dataset: str, work: Work) -> SkelpipeError:
                          + (f" ({len(bad)} bad: {reasons}{' …' if len(bad) > 3 else ''})" if bad else " found"))
 
 
-def dataset_videos(dataset: str, options: dict, root: Path | None) -> list:
-    """Every video of a dataset (``Video``: id, file or frame folder, attributes), for extraction."""
+def dataset_videos(dataset: str, options: dict, root: Path | None, work: Work | None = None) -> list:
+    """Every video of a dataset (``Video``: id, file or frame folder, attributes), for extraction;
+    rows or files it leaves out are reported into ``work``."""
     if root is None:
         raise SkelpipeError(f"{dataset}: no data root given")
-    return datasets.get(dataset).videos(root, options)
+    return datasets.get(dataset).videos(root, options, work)

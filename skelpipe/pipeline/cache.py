@@ -5,7 +5,9 @@ changed setting re-keys that stage and everything downstream, and nothing upstre
 happens in ``<key>.partial/``; only a finished stage is renamed into place, with a
 ``manifest.json`` (config, inputs, versions, timings, counts, bad items). Resume is per unit
 inside the partial directory. One process per key at a time (an ``fcntl`` lock whose file names
-the holder).
+the holder). The manifest records the stage's files (size and checksum, ``files_record``); a
+finished stage whose files no longer match is "damaged": never reused, reported in one line and
+recomputed.
 
     cache = Cache()
     st = cache.stage("pack", version=1, config=cfg, inputs={"align": align.key})
@@ -39,6 +41,7 @@ import skelpipe
 from skelpipe.core.atomic import write_json
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.fingerprint import files_record, record_problem
 from skelpipe.core.work import Work
 from skelpipe.data.align import align_stores
 from skelpipe.data.pack import PackConfig
@@ -84,6 +87,37 @@ def stage_key(name: str, version: int, config: dict, inputs: dict) -> str:
     payload = json.dumps({"stage": name, "version": version, "config": config, "inputs": inputs},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def read_manifest(folder) -> dict:
+    """A finished stage's manifest; SkelpipeError (one line naming the file) when it is missing
+    or is not a manifest."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SkelpipeError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SkelpipeError(f"{path} is not a readable manifest ({type(e).__name__})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+        raise SkelpipeError(f"{path} is not a stage manifest")
+    return manifest
+
+
+def damage(folder) -> str | None:
+    """Why the finished stage in ``folder`` cannot be reused (None: it can): a missing or bad
+    manifest, one for another key, or a file that differs from the manifest's record. A manifest
+    without a record (written before records were kept) is trusted."""
+    folder = Path(folder)
+    try:
+        manifest = read_manifest(folder)
+        if manifest.get("key") != folder.name:
+            return f"{folder / MANIFEST} names key {manifest.get('key')!r}"
+        return record_problem(folder, manifest.get("files", {}))
+    except SkelpipeError as e:
+        return str(e)
+    except (KeyError, TypeError, AttributeError):
+        return f"{folder / MANIFEST} has a malformed file record"
 
 
 def _now() -> str:
@@ -138,18 +172,34 @@ class Stage:
 
     @property
     def done(self) -> bool:
-        return (self.path / MANIFEST).exists()
+        """Finished, and its files are those its manifest records."""
+        return self.path.is_dir() and damage(self.path) is None
 
     @property
     def state(self) -> str:
-        if self.done:
-            return "done"
+        """done, damaged (finished once, its files changed since), partial or missing."""
+        if self.path.is_dir():
+            return "damaged" if damage(self.path) else "done"
         return "partial" if self.partial.exists() else "missing"
 
     def manifest(self) -> dict:
         if not self.done:
             raise SkelpipeError(f"{self.path}: stage {self.name} has not finished")
-        return json.loads((self.path / MANIFEST).read_text())
+        return read_manifest(self.path)
+
+    def damage_line(self) -> str | None:
+        """The one line that says why the finished output cannot be reused (None: it can, or
+        there is none)."""
+        why = damage(self.path) if self.path.is_dir() else None
+        return f"[yellow]damaged[/] {self.name}/{self.key}: {why}; recomputing it" if why else None
+
+    def _discard_damaged(self):
+        """Remove a damaged finished output (under the stage's lock), saying why, so that the run
+        that follows recomputes it."""
+        line = self.damage_line()
+        if line:
+            console.print(line, soft_wrap=True)
+            shutil.rmtree(self.path, ignore_errors=True)
 
     @contextlib.contextmanager
     def run(self, shard: tuple[int, int] | None = None, on_commit=None, wait: bool = False):
@@ -175,6 +225,7 @@ class Stage:
             if self.done:  # finished by another process while we waited for the lock
                 yield None
                 return
+            self._discard_damaged()
             self.partial.mkdir(parents=True, exist_ok=True)
             started = self.partial / ".started"
             if not started.exists():
@@ -221,6 +272,7 @@ class Stage:
             "elapsed_s": round(elapsed, 3),
             "units": len(work.done_units()), "bad_items": work.bad_items(),
             "versions": _versions(), **work.notes,
+            "files": files_record(self.partial),  # checked before the stage is reused
         }
         write_json(self.partial / MANIFEST, manifest)
         if self.path.exists():  # an earlier commit killed before its manifest was written
@@ -261,18 +313,20 @@ class Cache:
         return Stage(self, name, version, config, inputs or {})
 
     def entries(self):
-        """(stage name, key, state, size in bytes, manifest or None), finished and partial."""
+        """(stage name, key, state, size in bytes, manifest or None, why damaged or None):
+        finished ("done" or "damaged", as ``Stage.state``) and partial outputs."""
         if not self.root.is_dir():
             return
-        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for d in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
                 partial = d.name.endswith(".partial")
-                key = d.name.removesuffix(".partial")
+                why = None if partial else damage(d)
                 manifest = None
-                if not partial and (d / MANIFEST).exists():
-                    manifest = json.loads((d / MANIFEST).read_text())
+                with contextlib.suppress(SkelpipeError):
+                    manifest = None if partial else read_manifest(d)
                 size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-                yield stage_dir.name, key, "partial" if partial else "done", size, manifest
+                state = "partial" if partial else "damaged" if why else "done"
+                yield stage_dir.name, d.name.removesuffix(".partial"), state, size, manifest, why
 
     def hold(self, stages) -> contextlib.ExitStack:
         """Shared "in use" locks on ``stages`` while the returned context is open: a running plan

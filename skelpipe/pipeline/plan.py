@@ -18,7 +18,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from skelpipe.core.work import Work
 from skelpipe.data import align, datasets, pack, pyskl, sources
 from skelpipe.learn import evaluate, partmatrix, train
 from skelpipe.learn.config import TrainConfig
-from skelpipe.pipeline.cache import VERSIONS, Cache, Stage, stage_settings
+from skelpipe.pipeline.cache import VERSIONS, Cache, Stage, damage, stage_settings
 from skelpipe.pose import blazepose, extract, simulate
 from skelpipe.pose.extract import shard_from_env
 
@@ -283,20 +282,20 @@ class Plan:
     def _check_deps(step: Step):
         missing = [d for d in step.deps.values() if not d.entry.done]
         if missing:
-            raise SkelpipeError(f"{step.label}: needs {missing[0].label} ({missing[0].stage}) first; "
-                                "run without --only")
+            dep = missing[0]
+            why = (f", whose output is damaged ({damage(dep.entry.path)})" if dep.entry.path.is_dir()
+                   else " first")
+            raise SkelpipeError(f"{step.label}: needs {dep.label} ({dep.stage}){why}; run without --only")
 
     def _run_step(self, n: int, step: Step, total: int):
         self._check_deps(step)
         console.rule(f"[{n}/{total}] {step.label}  [dim]{step.stage}/{step.key}")
         t0 = time.time()
         run_kwargs = {}
-        if step.stage == "extract" and self.shard:  # one share of the videos per rank
+        if step.stage == "extract":  # (under torchrun, one share of the videos per rank)
             run_kwargs = {"shard": self.shard,
-                          "on_commit": lambda d: extract.merge_work(d, "skeletons.h5")}
+                          "on_commit": lambda d: extract.merge_and_drop(d, "skeletons.h5")}
         computed = step.entry.ensure(lambda work: step.build(self, step, work), **run_kwargs)
-        if step.stage == "extract" and step.entry.done:  # merged into skeletons.h5 by now
-            shutil.rmtree(step.entry.path / "videos", ignore_errors=True)
         how = "done" if computed else "reused (finished by another process)"
         console.print(f"[green]{how}[/] {step.label} in {time.time() - t0:.1f} s")
 
@@ -306,6 +305,8 @@ class Plan:
 
         for _, step in group:
             self._check_deps(step)
+            if step.entry.damage_line():  # (the workers' own consoles are quiet)
+                console.print(step.entry.damage_line(), soft_wrap=True)
         jobs = min(jobs, len(group))
         threads = max(1, (os.cpu_count() or 1) // jobs)
         console.rule(f"[{group[0][0]}–{group[-1][0]}/{total}] {len(group)} {group[0][1].stage} stages "
@@ -360,13 +361,12 @@ def build_simulated(plan: Plan, step: Step, work: Work):
 
 def build_extracted(plan: Plan, step: Step, work: Work):
     cfg = step.entry.config
-    videos = sources.dataset_videos(cfg["dataset"], cfg["options"], plan.root)
+    videos = sources.dataset_videos(cfg["dataset"], cfg["options"], plan.root, work)
     extract.extract_to_work(videos, work, backbone=cfg["backbone"], checkpoint=step.meta["checkpoint"] or None,
                             long_edge=cfg["long_edge"], max_people=cfg["max_people"],
                             decoder_config=cfg["decoder"] or None,
                             decoder_workers=plan.cfg.get("extract", {}).get("decoder_workers"),
-                            device=plan.device, shard=plan.shard,
-                            out_name=None if plan.shard else "skeletons.h5")
+                            device=plan.device, shard=plan.shard, out_name=None)
 
 
 def build_align(plan: Plan, step: Step, work: Work):

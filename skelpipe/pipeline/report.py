@@ -30,6 +30,7 @@ from skelpipe.data import datasets
 from skelpipe.data.split import FILE, decode_attr
 from skelpipe.learn.partmatrix import agreement
 from skelpipe.pipeline import page, plots, stats
+from skelpipe.pipeline.cache import damage
 
 # The paper's figures (Tables 1, 2, 4, 5), for comparison only: (dataset, table, model, kd, op,
 # hq_fraction, lq_data) → the two columns of the dataset's report_columns. kd "none" = Student (w/o KD).
@@ -137,7 +138,7 @@ def collect(plan) -> list[dict]:
     KD of the same seeds, with its 95 % interval: ``stats.paired_difference``)."""
     per_split = []
     for step, meta in plan.records:
-        if not step.entry.done:
+        if not (step.entry.done and step.deps["pack"].entry.done):
             continue
         metrics = json.loads((step.entry.path / "metrics.json").read_text())
         pack = _pack_attrs(step.deps["pack"].entry.path)
@@ -334,6 +335,10 @@ def write_report(plan, out_dir) -> list[dict]:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for step in plan.ordered():
+        if step.entry.state == "damaged":
+            console.print(f"[yellow]left out[/] {step.stage}/{step.key}: {damage(step.entry.path)} "
+                          "(run-all recomputes it)", soft_wrap=True)
     records = collect(plan)
     if not records:
         raise SkelpipeError(f"nothing to report: no finished evaluation of {plan.cfg['name']} in the cache "

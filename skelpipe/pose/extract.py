@@ -25,6 +25,7 @@ import collections
 import concurrent.futures
 import hashlib
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +245,20 @@ def merge_work(work_dir, out_name: str = "skeletons.h5", work=None) -> Path:
                 smp = s.read(sid)
             w.add(sid, smp.keypoints, arrays=smp.arrays, **smp.attrs)
     return out
+
+
+def merge_and_drop(work_dir, out_name: str) -> None:
+    """Before an extract stage commits: its videos merged into ``out_name``, then the per-video
+    files dropped, so that the finished stage holds (and its manifest records) the merged file
+    only. They are renamed away in one step first: a run killed here finds either all of them
+    or the merged file."""
+    work_dir = Path(work_dir)
+    videos, merged = work_dir / "videos", work_dir / ".videos-merged"
+    if videos.is_dir():
+        shutil.rmtree(merged, ignore_errors=True)
+        merge_work(work_dir, out_name)
+        os.replace(videos, merged)
+    shutil.rmtree(merged, ignore_errors=True)
 
 
 def _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_workers, decoder_config, fps, stats):

@@ -50,10 +50,11 @@ class Dataset:
         """A generated dataset writes its store itself and returns its path; a read one returns None."""
         return None
 
-    def videos(self, root: Path, options: dict) -> list:
+    def videos(self, root: Path, options: dict, work=None) -> list:
         """Every video for extraction (``skelpipe.pose.video.Video``: sample id, video file or
         frame folder, and its label / split / subject where the dataset knows them, so that
-        poses extracted from it can be packed without the dataset's own skeletons)."""
+        poses extracted from it can be packed without the dataset's own skeletons). Rows and
+        files left out go to ``work.report_bad`` when a ``work`` is given (the extract stage's)."""
         raise SkelpipeError(f"dataset {self.name!r} has no videos")
 
     def split_of(self, sample_id: str, attrs: dict, benchmark: str, split: int) -> str | None:
@@ -80,6 +81,16 @@ def get(name: str) -> Dataset:
 def for_benchmark(benchmark: str) -> Dataset | None:
     """The dataset that defines the pack benchmark ``benchmark`` (None for "default")."""
     return next((d for d in DATASETS.values() if benchmark in d.benchmarks), None)
+
+
+def refuse_duplicates(pairs, what: str = "sample id") -> None:
+    """``pairs``: (id, file). Two files with one id are refused in one line naming both: which
+    one would count is arbitrary, and a sample read twice can land in both splits."""
+    seen = {}
+    for sid, path in pairs:
+        if sid in seen:
+            raise SkelpipeError(f"{seen[sid]} and {path} are the same {what} {sid!r}; remove one")
+        seen[sid] = path
 
 
 def find_dir(root: Path, candidates, pattern: str) -> Path:

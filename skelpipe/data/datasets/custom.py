@@ -12,7 +12,9 @@ numbered in sorted name order); ``split`` ``train`` or ``test``. Rows without a 
 column, or an empty cell) are split automatically: per class, a seeded 20 % of its unsplit
 videos (at least one when the class has two or more) go to ``test``, the rest to ``train`` -
 stratified and the same on every run. A bad row (missing video, empty label, unknown split,
-duplicate) is reported with its line number and skipped.
+wrong number of fields, a repeat of an earlier row) is reported with its line number and
+skipped: in the extract stage's manifest (``bad_items``) and on the console. A video listed
+twice with another label or split, or two videos that map to one sample id, are refused.
 """
 
 import csv
@@ -94,10 +96,10 @@ def read_labels(folder, test_fraction: float = 0.2, seed: int = 0) -> Labels:
             continue
         sid = sample_id(video)
         if sid in seen:
-            bad.append((where, f"{video} listed again (first on line {seen[sid]})"))
+            bad.append(_repeat(where, (sid, resolved, label, split, line), seen[sid]))
             continue
-        seen[sid] = line
-        good.append((sid, resolved, label, split, line))
+        seen[sid] = (sid, resolved, label, split, line)
+        good.append(seen[sid])
     if not good:
         raise SkelpipeError(f"{path}: no usable row ({len(bad)} bad"
                             + (f"; first: line {bad[0][0].rsplit(':', 1)[1]}: {bad[0][1]}"
@@ -108,6 +110,20 @@ def read_labels(folder, test_fraction: float = 0.2, seed: int = 0) -> Labels:
     items = [Item(sid, resolved, class_names.index(label), label, split or auto[sid], line)
              for sid, resolved, label, split, line in good]
     return Labels(items, class_names, bad)
+
+
+def _repeat(where: str, row: tuple, first: tuple) -> tuple[str, str]:
+    """The report of a row whose sample id an earlier row has: a plain repeat is skipped; a
+    repeat that says something else, or another video with the same id, is refused."""
+    (sid, resolved, label, split, _), (_, first_video, first_label, first_split, first_line) = row, first
+    if resolved != first_video:
+        raise SkelpipeError(f"{where}: {resolved} and {first_video} (line {first_line}) both become the "
+                            f"sample id {sid!r}; rename one")
+    if (label, split) != (first_label, first_split):
+        raise SkelpipeError(f"{where}: {resolved} listed again as {label!r} {split or '(auto)'} "
+                            f"(line {first_line}: {first_label!r} {first_split or '(auto)'}); "
+                            "give each video one row")
+    return where, f"{resolved} listed again (first on line {first_line})"
 
 
 def sample_id(video: str) -> str:
@@ -146,6 +162,9 @@ class Custom(Dataset):
     root_env = "SKELPIPE_CUSTOM_ROOT"
     expected = "labels.csv (video,label[,split]) and the videos it names"
 
-    def videos(self, root, options):
+    def videos(self, root, options, work=None):
+        labels = read_labels(root)
+        for where, reason in labels.bad if work is not None else ():
+            work.report_bad(where, reason)
         return [Video(row.id, row.video, {"label": row.label, "label_name": row.label_name, "split": row.split})
-                for row in read_labels(root)]
+                for row in labels]

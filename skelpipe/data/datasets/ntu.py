@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.datasets.base import Dataset, Skeletons, find_dir, register
+from skelpipe.data.datasets.base import Dataset, Skeletons, find_dir, refuse_duplicates, register
 from skelpipe.data.datasets.ntu_skeleton import read_skeleton_file, to_array, to_color_array
 from skelpipe.pose.video import Video
 
@@ -183,7 +183,7 @@ def scan(root, benchmark: str, missing=None, check: bool = False) -> Scan:
     Samples on the official missing-skeleton list (``missing``, default: the shipped list of
     NTU-60 or NTU-120 to match the benchmark) and samples outside the benchmark are excluded;
     misnamed files (and with ``check=True``, files ``ntu_skeleton.read_skeleton_file`` rejects) are
-    reported in ``bad``. Never raises for a bad file.
+    reported in ``bad``. Never raises for a bad file; refuses one sample in two files.
     """
     _check_benchmark(benchmark)
     root = Path(root)
@@ -191,16 +191,14 @@ def scan(root, benchmark: str, missing=None, check: bool = False) -> Scan:
         raise SkelpipeError(f"{root}: no such directory (expected NTU .skeleton files)")
     if missing is None:
         missing = missing_samples(version=num_classes(benchmark))
-    samples, bad, excluded, seen = [], [], [], {}
-    for path in sorted(root.rglob("*.skeleton")):
+    samples, bad, excluded = [], [], []
+    paths = sorted(root.rglob("*.skeleton"))
+    refuse_duplicates(((p.stem, p) for p in paths), "NTU sample")
+    for path in paths:
         name = path.stem
         if not _NAME.fullmatch(name):
             bad.append((str(path), "not an NTU sample name (SsssCcccPpppRrrrAaaa.skeleton)"))
             continue
-        if name in seen:
-            bad.append((str(path), f"duplicate of {seen[name]}"))
-            continue
-        seen[name] = path
         if name in missing:
             excluded.append((name, "on the official missing-skeleton list"))
             continue
@@ -255,11 +253,12 @@ class NTU(Dataset):
     def skeleton_files(self, root, options):
         return sorted(find_dir(root, ("nturgb+d_skeletons", "skeletons", "."), "*.skeleton").rglob("*.skeleton"))
 
-    def videos(self, root, options):
+    def videos(self, root, options, work=None):
         rgb = find_dir(root, ("nturgb+d_rgb", "rgb", "."), "*_rgb.avi")
         names = action_names("xsub" if int(options.get("version", 60)) == 60 else "xsub120")
-        out = []
-        for p in sorted(rgb.rglob("*_rgb.avi")):
+        out, paths = [], sorted(rgb.rglob("*_rgb.avi"))
+        refuse_duplicates(((p.name, p) for p in paths), "NTU video")
+        for p in paths:
             sid = p.name.removesuffix("_rgb.avi")
             attrs = {}
             if _NAME.fullmatch(sid) and parse_name(sid).action <= len(names):

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.io
 
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.datasets.base import Dataset, Skeletons, find_dir, register
+from skelpipe.data.datasets.base import Dataset, Skeletons, find_dir, refuse_duplicates, register
 from skelpipe.data.pairing import draw_pairs
 from skelpipe.pose.video import Video
 
@@ -172,13 +172,16 @@ def dev_split(samples: list[Sample], fraction: float = 0.3, seed: int = 0) -> di
 def scan(root) -> Scan:
     """Read every label file of ``root/labels/*.mat`` (or ``root/*.mat`` when ``root`` is the
     labels folder itself): the samples in id order and the bad files as ``(path, reason)``;
-    a bad file is reported, never fatal."""
+    a bad file is reported, never fatal. Two files of one video (``1.mat``, ``0001.mat``) are
+    refused."""
     root = Path(root)
     labels = root / "labels" if (root / "labels").is_dir() else root
     if not labels.is_dir():
         raise SkelpipeError(f"{root}: no such directory (expected Penn Action labels/NNNN.mat)")
     samples, bad = [], []
-    for path in sorted(labels.glob("*.mat")):
+    paths = sorted(labels.glob("*.mat"))
+    refuse_duplicates(((video_id(p), p) for p in paths if p.stem.isdigit()), "Penn Action video")
+    for path in paths:
         try:
             vid = video_id(path)
             label = read_label_file(path)
@@ -222,24 +225,29 @@ class Penn(Dataset):
             label = read_label_file(path)
             h, w = int(label["dimensions"][0]), int(label["dimensions"][1])
             split = dev[video_id(path)] if split_mode == "dev" else ("train" if label["train"] else "test")
-            return (Path(path).stem, to_array(label), {"bbox": label["bbox"]},
+            return (video_id(path), to_array(label), {"bbox": label["bbox"]},
                     {"label": ACTIONS.index(label["action"]), "label_name": label["action"],
                      "split": split, "fps": 30.0, "num_frames": label["nframes"], "image_size": [w, h],
                      "channels": "x,y,conf"})
 
         attrs = {"dataset": "penn", "source": "human annotation", "channels": "x,y,conf",
                  "class_names": list(ACTIONS), "fps": 30.0, "split_protocol": split_mode}
-        return Skeletons([(s.path.stem, s.path) for s in samples], "penn13", attrs, read)
+        return Skeletons([(s.video_id, s.path) for s in samples], "penn13", attrs, read)
 
     def skeleton_files(self, root, options):
         return sorted(find_dir(root, ("labels", "."), "*.mat").glob("*.mat"))
 
-    def videos(self, root, options):
+    def videos(self, root, options, work=None):
         frames = Path(root) / "frames"
         if not frames.is_dir():
             raise SkelpipeError(f"{frames}: no such folder (Penn Action frames/NNNN/ folders; "
                                 "or use --set extract.extractor=simulated)")
-        labels = {s.video_id: s for s in scan(root).samples} if (Path(root) / "labels").is_dir() else {}
+        found = scan(root) if (Path(root) / "labels").is_dir() else Scan([], [])
+        for path, reason in found.bad if work is not None else ():
+            work.report_bad(path, reason)
+        folders = [d for d in sorted(frames.iterdir()) if d.is_dir()]
+        refuse_duplicates(((video_id(d.name), d) for d in folders if d.name.isdigit()), "Penn Action video")
+        labels = {s.video_id: s for s in found.samples}
         split = options.get("split", "official")
         dev = dev_split(list(labels.values()), options.get("dev_fraction", 0.3),
                         options.get("dev_seed", 0)) if split == "dev" else None

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.io
 
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.datasets.base import Dataset, Skeletons, register
+from skelpipe.data.datasets.base import Dataset, Skeletons, refuse_duplicates, register
 from skelpipe.pose.video import Video
 
 NUM_JOINTS = 20
@@ -175,6 +175,7 @@ def scan(root, check: bool = False) -> Scan:
                     continue
             label = int(m[1]) - 1
             instances.append(Instance(sample_id(number, label), number, subject.name, label, video))
+    refuse_duplicates(((i.sample_id, i.video_dir) for i in instances), "SYSU 3D HOI video")
     instances.sort(key=lambda i: i.sample_id)
     return Scan(instances, bad)
 
@@ -290,7 +291,7 @@ class SYSU(Dataset):
     def skeleton_files(self, root, options):
         return [i.video_dir / WORLD_FILE for i in scan(root).instances]
 
-    def videos(self, root, options):
+    def videos(self, root, options, work=None):
         return [Video(i.sample_id, i.video_dir / FRAMES_DIR,
                       {"label": i.label, "label_name": ACTIONS[i.label], "subject": i.subject})
                 for i in scan(root).instances]
