@@ -47,7 +47,7 @@ def write_dataset_store(dataset: str, options: dict, root: Path | None, out_path
 
 
 def _write_chunk(path: Path, source: datasets.Skeletons, items, work: Work):
-    with PoseWriter(path, source.layout, source.attrs) as writer:
+    with PoseWriter(path, source.layout, source.attrs, work=work) as writer:
         for item in items:
             try:
                 sample_id, keypoints, arrays, sample_attrs = source.read(item)

@@ -91,6 +91,9 @@ def load_part_matrix(path) -> torch.Tensor:
     e = torch.as_tensor(e, dtype=torch.float32)
     if e.dim() != 2 or e.shape[1] != 5:
         raise SkelpipeError(f"{path}: a part matrix has shape (classes, 5), got {tuple(e.shape)}")
+    if not torch.isfinite(e).all():
+        raise SkelpipeError(f"{path}: the part matrix holds {int((~torch.isfinite(e)).sum())} value(s) "
+                            "that are not finite (NaN or inf)")
     return e
 
 

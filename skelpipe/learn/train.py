@@ -25,6 +25,7 @@ uninterrupted run would have (bit for bit on CPU).
 """
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -63,9 +64,9 @@ def train(cfg: TrainConfig, pack_dir, out_dir, teacher_dir=None, part_matrix=Non
     """
     if _finished(cfg, out_dir):
         return Path(out_dir)
+    e = load_part_matrix(part_matrix) if cfg.kd == "pmsc" and part_matrix is not None else None
     split = load_split(pack_dir, "train", rows="auto")  # larger than memory: read batch by batch
     test = load_split(pack_dir, "test", rows="auto") if cfg.eval_every else None
-    e = load_part_matrix(part_matrix) if cfg.kd == "pmsc" and part_matrix is not None else None
     return train_split(cfg, split, out_dir, teacher_dir, e, test=test, data_key=input_key(pack_dir),
                        where=str(pack_dir))
 
@@ -142,6 +143,10 @@ def _train(cfg, split, test, data_key, where, out_dir, teacher_dir, part_matrix,
     for epoch in range(start_epoch, cfg.epochs):
         record = train_one_epoch(cfg, model, raw_model, optimizer, data, distiller, part_keep, epoch,
                                  rank, world, device, amp)
+        if not math.isfinite(record["loss"]):  # the weights are lost: keep the last finished epoch
+            raise SkelpipeError(f"{out_dir}: {cfg.stage} epoch {epoch + 1}: the loss is {record['loss']} "
+                                "(not finite); the run stops after its last finished epoch (lower lr or "
+                                "alpha, or check the data)")
         if test is not None and cfg.eval_every and rank == 0 and (
                 (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             record.update(_test_accuracy(raw_model, test, cfg, device, amp))

@@ -9,6 +9,10 @@ Layout of a file::
         keypoints      (M, T, V, C) float32, chunked per sample, gzip-compressed (level 1: the same poses, the same bytes)
         <name>         any extra array given to ``add`` (e.g. ``score`` (M, T))
 
+Every sample's keypoints are finite: a reader that writes through a ``PoseWriter`` given its
+stage's ``Work`` has a NaN or infinite sample reported and skipped (a bad item), any other
+writer gets an error naming the sample.
+
 Crash safety: a writer fills ``<path>.partial-<pid>`` and renames it over ``<path>`` only when
 it closes cleanly, after setting ``complete``; a reader refuses a file without that mark.
 """
@@ -22,6 +26,7 @@ import h5py
 import numpy as np
 
 from skelpipe.core.console import progress as progress_bar
+from skelpipe.core.disk import check_free
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.skeleton import layouts
 
@@ -65,11 +70,12 @@ class PoseWriter:
     w.add("S001C001P001R001A001", keypoints, label=0, split="train")``
     """
 
-    def __init__(self, path, layout: str, attrs: dict | None = None):
-        self.path = Path(path)
+    def __init__(self, path, layout: str, attrs: dict | None = None, work=None):
+        self.path, self.work = Path(path), work   # work: a Work that a bad sample is reported to
         self.layout = layouts.get(layout)
         self.tmp = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_free(self.path.parent, what="a pose store")
         self.file = h5py.File(self.tmp, "w")
         self.file.attrs["skelpipe_store"] = FORMAT_VERSION
         self.file.attrs["complete"] = False
@@ -79,7 +85,8 @@ class PoseWriter:
             self.file.attrs[k] = _encode(v)
         self.samples = self.file.create_group("samples")
 
-    def add(self, sample_id: str, keypoints: np.ndarray, arrays: dict | None = None, **attrs):
+    def add(self, sample_id: str, keypoints: np.ndarray, arrays: dict | None = None, **attrs) -> bool:
+        """Write one sample; False when it was reported to ``work`` and skipped (non-finite)."""
         keypoints = np.asarray(keypoints, dtype=np.float32)
         if keypoints.ndim != 4 or keypoints.shape[2] != self.layout.num_joints:
             raise SkelpipeError(
@@ -87,12 +94,21 @@ class PoseWriter:
                 f"for layout {self.layout.name}, got {keypoints.shape}")
         if sample_id in self.samples:
             raise SkelpipeError(f"{self.path}: sample {sample_id} written twice")
+        if not np.isfinite(keypoints).all():  # NaN or inf, or a number too large for float32
+            where = np.argwhere(~np.isfinite(keypoints))[0].tolist()
+            problem = (f"{int((~np.isfinite(keypoints)).sum())} keypoint value(s) not finite, the first at "
+                       f"(person, frame, joint, channel) {tuple(where)}")
+            if self.work is None:
+                raise SkelpipeError(f"{self.path}: sample {sample_id}: {problem}")
+            self.work.report_bad(sample_id, problem)
+            return False
         g = self.samples.create_group(sample_id)
         _write_array(g, "keypoints", keypoints)
         for name, arr in (arrays or {}).items():
             _write_array(g, name, np.asarray(arr))
         for k, v in attrs.items():
             g.attrs[k] = _encode(v)
+        return True
 
     def close(self):
         """Mark the file complete and move it into place (atomic rename)."""

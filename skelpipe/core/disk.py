@@ -1,0 +1,61 @@
+"""Disk space: a check before large writes, and a full disk (ENOSPC) told in one line.
+
+Every stage, pose store and pack checks that its filesystem keeps ``MIN_FREE_MB`` free (default
+256 MiB, or ``$SKELPIPE_MIN_FREE_MB``) beyond what it is about to write, so that a run stops with
+one line before a disk fills up, not with a flood of HDF5 errors halfway through a file.
+"""
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+from skelpipe.core.errors import SkelpipeError
+
+MIN_FREE_MB = 256
+MiB = 1 << 20
+
+
+def min_free() -> int:
+    """The free space (bytes) every write must leave: ``$SKELPIPE_MIN_FREE_MB`` or the default."""
+    value = os.environ.get("SKELPIPE_MIN_FREE_MB", "")
+    try:
+        return int(float(value) * MiB) if value.strip() else MIN_FREE_MB * MiB
+    except ValueError:
+        raise SkelpipeError(f"$SKELPIPE_MIN_FREE_MB = {value!r}: expected a number of MiB") from None
+
+
+def check_free(path, needed: int = 0, what: str = "writing") -> None:
+    """Raise a ``SkelpipeError`` naming ``path`` unless its filesystem has ``needed`` bytes free
+    beyond the reserve (``min_free``)."""
+    path = Path(path)
+    free = _free(path)
+    if free < needed + min_free():
+        raise SkelpipeError(f"{path}: not enough free space for {what}: {free / MiB:.0f} MiB free, "
+                            f"{(needed + min_free()) / MiB:.0f} MiB needed (free some space, or set "
+                            "$SKELPIPE_MIN_FREE_MB)")
+
+
+def is_disk_full(error: BaseException, where) -> bool:
+    """Whether ``error``, raised while writing under ``where``, is a full disk: ENOSPC / EDQUOT as
+    the OS or HDF5 reports it, or torch's bare "file write failed" on a filesystem that is full."""
+    if not isinstance(error, (OSError, RuntimeError)):
+        return False
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    if "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text:
+        return True
+    return "file write failed" in text and _free(Path(where)) < min_free()
+
+
+def _free(path: Path) -> int:
+    probe = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    return shutil.disk_usage(probe).free
+
+
+def disk_full_error(error: BaseException, where) -> SkelpipeError:
+    """The one line of a full disk, naming the file that could not be written."""
+    path = getattr(error, "filename", None) or where
+    return SkelpipeError(f"{path}: no space left on device; nothing was committed and finished work is "
+                         "kept: free some space and rerun")
