@@ -31,9 +31,14 @@ def check_free(path, needed: int = 0, what: str = "writing") -> None:
     path = Path(path)
     free = _free(path)
     if free < needed + min_free():
-        raise SkelpipeError(f"{path}: not enough free space for {what}: {free / MiB:.0f} MiB free, "
-                            f"{(needed + min_free()) / MiB:.0f} MiB needed (free some space, or set "
+        raise SkelpipeError(f"{path}: not enough free space for {what}: {_size(free)} free, "
+                            f"{_size(needed + min_free())} needed (free some space, or set "
                             "$SKELPIPE_MIN_FREE_MB)")
+
+
+def _size(n: int) -> str:
+    return next(f"{n / 1024 ** k:.1f} {unit}" for k, unit in ((3, "GiB"), (2, "MiB"), (1, "KiB"), (0, "B"))
+                if n >= 1024 ** k or k == 0)
 
 
 def is_disk_full(error: BaseException, where) -> bool:
@@ -46,7 +51,7 @@ def is_disk_full(error: BaseException, where) -> bool:
     text = str(error)
     if "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text:
         return True
-    return "file write failed" in text and _free(Path(where)) < min_free()
+    return "file write failed" in text and _free(Path(where)) < max(min_free(), MiB)
 
 
 def _free(path: Path) -> int:

@@ -17,6 +17,7 @@ Crash safety: a writer fills ``<path>.partial-<pid>`` and renames it over ``<pat
 it closes cleanly, after setting ``complete``; a reader refuses a file without that mark.
 """
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -102,6 +103,10 @@ class PoseWriter:
                 raise SkelpipeError(f"{self.path}: sample {sample_id}: {problem}")
             self.work.report_bad(sample_id, problem)
             return False
+        # HDF5 reports a full disk late (when it flushes) and badly (a flood of errors, at worst a
+        # crash): check before each sample instead, leaving the reserve free
+        check_free(self.path.parent, keypoints.nbytes + sum(np.asarray(a).nbytes for a in (arrays or {}).values()),
+                   f"sample {sample_id} of a pose store")
         g = self.samples.create_group(sample_id)
         _write_array(g, "keypoints", keypoints)
         for name, arr in (arrays or {}).items():
@@ -117,8 +122,11 @@ class PoseWriter:
         os.replace(self.tmp, self.path)
 
     def abort(self):
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        try:
+            with contextlib.suppress(Exception):  # e.g. a full disk fails the close: the file goes anyway
+                self.file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
     def __enter__(self):
         return self
