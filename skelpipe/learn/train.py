@@ -25,7 +25,6 @@ uninterrupted run would have (bit for bit on CPU).
 """
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -143,17 +142,13 @@ def _train(cfg, split, test, data_key, where, out_dir, teacher_dir, part_matrix,
     for epoch in range(start_epoch, cfg.epochs):
         record = train_one_epoch(cfg, model, raw_model, optimizer, data, distiller, part_keep, epoch,
                                  rank, world, device, amp)
-        if not math.isfinite(record["loss"]):  # the weights are lost: keep the last finished epoch
-            raise SkelpipeError(f"{out_dir}: {cfg.stage} epoch {epoch + 1}: the loss is {record['loss']} "
-                                "(not finite); the run stops after its last finished epoch (lower lr or "
-                                "alpha, or check the data)")
         if test is not None and cfg.eval_every and rank == 0 and (
                 (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             record.update(_test_accuracy(raw_model, test, cfg, device, amp))
         history.append(record)
         scheduler.step()
         _save_checkpoint(last, out_dir, raw_model, optimizer, scheduler, epoch, history, key,
-                         rank, world, device)
+                         rank, world, device, cfg.stage)
         if board is not None:
             for name in ("loss", "ce", "kd", "train_acc", "lr", "samples_per_s", "test_top1", "test_top5"):
                 if name in record:
@@ -260,8 +255,13 @@ def _resume(last: Path, key, model, optimizer, scheduler, rank, world, device) -
     return ckpt["epoch"], ckpt["metrics"]
 
 
-def _save_checkpoint(last, out_dir, raw_model, optimizer, scheduler, epoch, history, key, rank, world, device):
-    """``last.pt`` (weights, optimiser, schedule, every rank's RNG states) and ``metrics.jsonl``."""
+def _save_checkpoint(last, out_dir, raw_model, optimizer, scheduler, epoch, history, key, rank, world, device,
+                     stage):
+    """``last.pt`` (weights, optimiser, schedule, every rank's RNG states) and ``metrics.jsonl``;
+    none after a non-finite loss (the weights are lost: ``last.pt`` keeps the last good epoch)."""
+    if not np.isfinite(history[-1]["loss"]):
+        raise SkelpipeError(f"{out_dir}: {stage} epoch {epoch + 1}: the loss is {history[-1]['loss']} (not "
+                            "finite); lower lr or alpha, or check the data")
     rng = [distributed.rng_state(device)]
     if world > 1:
         rng = [None] * world
