@@ -194,7 +194,7 @@ def straight(tmp_path_factory, pack_dir) -> dict:
 @pytest.mark.parametrize("fault,at,status,message", [
     ("exception", 6, 1, "RuntimeError: injected fault"),
     ("sigint", 6, -signal.SIGINT, "KeyboardInterrupt"),
-    ("enospc", 3, 1, "error: {partial}/.last.tmp-"),
+    ("enospc", 3, 1, "error: {partial}/last.pt: no space left on device"),
 ])
 def test_an_interrupted_training_stage_keeps_its_epochs_and_resumes_bit_identical(
         fault, at, status, message, tmp_path, pack_dir, straight):
@@ -205,7 +205,7 @@ def test_an_interrupted_training_stage_keeps_its_epochs_and_resumes_bit_identica
     assert message.format(partial=partial) in failed.stderr
     if fault == "enospc":  # one line, naming the file it could not write
         assert len(re.findall(r"^error", failed.stderr, re.M)) == 1 and "Traceback" not in failed.stderr
-        assert re.search(r"\.last\.tmp-\d+\.pt: no space left on device; nothing was committed", failed.stderr)
+        assert f"error: {partial / 'last.pt'}: no space left on device; nothing was committed" in failed.stderr
     assert torch.load(partial / "last.pt", weights_only=True)["epoch"] == 2
     assert not list((cache / "teacher").glob("*/manifest.json"))
     resumed = _train(tmp_path, cache, pack_dir)
@@ -223,17 +223,27 @@ def _unshare() -> bool:
 
 
 @pytest.mark.skipif(not _unshare(), reason="needs user namespaces (unshare -rm) to mount a small tmpfs")
-def test_a_really_full_disk_is_one_line_and_commits_nothing(tmp_path):
-    cache = tmp_path / "small"
-    cache.mkdir()
-    shell = 'mount -t tmpfs -o size=2m none "$0" && exec "$@"'
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", shell, str(cache), *_run_all(cache, "--until", "pack")],
+@pytest.mark.parametrize("what,size", [("run-all", "2m"), ("train", "16k")])
+def test_a_really_full_disk_is_one_line_and_commits_nothing(what, size, tmp_path, pack_dir):
+    """On a tmpfs of ``size`` with no reserve, run-all fills it with its pose stores (HDF5),
+    ``train`` with its checkpoint (torch's own "iostream error")."""
+    small = tmp_path / "small"
+    small.mkdir()
+    command = _run_all(small, "--until", "pack") if what == "run-all" else [
+        sys.executable, "-m", "skelpipe", "train", "--stage", "teacher", "--pack", str(pack_dir), "--out",
+        str(small / "run"), "--channels", "8,8,16,16", "--temporal-kernel", "3", "--epochs", "2",
+        "--batch-size", "4", "--device", "cpu"]
+    shell = f'mount -t tmpfs -o size={size} none "$0" && exec "$@"'
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", shell, str(small), *command],
                           env=_env(SKELPIPE_MIN_FREE_MB="0"), capture_output=True, text=True, timeout=120,
                           cwd=tmp_path)
     errors = re.findall(r"^(?:error|Error|Traceback|Exception).*", proc.stderr, re.M)
     assert proc.returncode == 1, proc.stderr
     assert len(errors) == 1 and errors[0].startswith("error: ") and "space" in errors[0], proc.stderr
-    assert not list(cache.glob("*/*/manifest.json")) and not list(cache.glob("*/*/*.partial-*"))
+    if what == "train":
+        assert errors[0].startswith(f"error: {small / 'run' / 'last.pt'}: no space left on device")
+    else:  # nothing committed, no half-written store left behind
+        assert not list(small.glob("*/*/manifest.json")) and not list(small.glob("*/*/*.partial-*"))
 
 
 @pytest.mark.skipif(not _unshare(), reason="needs user namespaces (unshare -rm) for a read-only bind mount")

@@ -41,17 +41,17 @@ def _size(n: int) -> str:
                 if n >= 1024 ** k or k == 0)
 
 
-def is_disk_full(error: BaseException, where) -> bool:
-    """Whether ``error``, raised while writing under ``where``, is a full disk: ENOSPC / EDQUOT as
-    the OS or HDF5 reports it, or torch's bare "file write failed" on a filesystem that is full."""
+def is_disk_full(error: BaseException, where=None) -> bool:
+    """Whether ``error`` is a full disk: ENOSPC / EDQUOT as the OS or HDF5 reports it or, for an
+    error raised while writing under ``where`` (torch says "iostream error" or "enforce fail"),
+    a filesystem with less than 1 MiB left."""
     if not isinstance(error, (OSError, RuntimeError)):
         return False
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    text = str(error)
-    if "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text:
+    if any(s in str(error) for s in ("No space left on device", "errno = 28", "Disk quota exceeded")):
         return True
-    return "file write failed" in text and _free(Path(where)) < max(min_free(), MiB)
+    return where is not None and _free(Path(where)) < MiB
 
 
 def _free(path: Path) -> int:
@@ -59,8 +59,7 @@ def _free(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def disk_full_error(error: BaseException, where) -> SkelpipeError:
-    """The one line of a full disk, naming the file that could not be written."""
-    path = getattr(error, "filename", None) or where
+def disk_full_error(path) -> SkelpipeError:
+    """The one line of a full disk, naming the file (or folder) that could not be written."""
     return SkelpipeError(f"{path}: no space left on device; nothing was committed and finished work is "
                          "kept: free some space and rerun")

@@ -201,7 +201,7 @@ class Stage:
                        {"elapsed_s": elapsed, **work.notes})
         except (OSError, RuntimeError) as e:  # a full disk anywhere in the stage: one line
             if is_disk_full(e, self.partial):
-                raise disk_full_error(e, self.partial) from e
+                raise disk_full_error(getattr(e, "filename", None) or self.partial) from e
             raise
         finally:
             lock.release()
