@@ -68,8 +68,7 @@ def test_the_reader_reports_and_skips_a_non_finite_sample(tmp_path):
     _penn_label(labels / "0003.mat", height=0)
     _penn_label(labels / "0004.mat", x=1e39)  # finite in float64, inf in the store's float32
     work = Work(tmp_path / "w")
-    with np.errstate(over="ignore"):
-        sources.write_dataset_store("penn", {}, tmp_path / "penn", tmp_path / "w" / "s.h5", work)
+    sources.write_dataset_store("penn", {}, tmp_path / "penn", tmp_path / "w" / "s.h5", work)
     with open_store(tmp_path / "w" / "s.h5") as store:
         assert store.ids() == ["0001"]
     bad = {Path(b["item"]).stem: b["reason"] for b in work.bad_items()}

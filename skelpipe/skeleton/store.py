@@ -88,7 +88,8 @@ class PoseWriter:
 
     def add(self, sample_id: str, keypoints: np.ndarray, arrays: dict | None = None, **attrs) -> bool:
         """Write one sample; False when it was reported to ``work`` and skipped (non-finite)."""
-        keypoints = np.asarray(keypoints, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
+            keypoints = np.asarray(keypoints, dtype=np.float32)
         if keypoints.ndim != 4 or keypoints.shape[2] != self.layout.num_joints:
             raise SkelpipeError(
                 f"{self.path}: sample {sample_id}: keypoints must be (M, T, {self.layout.num_joints}, C) "
