@@ -209,6 +209,9 @@ CATALOGUE = [
     ("a learning rate that makes the loss overflow",
      lambda t: (["run-all", "demo", "--until", "teacher", "--device", "cpu", "--set", "teacher.lr=1e30",
                  *[a for o in REDUCED for a in ("--set", o)]], {}), 1, "teacher epoch 1: the loss is nan (not finite)"),
+    ("evaluate a model whose weights hold NaN",
+     lambda t: (["evaluate", "--model", str(_nan_model(t / "m")), "--pack", str(t), "--out", str(t / "e")], {}), 1,
+     "model.pt: weights that are not finite (NaN or inf)"),
     ("less free space than the reserve",
      lambda t: (["run-all", "demo", "--until", "skeletons"], {"SKELPIPE_MIN_FREE_MB": "1e12"}), 1,
      "not enough free space for the skeletons stage"),
@@ -216,6 +219,19 @@ CATALOGUE = [
      lambda t: (["run-all", "demo", "--until", "skeletons"], {"SKELPIPE_MIN_FREE_MB": "lots"}), 1,
      "$SKELPIPE_MIN_FREE_MB = 'lots': expected a number of MiB"),
 ]
+
+
+def _nan_model(out: Path) -> Path:
+    """A finished training run (model.json, model.pt) of a tiny teacher with one NaN weight."""
+    from skelpipe.learn.checkpoint import save_model
+    from skelpipe.learn.models import build_model
+    model = build_model("stgcn", "ntu25", 3, 3, (8, 8, 16, 16), 3, 2, 0.0, "mean")
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    meta = {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3, "num_classes": 3, "channels": [8, 8, 16, 16],
+            "temporal_kernel": 3, "num_persons": 2, "config_key": "nan"}
+    save_model(out, model, meta)
+    return out
 
 
 def _npy(path: Path, array) -> Path:

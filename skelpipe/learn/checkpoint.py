@@ -44,6 +44,8 @@ def load_model(model_dir, device="cpu"):
         model.load_state_dict(state)
     except Exception as e:  # a truncated file, or weights of another architecture
         raise SkelpipeError(f"{weights}: cannot load the weights ({str(e).splitlines()[0]})") from None
+    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+        raise SkelpipeError(f"{weights}: weights that are not finite (NaN or inf); retrain the model")
     return model.to(device).eval(), meta
 
 
