@@ -192,7 +192,8 @@ CATALOGUE = [
      "keypoint value(s) not finite"),
     ("Penn label file with an image size of 0",
      lambda t: (["run-all", "penn", "--until", "skeletons", "--data-root",
-                 str(_penn(t, dimensions=[[0, 0, 4]]))], {}), 1, "field 'dimensions' gives an image of 0 x 0 pixels"),
+                 str(_penn(t, dimensions=[[0, 0, 4]]))], {}), 1,
+     "field 'dimensions' gives an image of 0 x 0 pixels"),
     ("NTU coordinate 1e300 (inf in float32)",
      lambda t: (["run-all", "ntu", "--until", "skeletons", "--data-root", str(_ntu(t, "1e300"))], {}), 1,
      "no readable ntu sample (1 bad: 1 keypoint value(s) not finite"),
@@ -208,7 +209,8 @@ CATALOGUE = [
      "sample S001C001P001R001A001: 1 keypoint value(s) not finite"),
     ("a learning rate that makes the loss overflow",
      lambda t: (["run-all", "demo", "--until", "teacher", "--device", "cpu", "--set", "teacher.lr=1e30",
-                 *[a for o in REDUCED for a in ("--set", o)]], {}), 1, "teacher epoch 1: the loss is nan (not finite)"),
+                 *[a for o in REDUCED for a in ("--set", o)]], {}), 1,
+     "teacher epoch 1: the loss is nan (not finite)"),
     ("evaluate a model whose weights hold NaN",
      lambda t: (["evaluate", "--model", str(_nan_model(t / "m")), "--pack", str(t), "--out", str(t / "e")], {}), 1,
      "model.pt: weights that are not finite (NaN or inf)"),
@@ -228,8 +230,8 @@ def _nan_model(out: Path) -> Path:
     model = build_model("stgcn", "ntu25", 3, 3, (8, 8, 16, 16), 3, 2, 0.0, "mean")
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] = float("nan")
-    meta = {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3, "num_classes": 3, "channels": [8, 8, 16, 16],
-            "temporal_kernel": 3, "num_persons": 2, "config_key": "nan"}
+    meta = {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3, "num_classes": 3,
+            "channels": [8, 8, 16, 16], "temporal_kernel": 3, "num_persons": 2, "config_key": "nan"}
     save_model(out, model, meta)
     return out
 

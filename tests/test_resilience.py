@@ -84,7 +84,8 @@ def test_a_pyskl_import_skips_a_nan_item_into_bad_items(tmp_path):
         kp = np.ones((1, 5, 25, 3), np.float32)
         if i == 1:
             kp[0, 4, 24, 2] = -np.inf
-        items.append({"frame_dir": f"S001C001P00{i + 1}R001A001", "label": i % 2, "total_frames": 5, "keypoint": kp})
+        items.append({"frame_dir": f"S001C001P00{i + 1}R001A001", "label": i % 2, "total_frames": 5,
+                      "keypoint": kp})
     (tmp_path / "p.pkl").write_bytes(pickle.dumps({"split": {}, "annotations": items}))
     work = Work(tmp_path / "w")
     pyskl.import_store(tmp_path / "p.pkl", tmp_path / "p.h5", work=work)

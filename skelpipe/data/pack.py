@@ -210,7 +210,8 @@ def pack(aligned_dir, work, **config) -> dict:
         members, outside = _members(lq, hq, hq_ids, cfg, lq_3d, hq_3d, work)
         while True:  # again without the instances that turn out not finite (rare: one more pass)
             if not any(members.values()):
-                raise SkelpipeError(f"{aligned_dir}: no instance falls in a split of benchmark {cfg.benchmark!r}")
+                raise SkelpipeError(f"{aligned_dir}: no instance falls in a split of benchmark "
+                                    f"{cfg.benchmark!r}")
             _check_splits(aligned_dir, cfg, members)
             class_names = _class_names(lq, members)
             attrs = _pack_attrs(lq, hq, cfg, class_names, (lq_channels, hq_channels), (lq_3d, hq_3d))
@@ -238,7 +239,8 @@ class _NotFinite(Exception):
 def _write(out_path: Path, attrs, members, lq, hq, cfg, three_d, channels) -> dict:
     """``data.h5`` (atomically), after checking the disk has room for it; counts per split."""
     (C_L, C_H), row = channels, cfg.length * cfg.max_people * np.dtype(cfg.dtype).itemsize
-    size = sum(len(m) for m in members.values()) * row * (C_L * lq.layout.num_joints + C_H * hq.layout.num_joints)
+    row *= C_L * lq.layout.num_joints + C_H * hq.layout.num_joints
+    size = sum(len(m) for m in members.values()) * row
     check_free(out_path.parent, size, "the pack")
     counts, bad = {}, {}
     with atomic.replacing(out_path) as tmp, h5py.File(tmp, "w") as f:

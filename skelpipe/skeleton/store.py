@@ -106,8 +106,8 @@ class PoseWriter:
             return False
         # HDF5 reports a full disk late (when it flushes) and badly (a flood of errors, at worst a
         # crash): check before each sample instead, leaving the reserve free
-        check_free(self.path.parent, keypoints.nbytes + sum(np.asarray(a).nbytes for a in (arrays or {}).values()),
-                   f"sample {sample_id} of a pose store")
+        size = keypoints.nbytes + sum(np.asarray(a).nbytes for a in (arrays or {}).values())
+        check_free(self.path.parent, size, f"sample {sample_id} of a pose store")
         g = self.samples.create_group(sample_id)
         _write_array(g, "keypoints", keypoints)
         for name, arr in (arrays or {}).items():
