@@ -7,9 +7,11 @@ exposes a ``click.Command`` under the attribute named below.
 
 import importlib
 import sys
+from pathlib import Path
 
 import click
 
+from skelpipe.core.disk import disk_full_error, is_disk_full
 from skelpipe.core.errors import SkelpipeError
 
 COMMANDS = {
@@ -97,3 +99,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except (OSError, RuntimeError) as e:  # a full disk that no writer turned into its own line
+        if debug or not is_disk_full(e):
+            raise
+        click.echo(f"error: {disk_full_error(getattr(e, 'filename', None) or Path.cwd())}", err=True)
+        sys.exit(1)

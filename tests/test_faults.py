@@ -177,13 +177,90 @@ CATALOGUE = [
     ("pyskl file with one sample in both splits",
      lambda t: (["import", "pyskl", str(_pyskl(t, split={"xsub_train": ["s1", "s2"], "xsub_val": ["s2"]})),
                  "--out", str(t / "o.h5")], {}), 1,
-     "'s2' is in both the train and the test list of split 'xsub'"),
+     "s2 is in both xsub_train and xsub_val"),
     ("pack from a folder whose manifest is garbage",
      lambda t: (["pack", "--aligned", str(_files(t / "al", ["manifest.json"], b"\x00garbage"))], {}), 1,
      "manifest.json is not a stage manifest"),
     ("pack from a folder whose manifest has no key",
      lambda t: (["pack", "--aligned", str(_files(t / "al", ["manifest.json"], b"[1, 2]"))], {}), 1,
      "manifest.json is not a stage manifest"),
+    # -- non-finite data and settings, resources
+    ("--set teacher.lr=inf", lambda t: (["run-all", "demo", "--dry-run", "--set", "teacher.lr=inf"], {}), 2,
+     "teacher.lr = inf: not a finite number"),
+    ("--set teacher.lr=nan", lambda t: (["run-all", "demo", "--dry-run", "--set", "teacher.lr=nan"], {}), 2,
+     "teacher.lr = nan: not a finite number"),
+    ("--set teacher.lr=1e400 (inf in TOML)",
+     lambda t: (["run-all", "demo", "--dry-run", "--set", "teacher.lr=1e400"], {}), 2, "teacher.lr = inf"),
+    ("--set student.alpha=nan", lambda t: (["run-all", "demo", "--dry-run", "--set", "student.alpha=nan"], {}),
+     2, "student.alpha = nan: not a finite number"),
+    ("--set student.tau=-inf", lambda t: (["run-all", "demo", "--dry-run", "--set", "student.tau=-inf"], {}),
+     2, "student.tau = -inf"),
+    ("--set student.op=nan (training occlusion)",
+     lambda t: (["run-all", "demo", "--dry-run", "--set", "student.op=nan"], {}), 2, "student.op = nan"),
+    ("--set experiments.op=[0.3, nan]",
+     lambda t: (["run-all", "demo", "--dry-run", "--set", "experiments.op=[0.3, nan]"], {}), 2,
+     "experiments.op = nan"),
+    ("--set pack.hq_fraction=nan", lambda t: (["run-all", "demo", "--dry-run", "--set", "pack.hq_fraction=nan"],
+                                              {}), 2, "pack.hq_fraction = nan"),
+    ("--set align.outlier=inf", lambda t: (["run-all", "demo", "--dry-run", "--set", "align.outlier=inf"], {}),
+     2, "align.outlier = inf"),
+    ("a simulated source's noise profile with nan",
+     lambda t: (["run-all", "demo", "--dry-run", "--set", "sources.k16.profile={jitter=nan}"], {}), 2,
+     "sources.k16.profile.jitter = nan"),
+    ("a pipeline file with lr = inf",
+     lambda t: (["run-all", str(_write(t / "inf.toml", 'base = "demo"\n[teacher]\nlr = inf\n')), "--dry-run"],
+                {}), 2, "teacher.lr = inf: not a finite number"),
+    ("custom data.test_fraction=nan",
+     lambda t: (["run-all", str(_write(t / "c.toml", CUSTOM)), "--dry-run", "--set", "data.test_fraction=nan"],
+                {}), 2, "data.test_fraction = nan"),
+    ("train --lr inf", lambda t: (["train", "--stage", "teacher", "--pack", str(t), "--out", str(t / "o"),
+                                   "--lr", "inf"], {}), 1, "lr must be a finite number, got inf"),
+    ("train --alpha nan", lambda t: (["train", "--stage", "student", "--kd", "kl", "--pack", str(t), "--out",
+                                      str(t / "o"), "--alpha", "nan"], {}), 1, "alpha must be a finite number"),
+    ("a part matrix with NaN (.npy)",
+     lambda t: (["train", "--stage", "student", "--kd", "pmsc", "--pack", str(t), "--out", str(t / "o"),
+                 "--teacher", str(t), "--part-matrix", str(_npy(t / "E.npy", np.full((3, 5), np.nan)))], {}), 1,
+     "E.npy: the part matrix holds 15 value(s) that are not finite"),
+    ("a part matrix with inf (.json)",
+     lambda t: (["train", "--stage", "student", "--kd", "pmsc", "--pack", str(t), "--out", str(t / "o"),
+                 "--teacher", str(t), "--part-matrix", str(_write(t / "E.json", "[[1, 0, 0, 0, Infinity]]"))],
+                {}), 1, "E.json: the part matrix holds 1 value(s) that are not finite"),
+    ("Penn label file with NaN coordinates",
+     lambda t: (["run-all", "penn", "--until", "skeletons", "--data-root", str(_penn(t, x=np.nan))], {}), 1,
+     "no readable penn sample (1 bad: 2 keypoint value(s) not finite"),
+    ("Penn label file with inf coordinates",
+     lambda t: (["run-all", "penn", "--until", "skeletons", "--data-root", str(_penn(t, y=np.inf))], {}), 1,
+     "keypoint value(s) not finite"),
+    ("Penn label file with an image size of 0",
+     lambda t: (["run-all", "penn", "--until", "skeletons", "--data-root",
+                 str(_penn(t, dimensions=[[0, 0, 4]]))], {}), 1,
+     "field 'dimensions' gives an image of 0 x 0 pixels"),
+    ("NTU coordinate 1e300 (inf in float32)",
+     lambda t: (["run-all", "ntu", "--until", "skeletons", "--data-root", str(_ntu(t, "1e300"))], {}), 1,
+     "no readable ntu sample (1 bad: 1 keypoint value(s) not finite"),
+    ("NTU coordinate nan", lambda t: (["run-all", "ntu", "--until", "skeletons", "--data-root", str(_ntu(t, "nan"))],
+                                      {}), 1, "bad number 'nan'"),
+    ("NTU coordinate -inf", lambda t: (["run-all", "ntu", "--until", "skeletons", "--data-root",
+                                        str(_ntu(t, "-inf"))], {}), 1, "bad number '-inf'"),
+    ("SYSU skeleton with NaN",
+     lambda t: (["run-all", "sysu", "--until", "skeletons", "--data-root", str(_sysu(t))], {}), 1,
+     "holds NaN or infinite values"),
+    ("pyskl keypoints with NaN",
+     lambda t: (["import", "pyskl", str(_pyskl_nan(t / "p.pkl")), "--out", str(t / "p.h5")], {}), 1,
+     "sample S001C001P001R001A001: 1 keypoint value(s) not finite"),
+    ("a learning rate that makes the loss overflow",
+     lambda t: (["run-all", "demo", "--until", "teacher", "--device", "cpu", "--set", "teacher.lr=1e30",
+                 *[a for o in REDUCED for a in ("--set", o)]], {}), 1,
+     "teacher epoch 1: the loss is nan (not finite)"),
+    ("evaluate a model whose weights hold NaN",
+     lambda t: (["evaluate", "--model", str(_nan_model(t / "m")), "--pack", str(t), "--out", str(t / "e")], {}), 1,
+     "model.pt: weights that are not finite (NaN or inf)"),
+    ("less free space than the reserve",
+     lambda t: (["run-all", "demo", "--until", "skeletons"], {"SKELPIPE_MIN_FREE_MB": "1e12"}), 1,
+     "not enough free space for the skeletons stage"),
+    ("$SKELPIPE_MIN_FREE_MB not a number",
+     lambda t: (["run-all", "demo", "--until", "skeletons"], {"SKELPIPE_MIN_FREE_MB": "lots"}), 1,
+     "$SKELPIPE_MIN_FREE_MB = 'lots': expected a number of MiB"),
 ]
 
 
@@ -205,6 +282,72 @@ def _pyskl(t: Path, frame_dirs=("s1", "s2"), split=None) -> Path:
               "keypoint_score": np.ones((1, 2, 17), np.float32)}
              for f in frame_dirs]
     return _write(t / "a.pkl", pickle.dumps({"split": split or {}, "annotations": items}))
+
+
+def _nan_model(out: Path) -> Path:
+    """A finished training run (model.json, model.pt) of a tiny teacher with one NaN weight."""
+    from skelpipe.learn.checkpoint import save_model
+    from skelpipe.learn.models import build_model
+    model = build_model("stgcn", "ntu25", 3, 3, (8, 8, 16, 16), 3, 2, 0.0, "mean")
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    meta = {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3, "num_classes": 3,
+            "channels": [8, 8, 16, 16], "temporal_kernel": 3, "num_persons": 2, "config_key": "nan"}
+    save_model(out, model, meta)
+    return out
+
+
+def _npy(path: Path, array) -> Path:
+    np.save(path, array)
+    return path
+
+
+def _penn(t: Path, **override) -> Path:
+    """A Penn root holding one label file; ``x`` / ``y``: the value of two joints in frame 2,
+    ``dimensions``: the field itself."""
+    import scipy.io
+    n = 4
+    fields = {"action": "squat", "pose": "front", "x": np.full((n, 13), 100.0), "y": np.full((n, 13), 50.0),
+              "visibility": np.ones((n, 13), np.uint8), "train": np.array([[1]]), "bbox": np.zeros((n, 4)),
+              "dimensions": np.array([[270, 480, n]]), "nframes": np.array([[n]], np.uint8)}
+    for name, value in override.items():
+        if name in ("x", "y"):
+            fields[name][1, 2:4] = value
+        else:
+            fields[name] = np.array(value)
+    (t / "penn" / "labels").mkdir(parents=True)
+    scipy.io.savemat(str(t / "penn" / "labels" / "0001.mat"), fields)
+    return t / "penn"
+
+
+def _ntu(t: Path, value: str) -> Path:
+    """An NTU root holding one two-frame .skeleton file whose joint 4 of frame 2 has x = ``value``."""
+    lines = ["2"]
+    for frame in range(2):
+        lines += ["1", "72057594037931101 0 1 1 0 1 0 0.05 0.02 2", "25"]
+        lines += [" ".join([value if (frame, j) == (1, 3) else "0.1"] + ["0.2"] * 10 + ["2"]) for j in range(25)]
+    return _write(t / "ntu" / "nturgb+d_skeletons" / "S001C001P001R001A001.skeleton",
+                  "\r\n".join(lines) + "\r\n").parent.parent
+
+
+def _sysu(t: Path) -> Path:
+    """A SYSU root holding one video whose world skeleton has a NaN."""
+    import scipy.io
+    world = np.ones((20, 3, 6))
+    world[4, 1, 2] = np.nan
+    (t / "sysu" / "1" / "video1").mkdir(parents=True)
+    scipy.io.savemat(str(t / "sysu" / "1" / "video1" / "sklWorld.mat"), {"SW": world})
+    return t / "sysu"
+
+
+def _pyskl_nan(path: Path) -> Path:
+    """A pyskl file of one NTU-25 3D item with a NaN coordinate."""
+    import pickle
+    kp = np.ones((1, 5, 25, 3), np.float32)
+    kp[0, 2, 7, 0] = np.nan
+    items = [{"frame_dir": "S001C001P001R001A001", "label": 0, "total_frames": 5, "keypoint": kp}]
+    return _write(path, pickle.dumps({"split": {}, "annotations": items}))
+
 
 CUSTOM = """name = "mine"
 dataset = "custom"

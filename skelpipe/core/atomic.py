@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from skelpipe.core.disk import disk_full_error, is_disk_full
+
 
 def _temporary(path: Path, tag) -> Path:
     return path.with_name(f".{path.stem}.tmp-{tag}{path.suffix}")
@@ -30,6 +32,10 @@ def replacing(path):
     try:
         yield tmp
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # a full disk, as the OS, HDF5 or torch says it: one line
+        if is_disk_full(e, path.parent):
+            raise disk_full_error(path) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

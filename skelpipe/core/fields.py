@@ -2,6 +2,7 @@
 keys and values of the wrong type are one ``SkelpipeError`` line naming the setting."""
 
 import dataclasses
+import math
 
 from skelpipe.core.errors import SkelpipeError, did_you_mean
 
@@ -34,3 +35,5 @@ def check_types(what: str, cls, values: dict):
             ok = isinstance(value, kinds) and (f.type is bool or not isinstance(value, bool))
         if not ok:
             raise SkelpipeError(f"{what}: {f.name} must be {WANTED[f.type]}, got {value!r}")
+        if f.type is float and not math.isfinite(value):  # inf and nan pass every range check
+            raise SkelpipeError(f"{what}: {f.name} must be a finite number, got {value!r}")

@@ -59,10 +59,13 @@ def content_key(path, memo: Path | None = None) -> str:
             h.update(block)
     key = h.hexdigest()[:16]
     if memo is not None:
-        memo.mkdir(parents=True, exist_ok=True)
         tmp = memo / f".{stamp}.{os.getpid()}"
-        tmp.write_text(key)
-        os.replace(tmp, memo / stamp)
+        try:
+            memo.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(key)
+            os.replace(tmp, memo / stamp)
+        except OSError:  # a read-only cache: the memo only saves reading the file again
+            pass
     return key
 
 

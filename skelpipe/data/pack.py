@@ -34,6 +34,7 @@ copy per (p, mode, seed) (see ``degrade``).
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -42,6 +43,7 @@ import h5py
 import numpy as np
 
 from skelpipe.core import atomic
+from skelpipe.core.disk import check_free
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.fields import check_known, check_types
 from skelpipe.data import datasets
@@ -206,21 +208,49 @@ def pack(aligned_dir, work, **config) -> dict:
         lq_3d, hq_3d = is_3d(lq.layout, lq_channels, C_L), is_3d(hq.layout, hq_channels, C_H)
 
         members, outside = _members(lq, hq, hq_ids, cfg, lq_3d, hq_3d, work)
-        if not any(members.values()):
-            raise SkelpipeError(f"{aligned_dir}: no instance falls in a split of benchmark {cfg.benchmark!r}")
-        _check_splits(aligned_dir, cfg, members)
-        class_names = _class_names(lq, members)
-        attrs = _pack_attrs(lq, hq, cfg, class_names, (lq_channels, hq_channels), (lq_3d, hq_3d))
-        counts = {}
-        with atomic.replacing(out_path) as tmp, h5py.File(tmp, "w") as f:
-            for k, v in attrs.items():
-                f.attrs[k] = v if not isinstance(v, list) else json.dumps(v)
-            for split in SPLITS:
-                counts[split] = _pack_split(f.create_group(split), split, members[split], lq, hq,
-                                            cfg, lq_3d, hq_3d, (C_L, C_H))
+        while True:  # again without the instances that turn out not finite (rare: one more pass)
+            if not any(members.values()):
+                raise SkelpipeError(f"{aligned_dir}: no instance falls in a split of benchmark "
+                                    f"{cfg.benchmark!r}")
+            _check_splits(aligned_dir, cfg, members)
+            class_names = _class_names(lq, members)
+            attrs = _pack_attrs(lq, hq, cfg, class_names, (lq_channels, hq_channels), (lq_3d, hq_3d))
+            try:
+                counts = _write(out_path, attrs, members, lq, hq, cfg, (lq_3d, hq_3d), (C_L, C_H))
+                break
+            except _NotFinite as e:
+                for sid, problem in e.bad.items():
+                    work.report_bad(sid, f"pack: {problem}")
+                members = {s: [m for m in ms if m.id not in e.bad] for s, ms in members.items()}
     counts["outside_benchmark"] = outside
     work.mark_done("pack", counts)
     work.note(counts=counts)
+    return counts
+
+
+class _NotFinite(Exception):
+    """Instances whose packed tensors are not finite (``bad``: id → reason): nothing is written."""
+
+    def __init__(self, bad: dict):
+        super().__init__(f"{len(bad)} instance(s) not finite")
+        self.bad = bad
+
+
+def _write(out_path: Path, attrs, members, lq, hq, cfg, three_d, channels) -> dict:
+    """``data.h5`` (atomically), after checking the disk has room for it; counts per split."""
+    (C_L, C_H), row = channels, cfg.length * cfg.max_people * np.dtype(cfg.dtype).itemsize
+    row *= C_L * lq.layout.num_joints + C_H * hq.layout.num_joints
+    size = sum(len(m) for m in members.values()) * row
+    check_free(out_path.parent, size, "the pack")
+    counts, bad = {}, {}
+    with atomic.replacing(out_path) as tmp, h5py.File(tmp, "w") as f:
+        for k, v in attrs.items():
+            f.attrs[k] = v if not isinstance(v, list) else json.dumps(v)
+        for split in SPLITS:
+            counts[split] = _pack_split(f.create_group(split), split, members[split], lq, hq,
+                                        cfg, *three_d, channels, bad)
+        if bad:
+            raise _NotFinite(bad)
     return counts
 
 
@@ -293,6 +323,10 @@ def _check(attrs, three_d: bool, need_label: bool = True) -> str | None:
         return "no label"
     if not three_d and not attrs.get("image_size"):
         return "2D sample without image_size"
+    size = attrs.get("image_size")
+    if not three_d and not (isinstance(size, list) and len(size) == 2 and all(
+            isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in size)):
+        return f"image_size {size!r} is not two positive numbers"
     return None
 
 
@@ -308,8 +342,9 @@ def _class_names(lq, members) -> list[str]:
     return [found.get(i, str(i)) for i in range(n)]
 
 
-def _pack_split(g, split, members, lq, hq, cfg, lq_3d, hq_3d, channels) -> dict:
-    """Write one split row by row into contiguous datasets (memory: one instance at a time)."""
+def _pack_split(g, split, members, lq, hq, cfg, lq_3d, hq_3d, channels, bad: dict) -> dict:
+    """Write one split row by row into contiguous datasets (memory: one instance at a time); an
+    instance that is not finite once stored in ``cfg.dtype`` goes into ``bad`` instead."""
     T, M, dtype = cfg.length, cfg.max_people, np.dtype(cfg.dtype)
     C_L, C_H = channels
     N = len(members)
@@ -321,9 +356,14 @@ def _pack_split(g, split, members, lq, hq, cfg, lq_3d, hq_3d, channels) -> dict:
     lengths = np.zeros(N, np.int32)
     for i, member in enumerate(members):
         x_lq, x_hq, lengths[i] = _pack_instance(member, lq, hq, cfg, lq_3d, hq_3d)
-        d_lq[i] = x_lq.astype(dtype)
+        with np.errstate(over="ignore"):  # a value beyond float16 becomes inf: refused below
+            x_lq, x_hq = x_lq.astype(dtype), None if x_hq is None else x_hq.astype(dtype)
+        if not all(np.isfinite(x).all() for x in (x_lq, x_hq) if x is not None):
+            bad[member.id] = f"not finite once normalised and stored as {dtype}"
+            continue
+        d_lq[i] = x_lq
         if x_hq is not None:
-            d_hq[i] = x_hq.astype(dtype)
+            d_hq[i] = x_hq
             available[i] = True
     labels = np.array([m.label for m in members], np.int64)
     if split == "train":

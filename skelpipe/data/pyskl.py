@@ -244,7 +244,7 @@ def import_store(path, out, benchmark: str | None = None, num_classes: int | Non
     channels = "x,y,z" if three_d else "x,y,conf"
     attrs = {"source": f"pyskl:{Path(path).name}", "channels": channels, "class_names": names,
              "num_classes": k, "extractor": "pyskl"}
-    with PoseWriter(out, layout, attrs) as writer:
+    with PoseWriter(out, layout, attrs, work=work) as writer:
         for item in items:
             kp = np.asarray(item["keypoint"], np.float32)
             sample = {"label": int(item["label"]), "label_name": names[int(item["label"])], "fps": 30.0,

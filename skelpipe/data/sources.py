@@ -8,6 +8,8 @@ loses at most one chunk; a bad file is reported and skipped; a stage that read n
 import os
 from pathlib import Path
 
+import numpy as np
+
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
 from skelpipe.data import datasets
@@ -47,7 +49,9 @@ def write_dataset_store(dataset: str, options: dict, root: Path | None, out_path
 
 
 def _write_chunk(path: Path, source: datasets.Skeletons, items, work: Work):
-    with PoseWriter(path, source.layout, source.attrs) as writer:
+    # a number beyond float32 (NTU's 1e300) overflows quietly: the writer reports it as not finite
+    with PoseWriter(path, source.layout, source.attrs, work=work) as writer, \
+            np.errstate(over="ignore", invalid="ignore"):
         for item in items:
             try:
                 sample_id, keypoints, arrays, sample_attrs = source.read(item)

@@ -44,6 +44,8 @@ def load_model(model_dir, device="cpu"):
         model.load_state_dict(state)
     except Exception as e:  # a truncated file, or weights of another architecture
         raise SkelpipeError(f"{weights}: cannot load the weights ({str(e).splitlines()[0]})") from None
+    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+        raise SkelpipeError(f"{weights}: weights that are not finite (NaN or inf); retrain the model")
     return model.to(device).eval(), meta
 
 
@@ -91,6 +93,9 @@ def load_part_matrix(path) -> torch.Tensor:
     e = torch.as_tensor(e, dtype=torch.float32)
     if e.dim() != 2 or e.shape[1] != 5:
         raise SkelpipeError(f"{path}: a part matrix has shape (classes, 5), got {tuple(e.shape)}")
+    if not torch.isfinite(e).all():
+        raise SkelpipeError(f"{path}: the part matrix holds {int((~torch.isfinite(e)).sum())} value(s) "
+                            "that are not finite (NaN or inf)")
     return e
 
 

@@ -202,6 +202,9 @@ def compute_part_matrix(teacher_dir, pack_dir, out_dir, batch_size=256, device="
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     e = part_matrix_from_scores(rates if measure == "error" else drops, counts).numpy()
+    if not np.isfinite(e).all():
+        raise SkelpipeError(f"{teacher_dir}: the part matrix of this teacher is not finite (its outputs on "
+                            f"{pack_dir} are NaN or inf?); nothing written")
     with atomic.replacing(out_dir / "part_matrix.npy") as tmp:
         np.save(tmp, e)
     info = {"parts": list(PARTS), "class_names": [str(c) for c in class_names],

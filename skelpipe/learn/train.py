@@ -63,9 +63,9 @@ def train(cfg: TrainConfig, pack_dir, out_dir, teacher_dir=None, part_matrix=Non
     """
     if _finished(cfg, out_dir):
         return Path(out_dir)
+    e = load_part_matrix(part_matrix) if cfg.kd == "pmsc" and part_matrix is not None else None
     split = load_split(pack_dir, "train", rows="auto")  # larger than memory: read batch by batch
     test = load_split(pack_dir, "test", rows="auto") if cfg.eval_every else None
-    e = load_part_matrix(part_matrix) if cfg.kd == "pmsc" and part_matrix is not None else None
     return train_split(cfg, split, out_dir, teacher_dir, e, test=test, data_key=input_key(pack_dir),
                        where=str(pack_dir))
 
@@ -148,7 +148,7 @@ def _train(cfg, split, test, data_key, where, out_dir, teacher_dir, part_matrix,
         history.append(record)
         scheduler.step()
         _save_checkpoint(last, out_dir, raw_model, optimizer, scheduler, epoch, history, key,
-                         rank, world, device)
+                         rank, world, device, cfg.stage)
         if board is not None:
             for name in ("loss", "ce", "kd", "train_acc", "lr", "samples_per_s", "test_top1", "test_top5"):
                 if name in record:
@@ -255,8 +255,13 @@ def _resume(last: Path, key, model, optimizer, scheduler, rank, world, device) -
     return ckpt["epoch"], ckpt["metrics"]
 
 
-def _save_checkpoint(last, out_dir, raw_model, optimizer, scheduler, epoch, history, key, rank, world, device):
-    """``last.pt`` (weights, optimiser, schedule, every rank's RNG states) and ``metrics.jsonl``."""
+def _save_checkpoint(last, out_dir, raw_model, optimizer, scheduler, epoch, history, key, rank, world, device,
+                     stage):
+    """``last.pt`` (weights, optimiser, schedule, every rank's RNG states) and ``metrics.jsonl``;
+    none after a non-finite loss (the weights are lost: ``last.pt`` keeps the last good epoch)."""
+    if not np.isfinite(history[-1]["loss"]):
+        raise SkelpipeError(f"{out_dir}: {stage} epoch {epoch + 1}: the loss is {history[-1]['loss']} (not "
+                            "finite); lower lr or alpha, or check the data")
     rng = [distributed.rng_state(device)]
     if world > 1:
         rng = [None] * world

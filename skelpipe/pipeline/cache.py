@@ -40,6 +40,7 @@ import numpy
 import skelpipe
 from skelpipe.core.atomic import write_json
 from skelpipe.core.console import console
+from skelpipe.core.disk import check_free, disk_full_error, is_disk_full
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.fingerprint import files_record, record_problem
 from skelpipe.core.work import Work
@@ -49,6 +50,8 @@ from skelpipe.learn.config import TrainConfig, settings
 from skelpipe.learn.partmatrix import compute_part_matrix
 
 MANIFEST = "manifest.json"
+# What a partial directory holds besides its work: nothing a rerun could resume from.
+BOOKKEEPING = (".started", ".units", ".bad")
 
 # Bump a stage's version when its code changes what it writes: that re-keys it and everything
 # downstream.
@@ -226,6 +229,7 @@ class Stage:
                 yield None
                 return
             self._discard_damaged()
+            check_free(self.partial, what=f"the {self.name} stage")
             self.partial.mkdir(parents=True, exist_ok=True)
             started = self.partial / ".started"
             if not started.exists():
@@ -246,6 +250,10 @@ class Stage:
             (self.partial / ".shards").mkdir(exist_ok=True)
             write_json(self.partial / ".shards" / f"{shard[0]}-of-{shard[1]}.json",
                        {"elapsed_s": elapsed, **work.notes})
+        except (OSError, RuntimeError) as e:  # a full disk anywhere in the stage: one line
+            if is_disk_full(e, self.partial):
+                raise disk_full_error(getattr(e, "filename", None) or self.partial) from e
+            raise
         finally:
             lock.release()
         with Lock(self.lock_path.with_name(self.lock_path.name + ".commit"), what):
@@ -257,9 +265,12 @@ class Stage:
             self._commit(work, sum(json.loads(p.read_text())["elapsed_s"] for p in finished))
 
     def _drop_if_empty(self, work: Work):
-        """A failed run that finished no unit leaves nothing behind (no empty ``.partial``)."""
-        if not work.done_units() and not (self.partial / ".shards").exists():
-            shutil.rmtree(self.partial, ignore_errors=True)
+        """A failed run that left nothing a rerun could resume leaves no empty ``.partial``. Any
+        finished unit, shard or file besides the bookkeeping (a training run's ``last.pt``, a
+        chunk) stays: no exception or signal deletes work that a rerun would resume."""
+        if work.done_units() or any(p.name not in BOOKKEEPING for p in self.partial.iterdir()):
+            return
+        shutil.rmtree(self.partial, ignore_errors=True)
 
     def _commit(self, work: Work, elapsed: float):
         if self.done:  # another process committed first: theirs stays, ours goes
@@ -334,8 +345,14 @@ class Cache:
         stack = contextlib.ExitStack()
         for st in stages:
             path = st.lock_path.with_name(f"{st.key}.use")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:  # a read-only cache: hold what exists (a shared lock needs no write)
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError:
+                    continue
             fcntl.flock(fd, fcntl.LOCK_SH)
             stack.callback(os.close, fd)
         return stack

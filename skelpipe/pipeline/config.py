@@ -3,6 +3,7 @@ another file), overridden with ``--set section.key=value``, and checked section 
 before any stage runs."""
 
 import copy
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -152,8 +153,22 @@ TOP = ("name", "dataset", "description", "data", "extract", "sources", "settings
        "teacher", "student", "partmatrix", "experiments", "_path")
 
 
+def _finite(path, node, dotted: str = "") -> None:
+    """Every number anywhere in the pipeline is finite: TOML (and so ``--set``) reads ``inf`` and
+    ``nan`` as floats, and no setting means either (a NaN passes every range check)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{path}: {dotted} = {node!r}: not a finite number")
+    if isinstance(node, dict):
+        for key, child in node.items():
+            _finite(path, child, f"{dotted}.{key}" if dotted else str(key))
+    elif isinstance(node, list):  # an item (a number, an array's table) is named by its list
+        for child in node:
+            _finite(path, child, dotted)
+
+
 def check(cfg: dict, path) -> None:
     """Every section of a loaded pipeline, or a ``ConfigError`` naming the first bad setting."""
+    _finite(path, cfg)
     for key in cfg:
         if key not in TOP:
             raise ConfigError(f"{path}: unknown section [{key}]{did_you_mean(key, TOP)}; known: "

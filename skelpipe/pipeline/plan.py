@@ -29,6 +29,7 @@ import torch
 from skelpipe.core.console import console
 from skelpipe.core.errors import ConfigError, SkelpipeError
 from skelpipe.core.fingerprint import content_key, files_key
+from skelpipe.core.process import die_with_parent
 from skelpipe.core.work import Work
 from skelpipe.data import align, datasets, pack, pyskl, sources
 from skelpipe.learn import evaluate, partmatrix, train
@@ -311,7 +312,7 @@ class Plan:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         console.rule(f"[{group[0][0]}–{group[-1][0]}/{total}] {len(group)} {group[0][1].stage} stages "
                      f"in {jobs} processes × {threads} threads")
-        args = (self.cfg, str(self.cache.root), self.root, self.device, threads)
+        args = (self.cfg, str(self.cache.root), self.root, self.device, threads, os.getpid())
         with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), _worker_init, args) as pool:
             futures = {pool.submit(_worker_run, step.key): step for _, step in group}
             for future in as_completed(futures):
@@ -324,7 +325,8 @@ PARALLEL_STAGES = ("teacher", "student")
 _WORKER: dict = {}
 
 
-def _worker_init(cfg, cache_root, root, device, threads):
+def _worker_init(cfg, cache_root, root, device, threads, parent):
+    die_with_parent(parent)  # SIGTERM or SIGKILL to run-all ends its workers too
     torch.set_num_threads(threads)
     console.quiet = True  # the parent reports each finished step; epochs would interleave
     _WORKER["plan"] = Plan(cfg, Cache(cache_root), root, device).build()

@@ -9,10 +9,15 @@ Layout of a file::
         keypoints      (M, T, V, C) float32, chunked per sample, gzip-compressed (level 1: the same poses, the same bytes)
         <name>         any extra array given to ``add`` (e.g. ``score`` (M, T))
 
+Every sample's keypoints are finite: a reader that writes through a ``PoseWriter`` given its
+stage's ``Work`` has a NaN or infinite sample reported and skipped (a bad item), any other
+writer gets an error naming the sample.
+
 Crash safety: a writer fills ``<path>.partial-<pid>`` and renames it over ``<path>`` only when
 it closes cleanly, after setting ``complete``; a reader refuses a file without that mark.
 """
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,6 +27,7 @@ import h5py
 import numpy as np
 
 from skelpipe.core.console import progress as progress_bar
+from skelpipe.core.disk import check_free
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.skeleton import layouts
 
@@ -65,11 +71,12 @@ class PoseWriter:
     w.add("S001C001P001R001A001", keypoints, label=0, split="train")``
     """
 
-    def __init__(self, path, layout: str, attrs: dict | None = None):
-        self.path = Path(path)
+    def __init__(self, path, layout: str, attrs: dict | None = None, work=None):
+        self.path, self.work = Path(path), work   # work: a Work that a bad sample is reported to
         self.layout = layouts.get(layout)
         self.tmp = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_free(self.path.parent, what="a pose store")
         self.file = h5py.File(self.tmp, "w")
         self.file.attrs["skelpipe_store"] = FORMAT_VERSION
         self.file.attrs["complete"] = False
@@ -79,20 +86,35 @@ class PoseWriter:
             self.file.attrs[k] = _encode(v)
         self.samples = self.file.create_group("samples")
 
-    def add(self, sample_id: str, keypoints: np.ndarray, arrays: dict | None = None, **attrs):
-        keypoints = np.asarray(keypoints, dtype=np.float32)
+    def add(self, sample_id: str, keypoints: np.ndarray, arrays: dict | None = None, **attrs) -> bool:
+        """Write one sample; False when it was reported to ``work`` and skipped (non-finite)."""
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
+            keypoints = np.asarray(keypoints, dtype=np.float32)
         if keypoints.ndim != 4 or keypoints.shape[2] != self.layout.num_joints:
             raise SkelpipeError(
                 f"{self.path}: sample {sample_id}: keypoints must be (M, T, {self.layout.num_joints}, C) "
                 f"for layout {self.layout.name}, got {keypoints.shape}")
         if sample_id in self.samples:
             raise SkelpipeError(f"{self.path}: sample {sample_id} written twice")
+        if not np.isfinite(keypoints).all():  # NaN or inf, or a number too large for float32
+            where = np.argwhere(~np.isfinite(keypoints))[0].tolist()
+            problem = (f"{int((~np.isfinite(keypoints)).sum())} keypoint value(s) not finite, the first at "
+                       f"(person, frame, joint, channel) {tuple(where)}")
+            if self.work is None:
+                raise SkelpipeError(f"{self.path}: sample {sample_id}: {problem}")
+            self.work.report_bad(sample_id, problem)
+            return False
+        # HDF5 reports a full disk late (when it flushes) and badly (a flood of errors, at worst a
+        # crash): check before each sample instead, leaving the reserve free
+        size = keypoints.nbytes + sum(np.asarray(a).nbytes for a in (arrays or {}).values())
+        check_free(self.path.parent, size, f"sample {sample_id} of a pose store")
         g = self.samples.create_group(sample_id)
         _write_array(g, "keypoints", keypoints)
         for name, arr in (arrays or {}).items():
             _write_array(g, name, np.asarray(arr))
         for k, v in attrs.items():
             g.attrs[k] = _encode(v)
+        return True
 
     def close(self):
         """Mark the file complete and move it into place (atomic rename)."""
@@ -101,8 +123,11 @@ class PoseWriter:
         os.replace(self.tmp, self.path)
 
     def abort(self):
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        try:
+            with contextlib.suppress(Exception):  # e.g. a full disk fails the close: the file goes anyway
+                self.file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
     def __enter__(self):
         return self

@@ -103,6 +103,9 @@ def read_label_file(path) -> dict:
     if bbox.dtype.kind not in "iuf" or bbox.ndim != 2 or bbox.shape[1] != 4:
         raise SkelpipeError(f"{path}: field 'bbox' has shape {bbox.shape}, expected (nframes, 4)")
     dimensions = integers("dimensions", 3)
+    if min(dimensions[:2]) < 1:  # the image size divides every coordinate when packed
+        raise SkelpipeError(f"{path}: field 'dimensions' gives an image of {dimensions[1]} x "
+                            f"{dimensions[0]} pixels")
     return {
         "action": action,
         "label": ACTIONS.index(action),
