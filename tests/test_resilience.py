@@ -95,6 +95,21 @@ def test_a_pyskl_import_skips_a_nan_item_into_bad_items(tmp_path):
         ("S001C001P002R001A001", "1 keypoint value(s) not finite, t")]
 
 
+
+def test_a_pyskl_import_skips_an_item_whose_scores_are_not_finite(tmp_path):
+    # a 2D item's score is its keypoints' third channel in the store
+    items = [{"frame_dir": f"s{i}", "label": 0, "img_shape": (64, 64), "total_frames": 3,
+              "keypoint": np.ones((1, 3, 17, 2), np.float32), "keypoint_score": np.ones((1, 3, 17), np.float32)}
+             for i in range(3)]
+    items[2]["keypoint_score"][0, 1, 5] = np.nan
+    (tmp_path / "p.pkl").write_bytes(pickle.dumps({"split": {}, "annotations": items}))
+    work = Work(tmp_path / "w")
+    pyskl.import_store(tmp_path / "p.pkl", tmp_path / "p.h5", work=work)
+    with open_store(tmp_path / "p.h5") as store:
+        assert store.ids() == ["s0", "s1"]
+    assert [(b["item"], b["reason"]) for b in work.bad_items()] == [
+        ("s2", "1 keypoint value(s) not finite, the first at (person, frame, joint, channel) (0, 1, 5, 2)")]
+
 def _aligned(d: Path, big: int | None = None, n: int = 12) -> Path:
     """An aligned HQ/LQ pair of 3D stores (ntu25, 2 classes, 8 train and 4 test instances);
     instance ``big`` has one LQ coordinate of 1e6 (finite in float32, beyond float16)."""

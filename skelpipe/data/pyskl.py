@@ -124,14 +124,10 @@ def _check(path: Path, i: int, item):
                             + (f" of {kp.dtype}" if isinstance(kp, np.ndarray) else ""))
     if kp.ndim != 4 or (kp.shape[2], kp.shape[3]) not in LAYOUTS:
         raise SkelpipeError(f"{where}: keypoint of shape {kp.shape}; expected (M, T, 17, 2) or (M, T, 25, 3)")
-    if not np.isfinite(kp).all():
-        raise SkelpipeError(f"{where}: keypoint holds non-finite numbers")
     if kp.shape[3] == 2:
         score = item.get("keypoint_score")
         if not isinstance(score, np.ndarray) or score.shape != kp.shape[:3]:
             raise SkelpipeError(f"{where}: keypoint_score must be an array of shape {kp.shape[:3]}")
-        if not np.isfinite(score).all():
-            raise SkelpipeError(f"{where}: keypoint_score holds non-finite numbers")
         try:
             shape = image_shape(item)
         except (TypeError, ValueError, IndexError):

@@ -64,6 +64,16 @@ class Sample:
     attrs: dict = field(default_factory=dict)
 
 
+def _not_finite(name: str, array: np.ndarray) -> str | None:
+    """What is wrong with a sample's array that holds NaN or inf (or a number too large for
+    float32); None when it is finite or not a float array."""
+    if array.dtype.kind != "f" or np.isfinite(array).all():
+        return None
+    bad = ~np.isfinite(array)
+    axes = "(person, frame, joint, channel) " if name == "keypoint" else "index "
+    return f"{int(bad.sum())} {name} value(s) not finite, the first at {axes}{tuple(np.argwhere(bad)[0].tolist())}"
+
+
 class PoseWriter:
     """Write samples into a new store; the file appears at ``path`` only on a clean close.
 
@@ -96,10 +106,9 @@ class PoseWriter:
                 f"for layout {self.layout.name}, got {keypoints.shape}")
         if sample_id in self.samples:
             raise SkelpipeError(f"{self.path}: sample {sample_id} written twice")
-        if not np.isfinite(keypoints).all():  # NaN or inf, or a number too large for float32
-            where = np.argwhere(~np.isfinite(keypoints))[0].tolist()
-            problem = (f"{int((~np.isfinite(keypoints)).sum())} keypoint value(s) not finite, the first at "
-                       f"(person, frame, joint, channel) {tuple(where)}")
+        problem = _not_finite("keypoint", keypoints) or next(
+            (p for name, a in (arrays or {}).items() if (p := _not_finite(name, np.asarray(a)))), None)
+        if problem:
             if self.work is None:
                 raise SkelpipeError(f"{self.path}: sample {sample_id}: {problem}")
             self.work.report_bad(sample_id, problem)
