@@ -125,7 +125,8 @@ def summary(stats: RunStats, stage=None):
                    "mobilenetv3large, mobilenetv2) or base network with --checkpoint; paper aliases "
                    "ShuffleNetv2x1, MobileNetv3Small, ResNet152.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="A local OpenPifPaf checkpoint (a pickled model: only files you trust).")
+              help="A local OpenPifPaf checkpoint (a pickled model; one that names anything but network "
+                   "parts is refused unrun).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output pose store (.h5).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i.")
 @click.option("--batch-size", type=int, default=None, help="Frames per network batch [16 on CUDA, 4 on CPU].")

@@ -12,8 +12,8 @@ The pipeline of one run, each part on its own thread or process so that none wai
   video as one small atomic HDF5 file; the finished unit is recorded so that a rerun skips it.
 
 At the end (or when the last shard finishes) the per-video files are merged into one store.
-Checkpoints are pickled whole models (OpenPifPaf's format), loaded with ``weights_only=False``:
-only use checkpoint files you trust.
+Checkpoints are pickled whole models (OpenPifPaf's format), unpickled with an allow-list of what
+a network is built of (``network.load_checkpoint_file``): a file naming anything else is refused.
 """
 
 import collections
