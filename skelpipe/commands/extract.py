@@ -12,8 +12,12 @@ from rich.table import Table
 from skelpipe.core import atomic
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.fields import MAX_PEOPLE
 from skelpipe.pipeline.cache import VERSIONS, Cache, Lock
 from skelpipe.pose.extract import (
+    BATCH_SIZE,
+    DECODER_WORKERS,
+    LONG_EDGE,
     NothingExtracted,
     RunStats,
     extract_to_work,
@@ -129,11 +133,13 @@ def summary(stats: RunStats, stage=None):
                    "parts is refused unrun).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output pose store (.h5).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i.")
-@click.option("--batch-size", type=int, default=None, help="Frames per network batch [16 on CUDA, 4 on CPU].")
-@click.option("--long-edge", type=int, default=641, show_default=True,
+@click.option("--batch-size", type=click.IntRange(*BATCH_SIZE), default=None,
+              help="Frames per network batch [16 on CUDA, 4 on CPU].")
+@click.option("--long-edge", type=click.IntRange(*LONG_EDGE), default=641, show_default=True,
               help="Resize frames so that the long edge is this.")
-@click.option("--max-people", type=int, default=2, show_default=True, help="Tracked people kept per video.")
-@click.option("--decoder-workers", type=int, default=None,
+@click.option("--max-people", type=click.IntRange(1, MAX_PEOPLE), default=2, show_default=True,
+              help="Tracked people kept per video.")
+@click.option("--decoder-workers", type=click.IntRange(*DECODER_WORKERS), default=None,
               help="Processes decoding fields [CPU cores - 1, at most 8]; 0 decodes in this process.")
 @click.option("--shard", default=None, help="i/n: do the i-th of n disjoint shares (also from RANK/WORLD_SIZE).")
 @click.option("--fps", type=float, default=30.0, show_default=True, help="Frame rate of frame folders.")

@@ -10,12 +10,14 @@ from pathlib import Path
 import click
 
 from skelpipe.core.errors import ConfigError, SkelpipeError, did_you_mean
+from skelpipe.core.fields import MAX_CLASSES, MAX_PEOPLE, MAX_SEED
 from skelpipe.data import datasets
 from skelpipe.data.align import MISSING
 from skelpipe.data.pack import BENCHMARKS, PackConfig
 from skelpipe.learn.config import INITS, KD_VARIANTS, TrainConfig
 from skelpipe.learn.models import BACKBONES
 from skelpipe.learn.partmatrix import MEASURES
+from skelpipe.pose.extract import DECODER_WORKERS, LONG_EDGE
 
 # The working directory's pipelines/ (a user's own files) first, then those shipped in the package.
 PIPELINE_DIRS = (Path.cwd() / "pipelines", Path(__file__).resolve().parents[1] / "pipelines")
@@ -61,11 +63,17 @@ def _read_toml(path: Path, seen=()) -> dict:
     """A pipeline file as a dict; ``base = "penn"`` (a name or a path) starts from that file."""
     try:
         cfg = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SkelpipeError(f"{path}: invalid TOML ({e})") from None
+    except RecursionError:
+        raise SkelpipeError(f"{path}: invalid TOML (nested too deeply)") from None
+    except OSError as e:
+        raise SkelpipeError(f"{path}: cannot read the pipeline file ({e.strerror})") from None
     base = cfg.pop("base", None)
     if base is None:
         return cfg
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base = {base!r}: expected the name or path of another pipeline")
     base_path = find_pipeline(base)
     if base_path.resolve() in seen:
         raise SkelpipeError(f"{path}: base {base!r} includes itself")
@@ -116,7 +124,7 @@ def _value(where: str, key: str, value, kind, choices=None, low=None, high=None)
         if choices is not None and v not in choices:
             raise ConfigError(f"{where}{key}: {v!r} is not one of {', '.join(map(str, choices))}"
                               f"{did_you_mean(v, choices)}")
-        if (low is not None and v < low) or (high is not None and v > high):
+        if (low is not None and not v >= low) or (high is not None and not v <= high):  # NaN is outside
             span = f"[{low}, {high}]" if high is not None else f">= {low}"
             raise ConfigError(f"{where}{key}: {v!r} is outside {span}")
 
@@ -135,19 +143,20 @@ def _section(where: str, values: dict, schema: dict):
 
 SOURCE = {"kind": (str, ("dataset", "estimator", "pyskl")), "label": (str,), "backbone": (str,),
           "checkpoint": (str,), "extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,),
-          "file": (str,), "split": (str,), "num_classes": (int, None, 1),
+          "file": (str,), "split": (str,), "num_classes": (int, None, 1, MAX_CLASSES),
           "profile": (dict,)}   # a simulated estimator's noise fields in place of its backbone's (pose.simulate.Profile)
 SETTING = {"name": (str,), "hq": (str,), "lq": (str,)}
 EXTRACT = {"extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,), "seed": (int,),
-           "long_edge": (int, None, 32), "max_people": (int, None, 1), "decoder": (dict,),
-           "decoder_workers": (int, None, 0)}
-ALIGN = {"missing": (str, MISSING), "outlier": (float, None, 0.0), "max_people": (int, None, 1)}
-PARTMATRIX = {"measure": (str, MEASURES), "batch_size": (int, None, 1)}
+           "long_edge": (int, None, *LONG_EDGE), "max_people": (int, None, 1, MAX_PEOPLE),
+           "decoder": (dict,), "decoder_workers": (int, None, *DECODER_WORKERS)}
+ALIGN = {"missing": (str, MISSING), "outlier": (float, None, 0.0, 1e6), "max_people": (int, None, 1, MAX_PEOPLE)}
+PARTMATRIX = {"measure": (str, MEASURES), "batch_size": (int, None, 1, 65_536)}
 EXPERIMENT = {"table": ((int, str),), "settings": ([str],), "benchmarks": ([str], BENCHMARKS),
-              "splits": (int, None, 1), "op": ([float], None, 0.0, 1.0), "kd": ([str], KD_VARIANTS),
+              "splits": (int, None, 1, 30), "op": ([float], None, 0.0, 1.0), "kd": ([str], KD_VARIANTS),
               "hq_fraction": ([float], None, 0.0, 1.0), "student_data": ([str], ("all", "pair")),
-              "seeds": ([int],), "seed_occlusion": (bool,), "backbones": ([str], BACKBONES),
+              "seeds": ([int], None, 0, MAX_SEED), "seed_occlusion": (bool,), "backbones": ([str], BACKBONES),
               "init": ([str], INITS)}
+TABLES = ("data", "extract", "sources", "align", "pack", "teacher", "student", "partmatrix")
 TOP = ("name", "dataset", "description", "data", "extract", "sources", "settings", "align", "pack",
        "teacher", "student", "partmatrix", "experiments", "_path")
 
@@ -162,9 +171,13 @@ def check(cfg: dict, path) -> None:
         if section not in cfg:
             raise ConfigError(f"{path}: missing [{section}]" if section not in ("name", "dataset")
                               else f"{path}: missing {section} = ...")
+    for section in TABLES:
+        if section in cfg and not isinstance(cfg[section], dict):
+            raise ConfigError(f"{path}: [{section}] must be a table of settings, got {cfg[section]!r}")
+    _value(f"{path}: ", "name", cfg["name"], str)
     _value(f"{path}: ", "dataset", cfg["dataset"], str, tuple(sorted(datasets.DATASETS)))
     dataset = datasets.get(cfg["dataset"])
-    _section(f"{path}: data.", cfg.get("data", {}), {k: (type(v) if v is not None else int,)
+    _section(f"{path}: data.", cfg.get("data", {}), {k: (type(v) if v is not None else int, *dataset.limits.get(k, ()))
                                                      for k, v in dataset.options.items()})
     _section(f"{path}: extract.", cfg.get("extract", {}), EXTRACT)
     if not isinstance(cfg["sources"], dict) or not cfg["sources"]:

@@ -35,6 +35,12 @@ from skelpipe.pose.decoding import DecodeFailure, DecoderPool, InlineDecoder
 from skelpipe.pose.network import Network, Runner, load_network
 from skelpipe.pose.tracking import Tracker
 from skelpipe.pose.video import Video, VideoError, VideoReader, network_size, probe
+
+# The ranges of the extraction settings, on the command line and in a pipeline's [extract] alike:
+# a long edge sizes every frame's fields, workers are processes, a batch is frames in memory.
+LONG_EDGE = (32, 8192)
+DECODER_WORKERS = (0, 64)
+BATCH_SIZE = (1, 1024)
 from skelpipe.skeleton.store import PoseWriter, open_store
 
 
