@@ -48,7 +48,7 @@ from skelpipe.data import datasets
 from skelpipe.data.pairing import draw_pairs
 from skelpipe.data.split import FILE, SPLITS
 from skelpipe.skeleton import layouts
-from skelpipe.skeleton.store import open_store
+from skelpipe.skeleton.store import label_problem, open_store
 
 BENCHMARKS = ("default",) + tuple(b for d in datasets.DATASETS.values() for b in d.benchmarks)
 # Centre joint for 3D normalisation, per layout.
@@ -285,6 +285,8 @@ def _check(attrs, three_d: bool, need_label: bool = True) -> str | None:
     """What makes an instance unpackable (checked on attributes before anything is written)."""
     if need_label and "label" not in attrs:
         return "no label"
+    if need_label and label_problem(attrs["label"]):
+        return label_problem(attrs["label"])
     if not three_d and not attrs.get("image_size"):
         return "2D sample without image_size"
     return None

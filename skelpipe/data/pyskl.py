@@ -20,7 +20,7 @@ import numpy as np
 from skelpipe.core import atomic
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
-from skelpipe.skeleton.store import PoseWriter, open_store
+from skelpipe.skeleton.store import PoseWriter, label_problem, open_store
 
 LAYOUTS = {(17, 2): "coco17", (25, 3): "ntu25"}          # (joints, coordinates) → layout
 SPLIT_SUFFIXES = {"train": "train", "val": "test", "test": "test"}
@@ -116,6 +116,8 @@ def import_store(path, out, benchmark: str | None = None, num_classes: int | Non
     layout = LAYOUTS[shape]
     three_d = shape[1] == 3
     for i, item in enumerate(items):
+        if label_problem(item["label"]):  # before any list is sized by the largest label
+            raise SkelpipeError(f"{path}: annotation {i} ({item['frame_dir']}): {label_problem(item['label'])}")
         if (item["keypoint"].shape[2], item["keypoint"].shape[3]) != shape:
             raise SkelpipeError(f"{path}: annotation {i} ({item['frame_dir']}) has another joint layout "
                                 f"than the first")
@@ -155,8 +157,9 @@ def export_store(store_path, out, benchmark: str = "default") -> dict:
         three_d = "z" in (store.attrs.get("channels") or "").split(",")
         for sid in store.ids():
             sample = store.read(sid)
-            if "label" not in sample.attrs:
-                raise SkelpipeError(f"{store_path}: sample {sid} has no label")
+            if "label" not in sample.attrs or label_problem(sample.attrs["label"]):
+                raise SkelpipeError(f"{store_path}: sample {sid}: "
+                                    f"{label_problem(sample.attrs['label']) if 'label' in sample.attrs else 'no label'}")
             kp = np.asarray(sample.keypoints, np.float32)
             item = {"frame_dir": sid, "label": int(sample.attrs["label"]), "total_frames": int(kp.shape[1])}
             if three_d:
