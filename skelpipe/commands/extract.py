@@ -12,7 +12,7 @@ from rich.table import Table
 from skelpipe.core import atomic
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.core.fields import MAX_PEOPLE
+from skelpipe.core.fields import MAX_PEOPLE, FiniteRange
 from skelpipe.pipeline.cache import VERSIONS, Cache, Lock
 from skelpipe.pose.extract import (
     BATCH_SIZE,
@@ -142,7 +142,7 @@ def summary(stats: RunStats, stage=None):
 @click.option("--decoder-workers", type=click.IntRange(*DECODER_WORKERS), default=None,
               help="Processes decoding fields [CPU cores - 1, at most 8]; 0 decodes in this process.")
 @click.option("--shard", default=None, help="i/n: do the i-th of n disjoint shares (also from RANK/WORLD_SIZE).")
-@click.option("--fps", type=float, default=30.0, show_default=True, help="Frame rate of frame folders.")
+@click.option("--fps", type=FiniteRange(0.0, 1000.0, min_open=True), default=30.0, show_default=True, help="Frame rate of frame folders.")
 @click.option("--decoder-setting", "decoder_settings", multiple=True, metavar="KEY=VALUE",
               help="OpenPifPaf decoder setting, e.g. seed_threshold=0.3 (keys: "
                    "seed_threshold, cif_th, caf_th, keypoint_threshold, keypoint_threshold_rel, "

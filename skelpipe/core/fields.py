@@ -2,6 +2,9 @@
 keys and values of the wrong type are one ``SkelpipeError`` line naming the setting."""
 
 import dataclasses
+import math
+
+import click
 
 from skelpipe.core.errors import SkelpipeError, did_you_mean
 
@@ -11,6 +14,17 @@ MAX_CLASSES = 10_000   # class labels are indices below this
 MAX_PEOPLE = 16        # people per sample (M)
 MAX_FRAMES = 1_000     # frames of a packed sequence (T; NTU's longest is 300; longer clips: sample_frames)
 MAX_SEED = 2**32 - 1   # numpy's and torch's seeds alike
+MAX_BATCH = 65_536     # instances per batch
+
+
+class FiniteRange(click.FloatRange):
+    """click's ``FloatRange``, which lets NaN through (a comparison with NaN is never false)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 WANTED = {float: "a number", int: "an integer", str: "a string", bool: "true or false",
           tuple: "a list of integers"}

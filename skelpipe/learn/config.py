@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from skelpipe.core.errors import SkelpipeError, did_you_mean
-from skelpipe.core.fields import MAX_SEED, bounded, check_known, check_ranges, check_types
+from skelpipe.core.fields import MAX_BATCH, MAX_SEED, bounded, check_known, check_ranges, check_types
 from skelpipe.learn.models import BACKBONES, DEFAULT_CHANNELS
 from skelpipe.learn.models.stgcn import PART_POOLS
 from skelpipe.skeleton import noise
@@ -52,7 +52,7 @@ class TrainConfig:
     part_pool: str = "mean"                # part features over the person slots: mean | present
     part_dropout: float = bounded(0.0, 0.0, 1.0)  # probability of zeroing one random body part of a training input
     epochs: int = bounded(60, 1, 100_000)
-    batch_size: int = bounded(64, 1, 65_536)     # global batch (split over the ranks under DDP)
+    batch_size: int = bounded(64, 1, MAX_BATCH)    # global batch (split over the ranks under DDP)
     lr: float = bounded(0.1, high=1e3, above=0.0)
     momentum: float = bounded(0.9, 0.0, 1.0)
     weight_decay: float = bounded(1e-4, 0.0, 1.0)
@@ -63,7 +63,7 @@ class TrainConfig:
     w: float = bounded(0.5, 0.0, 1e3)            # weight of the positives in the MSC losses
     tau: float = bounded(1.0, high=1e3, above=0.0)  # temperature of the MSC losses
     kl_temperature: float = bounded(1.0, high=1e3, above=0.0)  # temperature of the KL baseline
-    hq_topup: int = bounded(0, 0, 65_536)        # extra D_pair HQ instances added to every B_H
+    hq_topup: int = bounded(0, 0, MAX_BATCH)      # extra D_pair HQ instances added to every B_H
     projection: str = "none"               # pmsc only: none | linear (a learned map per part, student → teacher channels)
     lq_data: str = "all"                   # student's LQ data: all (D_pair ∪ D_sol) | pair (D_pair)
     op: float = bounded(0.0, 0.0, 1.0)           # occlusion probability of the LQ input (student)
@@ -78,7 +78,7 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     eval_every: int = bounded(0, 0, 100_000)     # test top-1/top-5 every N epochs (0: never)
-    eval_batch_size: int = bounded(256, 1, 65_536)
+    eval_batch_size: int = bounded(256, 1, MAX_BATCH)
     teacher_features: str = "cached"       # cached | online
     deterministic: bool = False            # deterministic kernels (slower on CUDA)
     max_steps: int = bounded(0, 0, 10**9)        # > 0: end every epoch after this many steps (benchmarks)

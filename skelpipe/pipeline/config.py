@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from skelpipe.core.errors import ConfigError, SkelpipeError, did_you_mean
-from skelpipe.core.fields import MAX_CLASSES, MAX_PEOPLE, MAX_SEED
+from skelpipe.core.fields import MAX_BATCH, MAX_CLASSES, MAX_PEOPLE, MAX_SEED
 from skelpipe.data import datasets
-from skelpipe.data.align import MISSING
+from skelpipe.data.align import MISSING, OUTLIER
 from skelpipe.data.pack import BENCHMARKS, PackConfig
 from skelpipe.learn.config import INITS, KD_VARIANTS, TrainConfig
 from skelpipe.learn.models import BACKBONES
@@ -149,8 +149,8 @@ SETTING = {"name": (str,), "hq": (str,), "lq": (str,)}
 EXTRACT = {"extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,), "seed": (int,),
            "long_edge": (int, None, *LONG_EDGE), "max_people": (int, None, 1, MAX_PEOPLE),
            "decoder": (dict,), "decoder_workers": (int, None, *DECODER_WORKERS)}
-ALIGN = {"missing": (str, MISSING), "outlier": (float, None, 0.0, 1e6), "max_people": (int, None, 1, MAX_PEOPLE)}
-PARTMATRIX = {"measure": (str, MEASURES), "batch_size": (int, None, 1, 65_536)}
+ALIGN = {"missing": (str, MISSING), "outlier": (float, None, *OUTLIER), "max_people": (int, None, 1, MAX_PEOPLE)}
+PARTMATRIX = {"measure": (str, MEASURES), "batch_size": (int, None, 1, MAX_BATCH)}
 EXPERIMENT = {"table": ((int, str),), "settings": ([str],), "benchmarks": ([str], BENCHMARKS),
               "splits": (int, None, 1, 30), "op": ([float], None, 0.0, 1.0), "kd": ([str], KD_VARIANTS),
               "hq_fraction": ([float], None, 0.0, 1.0), "student_data": ([str], ("all", "pair")),
