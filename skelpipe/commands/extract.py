@@ -26,6 +26,7 @@ from skelpipe.pose.extract import (
     sample_id_for,
     shard_from_env,
 )
+from skelpipe.pose.decoding import check_config
 from skelpipe.pose.network import load_network, resolve_backbone
 from skelpipe.pose.video import Video
 
@@ -179,4 +180,4 @@ def parse_settings(items) -> dict:
                                           else value)
         except json.JSONDecodeError:
             raise SkelpipeError(f"--decoder-setting {item}: {value!r} is not a number or true/false") from None
-    return out
+    return check_config(out, "--decoder-setting")

@@ -17,6 +17,7 @@ from skelpipe.data.pack import BENCHMARKS, PackConfig
 from skelpipe.learn.config import INITS, KD_VARIANTS, TrainConfig
 from skelpipe.learn.models import BACKBONES
 from skelpipe.learn.partmatrix import MEASURES
+from skelpipe.pose.decoding import check_config
 from skelpipe.pose.extract import DECODER_WORKERS, LONG_EDGE
 
 # The working directory's pipelines/ (a user's own files) first, then those shipped in the package.
@@ -180,6 +181,7 @@ def check(cfg: dict, path) -> None:
     _section(f"{path}: data.", cfg.get("data", {}), {k: (type(v) if v is not None else int, *dataset.limits.get(k, ()))
                                                      for k, v in dataset.options.items()})
     _section(f"{path}: extract.", cfg.get("extract", {}), EXTRACT)
+    _wrapped(path, "extract", lambda: check_config(cfg.get("extract", {}).get("decoder"), "decoder"))
     if not isinstance(cfg["sources"], dict) or not cfg["sources"]:
         raise ConfigError(f"{path}: [sources.NAME] tables expected")
     for name, source in cfg["sources"].items():
