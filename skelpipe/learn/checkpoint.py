@@ -116,7 +116,7 @@ def load_part_matrix(path) -> torch.Tensor:
             e = torch.load(path, map_location="cpu", weights_only=True)
             e = e["E"] if isinstance(e, dict) else e
     except Exception as err:
-        raise SkelpipeError(f"{path}: cannot read the part matrix ({err})") from None
+        raise SkelpipeError(f"{path}: cannot read the part matrix ({reason(err)})") from None
     e = torch.as_tensor(e, dtype=torch.float32)
     if e.dim() != 2 or e.shape[1] != 5:
         raise SkelpipeError(f"{path}: a part matrix has shape (classes, 5), got {tuple(e.shape)}")
