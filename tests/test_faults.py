@@ -160,7 +160,8 @@ def _model(t: Path, weights: bytes | None = None, **meta) -> Path:
     from skelpipe.learn.models import build_model
 
     info = {"backbone": "stgcn", "layout": "coco17", "in_channels": 3, "num_classes": 2, "channels": [8],
-            "temporal_kernel": 3, "num_persons": 1, "stage": "student", "T": 8}
+            "temporal_kernel": 3, "num_persons": 1, "stage": "student", "T": 8,
+            "config": {"op": 0.0, "occlusion_mode": "track"}}
     model = build_model("stgcn", "coco17", 3, 2, (8,), 3, 1)
     save_model(t / "m", model, {k: v for k, v in {**info, **meta}.items() if v is not None})
     if weights is not None:
@@ -325,9 +326,15 @@ CATALOGUE = [
     ("model.json of 10^12 classes",
      lambda t: (["evaluate", "--model", str(_model(t, num_classes=10**12)), "--pack", str(t), "--out", str(t / "e")],
                 {}), 1, "model.json: num_classes must be an integer in [1, 10000], got 1000000000000"),
-    ("an output folder under a file",
-     lambda t: (["evaluate", "--model", str(_model(t)), "--pack", str(t), "--out", str(_write(t / "f", "x") / "e")],
-                {}), 1, "f/e: Not a directory"),
+    ("model.json without its training config, given to evaluate",
+     lambda t: (["evaluate", "--model", str(_model(t, config=None)), "--pack", str(t), "--out", str(t / "e")], {}),
+     1, "model.json: no training config and stage"),
+    ("a cache folder under a file",
+     lambda t: (["run-all", "demo", "--until", "skeletons", "--cache-dir", str(_write(t / "f", "x") / "c")], {}),
+     1, "f/c/skeletons: Not a directory"),
+    ("an output store under a file",
+     lambda t: (["import", "pyskl", str(_pyskl(t / "a.pkl", 0)), "--out", str(_write(t / "f", "x") / "a.h5")], {}),
+     1, "f: a file, not a directory"),
     ("an output file in a missing folder",
      lambda t: (["export", "pyskl", "--store", str(_store(t / "s.h5")), "--out", str(t / "nodir" / "s.pkl")], {}),
      1, "nodir/s.pkl: its folder does not exist or is not a directory"),

@@ -217,10 +217,8 @@ def bench_openpifpaf_video(video: Path, checkpoint: str, device, long_edge: int 
             if key in cfg:
                 args += [flag, str(cfg[key])]
         # same decoder settings as ours; the CifHr neighbour count has no flag, so set it before running
-        # its torch.load(checkpoint) unpickles with weights_only (torch's default) and our allow-list
-        code = ("import sys, runpy, torch, openpifpaf\n"
-                + "from skelpipe.pose.network import safe_globals\n"
-                + "torch.serialization.add_safe_globals(safe_globals())\n"
+        code = ("import sys, runpy, torch, openpifpaf\nfrom skelpipe.pose.network import safe_globals\n"
+                + "torch.serialization.add_safe_globals(safe_globals())\n"  # its torch.load: weights_only
                 + (f"torch.classes.openpifpaf_decoder_utils.CifHr.set_neighbors({int(neighbors)})\n"
                    if neighbors else "")
                 + f"sys.argv = ['openpifpaf.video'] + {args!r}\n"

@@ -90,6 +90,14 @@ def plot_confusion(cm: np.ndarray, class_names, path, title=""):
     atomic.write_bytes(path, buf.getvalue())
 
 
+def _training_config(model_dir, meta: dict) -> dict:
+    """The training settings that ``model.json`` records (evaluation's defaults come from them)."""
+    if not isinstance(meta.get("config"), dict) or meta.get("stage") not in ("teacher", "student"):
+        raise SkelpipeError(f"{Path(model_dir) / 'model.json'}: no training config and stage (not written by "
+                            f"skelpipe train)")
+    return meta["config"]
+
+
 def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, seed=None,
              out_dir=None, device="auto", batch_size=256) -> dict:
     """Evaluate the model in ``model_dir`` on a split of the pack directory ``pack_dir``.
@@ -103,13 +111,13 @@ def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, 
 
     device = resolve(device)
     model, meta = load_model(model_dir, device)
-    cfg = meta["config"]
+    cfg = _training_config(model_dir, meta)
     data = load_split(pack_dir, split)
     which = which or ("hq" if meta["stage"] == "teacher" else "lq")
     if which not in ("hq", "lq"):
         raise SkelpipeError(f"evaluate: which must be hq or lq, got {which!r}")
-    op = (cfg["op"] if which == "lq" else 0.0) if op is None else float(op)
-    mode = mode or cfg["occlusion_mode"]
+    op = (cfg.get("op", 0.0) if which == "lq" else 0.0) if op is None else float(op)
+    mode = mode or cfg.get("occlusion_mode", "track")
     seed = int(data.attrs.get("test_seed", 0)) if seed is None else int(seed)
     layout = data.attrs[f"{which}_layout"]
     if layout != meta["layout"]:

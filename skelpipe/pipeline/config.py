@@ -147,7 +147,7 @@ SOURCE = {"kind": (str, ("dataset", "estimator", "pyskl")), "label": (str,), "ba
           "file": (str,), "split": (str,), "num_classes": (int, None, 1, MAX_CLASSES),
           "profile": (dict,)}   # a simulated estimator's noise fields in place of its backbone's (pose.simulate.Profile)
 SETTING = {"name": (str,), "hq": (str,), "lq": (str,)}
-EXTRACT = {"extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,), "seed": (int,),
+EXTRACT = {"extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,), "seed": (int, None, 0, MAX_SEED),
            "long_edge": (int, None, *LONG_EDGE), "max_people": (int, None, 1, MAX_PEOPLE),
            "decoder": (dict,), "decoder_workers": (int, None, *DECODER_WORKERS)}
 ALIGN = {"missing": (str, MISSING), "outlier": (float, None, *OUTLIER), "max_people": (int, None, 1, MAX_PEOPLE)}

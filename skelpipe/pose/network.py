@@ -19,6 +19,11 @@ from skelpipe.core.device import native_bf16
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.pose.fields import PeopleFields
 
+try:  # numpy 2 names its pickle helpers numpy._core.*, numpy 1 numpy.core.*
+    from numpy._core.multiarray import _reconstruct, scalar
+except ImportError:  # pragma: no cover - numpy 1
+    from numpy.core.multiarray import _reconstruct, scalar
+
 #: The paper's backbone names → OpenPifPaf's.
 ALIASES = {"shufflenetv2x1": "shufflenetv2k16", "mobilenetv3small": "mobilenetv3small", "resnet152": "resnet152"}
 OFFLINE_ENV = "SKELPIPE_OFFLINE"  # set to 1: never try to download a checkpoint
@@ -67,11 +72,8 @@ def safe_globals() -> list:
     import torchvision.models.resnet
     import torchvision.models.shufflenetv2
     import torchvision.ops.misc
-    from numpy._core import multiarray
     from openpifpaf import headmeta
     from openpifpaf.network import basenetworks, heads, nets, running_cache, tracking_base, tracking_heads
-
-    from skelpipe.pose.fields import PeopleFields
 
     def defined(module):
         return [v for v in vars(module).values() if isinstance(v, type) and v.__module__ == module.__name__]
@@ -82,9 +84,8 @@ def safe_globals() -> list:
                           torchvision.models.shufflenetv2, torchvision.ops.misc)
               for c in defined(m) if issubclass(c, torch.nn.Module)]
     torch_nn = [c for c in vars(torch.nn).values() if isinstance(c, type) and issubclass(c, torch.nn.Module)]
-    numpy = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype,
-             (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-             (multiarray.scalar, "numpy.core.multiarray.scalar")]
+    numpy = [_reconstruct, scalar, np.ndarray, np.dtype,
+             (_reconstruct, "numpy.core.multiarray._reconstruct"), (scalar, "numpy.core.multiarray.scalar")]
     numpy += [c for c in vars(np.dtypes).values() if isinstance(c, type) and issubclass(c, np.dtype)]  # built
     return openpifpaf + blocks + torch_nn + numpy + [PeopleFields]
 
@@ -99,7 +100,7 @@ def load_checkpoint_file(path: Path):
         refused = re.search(r"GLOBAL ([\w.]+)", str(e))
         details = [line for line in str(e).splitlines() if line.strip() and not line.startswith(TORCH_BOILERPLATE)]
         why = (f"it names {refused.group(1)}, which an OpenPifPaf network never needs: refused unrun, as a pickle "
-               f"can run code" if refused else f"{type(e).__name__}: {details[0] if details else 'unreadable'}")
+               f"can run code" if refused else f"{type(e).__name__}: {details[0]}" if details else type(e).__name__)
         raise SkelpipeError(f"{path}: not a loadable OpenPifPaf checkpoint ({why})") from e
 
 
