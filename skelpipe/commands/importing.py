@@ -3,6 +3,7 @@
 import click
 
 from skelpipe.core.console import console
+from skelpipe.core.fields import MAX_CLASSES
 from skelpipe.data import pyskl
 
 
@@ -22,7 +23,7 @@ def import_command():
 @click.option("--split", "benchmark", default=None,
               help="Which of the file's splits gives train / test (xsub → xsub_train / xsub_val) "
                    "[default: the first].")
-@click.option("--num-classes", type=click.IntRange(1), default=None,
+@click.option("--num-classes", type=click.IntRange(1, MAX_CLASSES), default=None,
               help="Labels must lie below this [default: the largest label + 1].")
 def import_pyskl(file, out, benchmark, num_classes):
     """A pyskl annotation pickle (2D COCO-17 with scores, or NTU-25 3D) as a pose store, with its
