@@ -98,6 +98,17 @@ def _training_config(model_dir, meta: dict) -> dict:
     return meta["config"]
 
 
+def _check_match(model_dir, pack_dir, meta: dict, attrs: dict, which: str):
+    """The model reads the pack's skeletons (its layout) and knows every class of it."""
+    layout = attrs[f"{which}_layout"]
+    if layout != meta["layout"]:
+        raise SkelpipeError(f"{model_dir}: model is for layout {meta['layout']}, the {which.upper()} "
+                            f"data of {pack_dir} are {layout}")
+    if attrs["num_classes"] != meta["num_classes"]:
+        raise SkelpipeError(f"{model_dir}: model of {meta['num_classes']} classes, the data of {pack_dir} have "
+                            f"{attrs['num_classes']}")
+
+
 def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, seed=None,
              out_dir=None, device="auto", batch_size=256) -> dict:
     """Evaluate the model in ``model_dir`` on a split of the pack directory ``pack_dir``.
@@ -119,10 +130,7 @@ def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, 
     op = (cfg.get("op", 0.0) if which == "lq" else 0.0) if op is None else float(op)
     mode = mode or cfg.get("occlusion_mode", "track")
     seed = int(data.attrs.get("test_seed", 0)) if seed is None else int(seed)
-    layout = data.attrs[f"{which}_layout"]
-    if layout != meta["layout"]:
-        raise SkelpipeError(f"{model_dir}: model is for layout {meta['layout']}, the {which.upper()} "
-                            f"data of {pack_dir} are {layout}")
+    _check_match(model_dir, pack_dir, meta, data.attrs, which)
     x = data.hq if which == "hq" else data.lq
     labels = np.asarray(data.label, dtype=np.int64)
     if which == "hq" and not np.all(data.has_hq):
