@@ -154,15 +154,32 @@ def _store(path: Path, damage=None) -> Path:
     return path
 
 
-def _model(t: Path, weights: bytes | None = None, **meta) -> Path:
-    """A trained-model folder (a small random ST-GCN); ``meta`` overrides model.json (None removes a key)."""
+def _pack(t: Path, label=(0, 1), drop=None) -> Path:
+    """A pack folder of two COCO-17 test instances (data.h5 as the pack stage lays it out)."""
+    import h5py
+
+    arrays = {"lq": np.zeros((2, 3, 8, 17, 1), np.float32), "hq": np.zeros((2, 3, 8, 17, 1), np.float32),
+              "has_hq": np.ones(2, bool), "label": np.asarray(label, np.int64), "ids": np.asarray([b"a", b"b"]),
+              "length": np.full(2, 8), "hq_available": np.ones(2, bool)}
+    (t / "pack").mkdir(parents=True, exist_ok=True)
+    with h5py.File(t / "pack" / "data.h5", "w") as f:
+        f.attrs.update({"num_classes": 2, "lq_layout": "coco17", "hq_layout": "coco17"})
+        for name, a in arrays.items():
+            if name != drop:
+                f.create_dataset(f"test/{name}", data=a)
+    return t / "pack"
+
+
+def _model(t: Path, weights: bytes | None = None, classes: int = 2, **meta) -> Path:
+    """A trained-model folder (a small random ST-GCN of ``classes``); ``meta`` overrides model.json (None
+    removes a key)."""
     from skelpipe.learn.checkpoint import save_model
     from skelpipe.learn.models import build_model
 
-    info = {"backbone": "stgcn", "layout": "coco17", "in_channels": 3, "num_classes": 2, "channels": [8],
+    info = {"backbone": "stgcn", "layout": "coco17", "in_channels": 3, "num_classes": classes, "channels": [8],
             "temporal_kernel": 3, "num_persons": 1, "stage": "student", "T": 8,
             "config": {"op": 0.0, "occlusion_mode": "track"}}
-    model = build_model("stgcn", "coco17", 3, 2, (8,), 3, 1)
+    model = build_model("stgcn", "coco17", 3, classes, (8,), 3, 1)
     save_model(t / "m", model, {k: v for k, v in {**info, **meta}.items() if v is not None})
     if weights is not None:
         (t / "m" / "model.pt").write_bytes(weights)
@@ -342,6 +359,26 @@ CATALOGUE = [
      "Invalid value for '--older-than': -5.0 is not in the range x>=0"),
     ("cache gc --older-than nan", lambda t: (["cache", "gc", "--older-than", "nan"], {}), 2,
      "'nan' is not a finite number"),
+    ("a pack whose labels are not indices of its classes",
+     lambda t: (["evaluate", "--model", str(_model(t)), "--pack", str(_pack(t, label=[0, 50])), "--out",
+                 str(t / "e")], {}), 1, "data.h5: the test split holds labels outside [0, 2) (0 to 50)"),
+    ("a pack split without its LQ array",
+     lambda t: (["evaluate", "--model", str(_model(t)), "--pack", str(_pack(t, drop="lq")), "--out", str(t / "e")],
+                {}), 1, "data.h5: the test split has no lq (not written by the pack stage)"),
+    ("a model of other classes than its pack",
+     lambda t: (["evaluate", "--model", str(_model(t, classes=3)), "--pack", str(_pack(t)), "--out",
+                 str(t / "e")], {}), 1, "model of 3 classes, the data of"),
+    ("a decoder threshold of NaN",
+     lambda t: (["extract", "--videos", str(_video(t)), "--backbone", "mobilenetv3small", "--out", str(t / "p.h5"),
+                 "--decoder-setting", "seed_threshold=NaN"], {}), 1, "seed_threshold = nan: expected a number in [0, 1]"),
+    ("extract --fps 0",
+     lambda t: (["extract", "--videos", str(_video(t)), "--backbone", "mobilenetv3small", "--out", str(t / "p.h5"),
+                 "--fps", "0"], {}), 2, "Invalid value for '--fps'"),
+    ("import pyskl --num-classes 100000",
+     lambda t: (["import", "pyskl", str(_pyskl(t / "a.pkl", 0)), "--out", str(t / "a.h5"), "--num-classes",
+                 "100000"], {}), 2, "Invalid value for '--num-classes': 100000 is not in the range 1<=x<=10000"),
+    ("bench train --frames 0", lambda t: (["bench", "train", "--frames", "0"], {}), 2,
+     "Invalid value for '--frames': 0 is not in the range 1<=x<=1000"),
 ]
 
 CUSTOM = """name = "mine"
