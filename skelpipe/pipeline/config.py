@@ -146,6 +146,7 @@ SOURCE = {"kind": (str, ("dataset", "estimator", "pyskl")), "label": (str,), "ba
           "checkpoint": (str,), "extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,),
           "file": (str,), "split": (str,), "num_classes": (int, None, 1, MAX_CLASSES),
           "profile": (dict,)}   # a simulated estimator's noise fields in place of its backbone's (pose.simulate.Profile)
+SOURCE_NEEDS = {"dataset": (), "estimator": ("backbone",), "pyskl": ("file",)}
 SETTING = {"name": (str,), "hq": (str,), "lq": (str,)}
 EXTRACT = {"extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,), "seed": (int, None, 0, MAX_SEED),
            "long_edge": (int, None, *LONG_EDGE), "max_people": (int, None, 1, MAX_PEOPLE),
@@ -188,6 +189,7 @@ def check(cfg: dict, path) -> None:
         _section(f"{path}: sources.{name}.", source, SOURCE)
         if "kind" not in source:
             raise ConfigError(f"{path}: sources.{name}.kind missing (dataset or estimator)")
+        _source_inputs(path, cfg, name, source)
     _tables(path, "settings", cfg["settings"], SETTING)
     for s in cfg["settings"]:
         for side in ("name", "hq", "lq"):
@@ -207,6 +209,21 @@ def check(cfg: dict, path) -> None:
     for stage in ("teacher", "student"):
         _wrapped(path, stage, lambda: TrainConfig.from_dict({**cfg[stage], "stage": stage}))
     _wrapped(path, "pack", lambda: PackConfig.from_dict(cfg.get("pack", {})))
+
+
+def _source_inputs(path, cfg: dict, name: str, source: dict):
+    """What a source of its kind reads is named: an estimator's backbone, a pyskl source's file, and
+    the skeletons a simulated estimator degrades (a dataset's or a pyskl file's, never an estimator's)."""
+    for key in SOURCE_NEEDS[source["kind"]]:
+        if key not in source:
+            raise ConfigError(f"{path}: sources.{name}.{key} missing (a source of kind {source['kind']!r} "
+                              f"needs one)")
+    extract = cfg.get("extract", {})
+    if source["kind"] == "estimator" and source.get("extractor", extract.get("extractor")) == "simulated":
+        base = source.get("simulate_from", extract.get("simulate_from", ""))
+        if cfg["sources"].get(base, {}).get("kind") not in ("dataset", "pyskl"):
+            raise ConfigError(f"{path}: sources.{name} simulates from {base!r}, which is not a dataset or pyskl "
+                              f"source of [sources]")
 
 
 def _tables(path, name: str, tables, schema: dict):
