@@ -87,6 +87,7 @@ def test_check_ranges_names_the_setting_and_refuses_nan(values, message):
     ("extract.decoder={cif_neighbors=0}", "[extract] decoder: cif_neighbors = 0: expected an integer in [1, 64]"),
     ("align.outlier=nan", "align.outlier: nan is outside [0.0, 1000000.0]"),
     ("experiments.seeds=[-1]", "experiments.seeds: -1 is outside [0, 4294967295]"),
+    (f"experiments.seeds={list(range(201))}", "experiments.seeds: 201 values, at most 100"),
 ])
 def test_a_setting_out_of_bounds_fails_when_the_plan_is_made(override, message):
     with pytest.raises(ConfigError) as e:

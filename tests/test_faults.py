@@ -379,6 +379,8 @@ CATALOGUE = [
                  "100000"], {}), 2, "Invalid value for '--num-classes': 100000 is not in the range 1<=x<=10000"),
     ("bench train --frames 0", lambda t: (["bench", "train", "--frames", "0"], {}), 2,
      "Invalid value for '--frames': 0 is not in the range 1<=x<=1000"),
+    ("201 seeds", lambda t: (["run-all", "demo", "--dry-run", "--set", f"experiments.seeds={list(range(201))}"], {}),
+     2, "experiments.seeds: 201 values, at most 100"),
     ("a pyskl source without its file",
      lambda t: (["run-all", "demo", "--dry-run", "--set", 'sources.k16.kind="pyskl"'], {}), 2,
      "sources.k16.file missing (a source of kind 'pyskl' needs one)"),

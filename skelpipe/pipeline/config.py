@@ -117,6 +117,8 @@ def _value(where: str, key: str, value, kind, choices=None, low=None, high=None)
     wanted = " or ".join(names[k] for k in base) if isinstance(base, tuple) else names[base]
     if isinstance(kind, list) and not (isinstance(value, list) and value):
         raise ConfigError(f"{where}{key} = {value!r}: expected a non-empty list of {wanted.split(' ', 1)[1]}s")
+    if len(items) > MAX_LIST:  # each item multiplies the runs of a plan
+        raise ConfigError(f"{where}{key}: {len(items)} values, at most {MAX_LIST}")
     for v in items:
         types = base if isinstance(base, tuple) else _kinds(base)
         if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
@@ -146,6 +148,7 @@ SOURCE = {"kind": (str, ("dataset", "estimator", "pyskl")), "label": (str,), "ba
           "checkpoint": (str,), "extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,),
           "file": (str,), "split": (str,), "num_classes": (int, None, 1, MAX_CLASSES),
           "profile": (dict,)}   # a simulated estimator's noise fields in place of its backbone's (pose.simulate.Profile)
+MAX_LIST = 100  # values of one list setting (seeds, occlusion probabilities, ...)
 SOURCE_NEEDS = {"dataset": (), "estimator": ("backbone",), "pyskl": ("file",)}
 SETTING = {"name": (str,), "hq": (str,), "lq": (str,)}
 EXTRACT = {"extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,), "seed": (int, None, 0, MAX_SEED),
