@@ -96,6 +96,12 @@ def main(argv=None):
             raise
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # a path that cannot be written or read (read-only, not a directory ...)
+        if debug or not e.filename:
+            raise
+        what = "a file, not a directory" if isinstance(e, FileExistsError) else e.strerror
+        click.echo(f"error: {e.filename}: {what or e}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

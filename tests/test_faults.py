@@ -96,6 +96,97 @@ def _write(path: Path, text: str | bytes) -> Path:
 
 
 # (what, setup(tmp) -> (args, env), exit status, the message the one error line must hold)
+class _Payload:
+    """Unpickling this calls ``func(*args)``: what a hostile checkpoint does."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _hostile(path: Path) -> Path:
+    """A torch checkpoint whose unpickling would run a shell command."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": _Payload(os.system, f"touch {path.parent / 'pwned'}")}, path)
+    return path
+
+
+def _video(t: Path, name: str = "v.avi") -> Path:
+    import cv2
+
+    t.mkdir(parents=True, exist_ok=True)
+    w = cv2.VideoWriter(str(t / name), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 48))
+    for i in range(4):
+        w.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    w.release()
+    return t / name
+
+
+def _one_clip(t: Path) -> Path:
+    """A custom dataset's folder: four clips of two labels and their labels.csv."""
+    for name in "abcd":
+        _video(t / "clips", f"{name}.avi")
+    _write(t / "clips" / "labels.csv", "video,label,split\na.avi,x,train\nb.avi,y,train\nc.avi,x,test\nd.avi,y,test\n")
+    return t / "clips"
+
+
+def _pyskl_label(path: Path, label: int) -> Path:
+    item = {"frame_dir": "a", "label": label, "total_frames": 4, "img_shape": (48, 64),
+            "keypoint": np.zeros((1, 4, 17, 2), np.float32), "keypoint_score": np.ones((1, 4, 17), np.float32)}
+    return _write(path, pickle.dumps({"split": {}, "annotations": [item]}))
+
+
+def _store(path: Path, damage=None) -> Path:
+    """A small COCO-17 pose store (four samples, two labels); ``damage(h5py.File)`` edits it afterwards."""
+    import h5py
+
+    from skelpipe.skeleton.store import PoseWriter
+
+    rng = np.random.default_rng(0)
+    with PoseWriter(path, "coco17", {"channels": "x,y,conf"}) as w:
+        for i in range(4):
+            kp = np.concatenate([rng.uniform(0, 60, (1, 8, 17, 2)), np.ones((1, 8, 17, 1))], -1)
+            w.add(f"s{i}", kp, label=i % 2, split="train" if i < 2 else "test", image_size=[64, 48])
+    if damage:
+        with h5py.File(path, "r+") as f:
+            damage(f)
+    return path
+
+
+def _pack(t: Path, label=(0, 1), drop=None) -> Path:
+    """A pack folder of two COCO-17 test instances (data.h5 as the pack stage lays it out)."""
+    import h5py
+
+    arrays = {"lq": np.zeros((2, 3, 8, 17, 1), np.float32), "hq": np.zeros((2, 3, 8, 17, 1), np.float32),
+              "has_hq": np.ones(2, bool), "label": np.asarray(label, np.int64), "ids": np.asarray([b"a", b"b"]),
+              "length": np.full(2, 8), "hq_available": np.ones(2, bool)}
+    (t / "pack").mkdir(parents=True, exist_ok=True)
+    with h5py.File(t / "pack" / "data.h5", "w") as f:
+        f.attrs.update({"num_classes": 2, "lq_layout": "coco17", "hq_layout": "coco17"})
+        for name, a in arrays.items():
+            if name != drop:
+                f.create_dataset(f"test/{name}", data=a)
+    return t / "pack"
+
+
+def _model(t: Path, weights: bytes | None = None, classes: int = 2, **meta) -> Path:
+    """A trained-model folder (a small random ST-GCN of ``classes``); ``meta`` overrides model.json (None
+    removes a key)."""
+    from skelpipe.learn.checkpoint import save_model
+    from skelpipe.learn.models import build_model
+
+    info = {"backbone": "stgcn", "layout": "coco17", "in_channels": 3, "num_classes": classes, "channels": [8],
+            "temporal_kernel": 3, "num_persons": 1, "stage": "student", "T": 8,
+            "config": {"op": 0.0, "occlusion_mode": "track"}}
+    model = build_model("stgcn", "coco17", 3, classes, (8,), 3, 1)
+    save_model(t / "m", model, {k: v for k, v in {**info, **meta}.items() if v is not None})
+    if weights is not None:
+        (t / "m" / "model.pt").write_bytes(weights)
+    return t / "m"
+
+# (what, setup(tmp) -> (args, env), exit status, the message the one error line must hold)
 CATALOGUE = [
     ("cache root is a file",
      lambda t: (["run-all", "demo", "--dry-run"], {"SKELPIPE_CACHE": str(_write(t / "f", "x"))}),
@@ -261,6 +352,159 @@ CATALOGUE = [
     ("$SKELPIPE_MIN_FREE_MB not a number",
      lambda t: (["run-all", "demo", "--until", "skeletons"], {"SKELPIPE_MIN_FREE_MB": "lots"}), 1,
      "$SKELPIPE_MIN_FREE_MB = 'lots': expected a number of MiB"),
+    # -- checkpoints, bounds, malformed inputs
+    ("extract with a checkpoint whose pickle calls os.system",
+     lambda t: (["extract", "--videos", str(_video(t)), "--backbone", "mobilenetv3small", "--checkpoint",
+                 str(_hostile(t / "evil.pt")), "--out", str(t / "p.h5")], {}),
+     1, "evil.pt: not a loadable OpenPifPaf checkpoint (it names posix.system"),
+    ("extract with a bare pickle (protocol 2) as checkpoint",
+     lambda t: (["extract", "--videos", str(_video(t)), "--backbone", "mobilenetv3small", "--checkpoint",
+                 str(_write(t / "evil.pkl", pickle.dumps({"model": _Payload(os.system, "true")}, protocol=2))),
+                 "--out", str(t / "p.h5")], {}), 1, "it names posix.system, which an OpenPifPaf network never needs"),
+    ("extract with an empty checkpoint",
+     lambda t: (["extract", "--videos", str(_video(t)), "--backbone", "mobilenetv3small", "--checkpoint",
+                 str(_write(t / "empty.pt", b"")), "--out", str(t / "p.h5")], {}),
+     1, "empty.pt: not a loadable OpenPifPaf checkpoint (EOFError)"),
+    ("a pipeline source whose checkpoint calls os.system",
+     lambda t: (["run-all", str(_write(t / "c.toml", CUSTOM.replace(
+         'kind = "estimator"\n', f'kind = "estimator"\ncheckpoint = "{_hostile(t / "evil.pt")}"\n'))),
+                 "--until", "extract", "--data-root", str(_one_clip(t))], {}), 1, "it names posix.system"),
+    ("data.subjects=100000000", lambda t: (["run-all", "demo", "--dry-run", "--set", "data.subjects=100000000"], {}),
+     2, "data.subjects: 100000000 is outside [3, 1000]"),
+    ("pack.frames=100000000", lambda t: (["run-all", "demo", "--dry-run", "--set", "pack.frames=100000000"], {}),
+     2, "[pack] frames must be <= 1000, got 100000000"),
+    ("teacher.channels=[]", lambda t: (["run-all", "demo", "--dry-run", "--set", "teacher.channels=[]"], {}),
+     2, "[teacher] channels must list 1 to 32 values, got []"),
+    ("teacher.channels=[0]", lambda t: (["run-all", "demo", "--dry-run", "--set", "teacher.channels=[0]"], {}),
+     2, "[teacher] channels must be >= 1, got (0,)"),
+    ("teacher.temporal_kernel=0",
+     lambda t: (["run-all", "demo", "--dry-run", "--set", "teacher.temporal_kernel=0"], {}),
+     2, "temporal_kernel must be >= 1, got 0"),
+    ("an even temporal kernel", lambda t: (["run-all", "demo", "--dry-run", "--set", "student.temporal_kernel=4"], {}),
+     2, "[student] temporal_kernel must be odd, got 4"),
+    ("a batch of 10^8", lambda t: (["run-all", "demo", "--dry-run", "--set", "teacher.batch_size=100000000"], {}),
+     2, "batch_size must be <= 65536"),
+    ("experiments.splits=100000",
+     lambda t: (["run-all", "demo", "--dry-run", "--set", "experiments.splits=100000"], {}),
+     2, "experiments.splits: 100000 is outside [1, 30]"),
+    ("extract.long_edge=10^6", lambda t: (["run-all", "demo", "--dry-run", "--set", "extract.long_edge=1000000"], {}),
+     2, "extract.long_edge: 1000000 is outside [32, 8192]"),
+    ("an occlusion probability above 1", lambda t: (["run-all", "demo", "--dry-run", "--set", "experiments.op=[2]"],
+                                                    {}), 2, "experiments.op: 2 is outside [0.0, 1.0]"),
+    ("a source of 10^6 classes",
+     lambda t: (["run-all", "demo", "--dry-run", "--set", "sources.k16.num_classes=1000000"], {}),
+     2, "sources.k16.num_classes: 1000000 is outside [1, 10000]"),
+    ("a decoder setting of the wrong type at plan time",
+     lambda t: (["run-all", "demo", "--dry-run", "--set", 'extract.decoder={seed_threshold="x"}'], {}),
+     2, "[extract] decoder: seed_threshold = 'x': expected a number in [0, 1]"),
+    ("a pyskl file whose label is 10^12",
+     lambda t: (["import", "pyskl", str(_pyskl_label(t / "huge.pkl", 10**12)), "--out", str(t / "h.h5")], {}),
+     1, "huge.pkl: annotation 0 (a): label 1000000000000 is outside [0, 10000)"),
+    ("a binary pipeline file",
+     lambda t: (["run-all", str(_write(t / "bin.toml", bytes(range(256)))), "--dry-run"], {}), 1, "invalid TOML"),
+    ("a deeply nested pipeline file",
+     lambda t: (["run-all", str(_write(t / "deep.toml", "a = " + "[" * 100_000 + "]" * 100_000)), "--dry-run"], {}),
+     1, "deep.toml: invalid TOML (nested too deeply)"),
+    ("a base that is not a name", lambda t: (["run-all", str(_write(t / "b.toml", "base = 5\n")), "--dry-run"], {}),
+     2, "base = 5: expected the name or path of another pipeline"),
+    ("--set teacher=5", lambda t: (["run-all", "demo", "--dry-run", "--set", "teacher=5"], {}), 2,
+     "[teacher] must be a table of settings, got 5"),
+    ("evaluate --op 5",
+     lambda t: (["evaluate", "--model", str(_model(t)), "--pack", str(t), "--out", str(t / "e"), "--op", "5"], {}),
+     2, "Invalid value for '--op': 5.0 is not in the range 0.0<=x<=1.0"),
+    ("evaluate --batch-size 0",
+     lambda t: (["evaluate", "--model", str(_model(t)), "--pack", str(t), "--out", str(t / "e"), "--batch-size",
+                 "0"], {}), 2, "Invalid value for '--batch-size'"),
+    ("extract --long-edge -5",
+     lambda t: (["extract", "--videos", str(_video(t)), "--backbone", "mobilenetv3small", "--out", str(t / "p.h5"),
+                 "--long-edge", "-5"], {}), 2, "Invalid value for '--long-edge': -5 is not in the range 32<=x<=8192"),
+    ("extract --max-people 0",
+     lambda t: (["extract", "--videos", str(_video(t)), "--backbone", "mobilenetv3small", "--out", str(t / "p.h5"),
+                 "--max-people", "0"], {}), 2, "Invalid value for '--max-people'"),
+    ("extract --decoder-setting cif_neighbors=-5",
+     lambda t: (["extract", "--videos", str(_video(t)), "--backbone", "mobilenetv3small", "--out", str(t / "p.h5"),
+                 "--decoder-setting", "cif_neighbors=-5"], {}), 1, "cif_neighbors = -5: expected an integer in [1, 64]"),
+    ("align --outlier nan",
+     lambda t: (["align", "--hq", str(_store(t / "hq.h5")), "--lq", str(_store(t / "lq.h5")), "--outlier", "nan"], {}),
+     2, "'nan' is not a finite number"),
+    ("partmatrix --batch-size 0",
+     lambda t: (["partmatrix", "--teacher", str(_model(t)), "--pack", str(t), "--batch-size", "0"], {}),
+     2, "Invalid value for '--batch-size': 0 is not in the range 1<=x<=65536"),
+    ("a store without its layout",
+     lambda t: (["export", "pyskl", "--store", str(_store(t / "s.h5", lambda f: f.attrs.__delitem__("layout"))),
+                 "--out", str(t / "s.pkl")], {}), 1, "s.h5: damaged pose store (no layout attribute)"),
+    ("a store without samples",
+     lambda t: (["export", "pyskl", "--store", str(_store(t / "s.h5", lambda f: f.__delitem__("samples"))),
+                 "--out", str(t / "s.pkl")], {}), 1, "s.h5: damaged pose store (no samples group)"),
+    ("a store sample without keypoints",
+     lambda t: (["align", "--hq", str(_store(t / "hq.h5")), "--lq", str(_store(
+         t / "lq.h5", lambda f: f["samples/s0"].__delitem__("keypoints"))), "--cache-dir", str(t / "c")], {}),
+     1, "lq.h5: sample 's0' has no keypoints array"),
+    ("a store label of -3",
+     lambda t: (["export", "pyskl", "--store", str(_store(t / "s.h5", lambda f: f["samples/s1"].attrs.__setitem__(
+         "label", -3))), "--out", str(t / "s.pkl")], {}), 1, "sample s1: label -3 is outside [0, 10000)"),
+    ("a store label of 1e9",
+     lambda t: (["export", "pyskl", "--store", str(_store(t / "s.h5", lambda f: f["samples/s1"].attrs.__setitem__(
+         "label", 1e9))), "--out", str(t / "s.pkl")], {}), 1, "sample s1: label 1000000000.0 is not an integer"),
+    ("an empty model.pt given to predict",
+     lambda t: (["predict", str(_write(t / "v.mp4", b"x")), "--model", str(_model(t, weights=b""))], {}),
+     1, "model.pt: cannot load the weights (EOFError)"),
+    ("an empty model.pt given to evaluate",
+     lambda t: (["evaluate", "--model", str(_model(t, weights=b"")), "--pack", str(t), "--out", str(t / "e")], {}),
+     1, "model.pt: cannot load the weights (EOFError)"),
+    ("an empty model.pt given to export onnx",
+     lambda t: (["export", "onnx", "--model", str(_model(t, weights=b"")), "--out", str(t / "m.onnx")], {}),
+     1, "model.pt: cannot load the weights (EOFError)"),
+    ("model.json without backbone",
+     lambda t: (["export", "onnx", "--model", str(_model(t, backbone=None)), "--out", str(t / "m.onnx")], {}),
+     1, "model.json: missing backbone"),
+    ("model.json of 10^12 classes",
+     lambda t: (["evaluate", "--model", str(_model(t, num_classes=10**12)), "--pack", str(t), "--out", str(t / "e")],
+                {}), 1, "model.json: num_classes must be an integer in [1, 10000], got 1000000000000"),
+    ("model.json without its training config, given to evaluate",
+     lambda t: (["evaluate", "--model", str(_model(t, config=None)), "--pack", str(t), "--out", str(t / "e")], {}),
+     1, "model.json: no training config and stage"),
+    ("a cache folder under a file",
+     lambda t: (["run-all", "demo", "--until", "skeletons", "--cache-dir", str(_write(t / "f", "x") / "c")], {}),
+     1, "f/c/skeletons: Not a directory"),
+    ("an output store under a file",
+     lambda t: (["import", "pyskl", str(_pyskl_label(t / "a.pkl", 0)), "--out", str(_write(t / "f", "x") / "a.h5")], {}),
+     1, "f: a file, not a directory"),
+    ("an output file in a missing folder",
+     lambda t: (["export", "pyskl", "--store", str(_store(t / "s.h5")), "--out", str(t / "nodir" / "s.pkl")], {}),
+     1, "nodir/s.pkl: its folder does not exist or is not a directory"),
+    ("cache gc --older-than -5", lambda t: (["cache", "gc", "--older-than", "-5"], {}), 2,
+     "Invalid value for '--older-than': -5.0 is not in the range x>=0"),
+    ("cache gc --older-than nan", lambda t: (["cache", "gc", "--older-than", "nan"], {}), 2,
+     "'nan' is not a finite number"),
+    ("a pack whose labels are not indices of its classes",
+     lambda t: (["evaluate", "--model", str(_model(t)), "--pack", str(_pack(t, label=[0, 50])), "--out",
+                 str(t / "e")], {}), 1, "data.h5: the test split holds labels outside [0, 2) (0 to 50)"),
+    ("a pack split without its LQ array",
+     lambda t: (["evaluate", "--model", str(_model(t)), "--pack", str(_pack(t, drop="lq")), "--out", str(t / "e")],
+                {}), 1, "data.h5: the test split has no lq (not written by the pack stage)"),
+    ("a model of other classes than its pack",
+     lambda t: (["evaluate", "--model", str(_model(t, classes=3)), "--pack", str(_pack(t)), "--out",
+                 str(t / "e")], {}), 1, "model of 3 classes, the data of"),
+    ("a decoder threshold of NaN",
+     lambda t: (["extract", "--videos", str(_video(t)), "--backbone", "mobilenetv3small", "--out", str(t / "p.h5"),
+                 "--decoder-setting", "seed_threshold=NaN"], {}), 1, "seed_threshold = nan: expected a number in [0, 1]"),
+    ("extract --fps 0",
+     lambda t: (["extract", "--videos", str(_video(t)), "--backbone", "mobilenetv3small", "--out", str(t / "p.h5"),
+                 "--fps", "0"], {}), 2, "Invalid value for '--fps'"),
+    ("import pyskl --num-classes 100000",
+     lambda t: (["import", "pyskl", str(_pyskl_label(t / "a.pkl", 0)), "--out", str(t / "a.h5"), "--num-classes",
+                 "100000"], {}), 2, "Invalid value for '--num-classes': 100000 is not in the range 1<=x<=10000"),
+    ("bench train --frames 0", lambda t: (["bench", "train", "--frames", "0"], {}), 2,
+     "Invalid value for '--frames': 0 is not in the range 1<=x<=1000"),
+    ("201 seeds", lambda t: (["run-all", "demo", "--dry-run", "--set", f"experiments.seeds={list(range(201))}"], {}),
+     2, "experiments.seeds: 201 values, at most 100"),
+    ("a pyskl source without its file",
+     lambda t: (["run-all", "demo", "--dry-run", "--set", 'sources.k16.kind="pyskl"'], {}), 2,
+     "sources.k16.file missing (a source of kind 'pyskl' needs one)"),
+    ("a simulated estimator that simulates from itself",
+     lambda t: (["run-all", "demo", "--dry-run", "--set", 'sources.k16.simulate_from="k16"'], {}), 2,
+     "sources.k16 simulates from 'k16', which is not a dataset or pyskl source"),
 ]
 
 

@@ -7,7 +7,8 @@ import click
 
 from skelpipe.core.console import console
 from skelpipe.core.fingerprint import input_key
-from skelpipe.data.align import MISSING, align_stores
+from skelpipe.core.fields import MAX_PEOPLE, FiniteRange
+from skelpipe.data.align import MISSING, OUTLIER, align_stores
 from skelpipe.pipeline.cache import VERSIONS, Cache, stage_settings
 
 
@@ -27,9 +28,9 @@ def run_align(cache, hq_path, lq_path, missing="solitary", outlier=0.5, max_peop
               help="LQ pose store (extracted or simulated).")
 @click.option("--missing", default="solitary", show_default=True, type=click.Choice(MISSING),
               help="An instance with no HQ skeleton or no detected person: keep it, or drop it.")
-@click.option("--outlier", default=0.5, show_default=True,
+@click.option("--outlier", default=0.5, show_default=True, type=FiniteRange(*OUTLIER),
               help="Flag instances whose alignment error / body size exceeds this.")
-@click.option("--max-people", default=2, show_default=True)
+@click.option("--max-people", default=2, show_default=True, type=click.IntRange(1, MAX_PEOPLE))
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Cache root.")
 def align_command(hq_path, lq_path, missing, outlier, max_people, cache_dir):
     """Pair LQ people and frames with HQ people and frames; print where the aligned pair is.

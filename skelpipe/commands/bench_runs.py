@@ -25,6 +25,7 @@ from skelpipe.commands.train import _int_list
 from skelpipe.core.console import console
 from skelpipe.core.device import native_bf16, resolve
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.fields import MAX_BATCH, MAX_FRAMES
 from skelpipe.data.split import DiskRows, Split, data_file, load_split, physical_memory
 from skelpipe.learn.checkpoint import save_model
 from skelpipe.learn.config import KD_VARIANTS, TrainConfig
@@ -33,7 +34,7 @@ from skelpipe.learn.models import DEFAULT_CHANNELS, build_model
 from skelpipe.learn.train import train_split
 from skelpipe.pose.decoding import BIASED_CONFIG
 from skelpipe.pose.blazepose import BlazePose, BlazePoseFrames, is_blazepose
-from skelpipe.pose.extract import load_estimator
+from skelpipe.pose.extract import BATCH_SIZE, DECODER_WORKERS, LONG_EDGE, load_estimator
 from skelpipe.pose.network import (
     Network,
     Runner,
@@ -66,9 +67,9 @@ def random_split(n, layout, lq_layout="coco17", frames=300, num_classes=60, seed
 @click.option("--amp/--no-amp", default=True, show_default=True,
               help="bf16 autocast where native (CUDA; a CPU with AMX or AVX512-BF16).")
 @click.option("--compile", is_flag=True, help="torch.compile the model.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--steps", type=int, default=20, show_default=True, help="Timed steps per run (after a warm-up epoch of as many).")
-@click.option("--frames", type=int, default=300, show_default=True, help="T.")
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=64, show_default=True)
+@click.option("--steps", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Timed steps per run (after a warm-up epoch of as many).")
+@click.option("--frames", type=click.IntRange(1, MAX_FRAMES), default=300, show_default=True, help="T.")
 @click.option("--channels", callback=_int_list, default=None, help="Block channels [default: ST-GCN's].")
 @click.option("--runs", default="teacher,none,kl,global-msc,pmsc", show_default=True, help="Which runs (teacher and/or student kd variants).")
 @click.option("--profile", is_flag=True, help="Print torch.profiler's top operators of each run.")
@@ -228,12 +229,12 @@ def bench_openpifpaf_video(video: Path, checkpoint: str, device, long_edge: int 
             if key in cfg:
                 args += [flag, str(cfg[key])]
         # same decoder settings as ours; the CifHr neighbour count has no flag, so set it before running
-        code = ("import sys, runpy, torch, openpifpaf\n"
-                + (f"torch.classes.openpifpaf_decoder_utils.CifHr.set_neighbors({int(neighbors)})\n"
-                   if neighbors else "")
+        code = ("import sys, runpy, torch, openpifpaf\nfrom skelpipe.pose.network import safe_globals\n"
+                "torch.serialization.add_safe_globals(safe_globals())\n"  # its torch.load: weights_only
+                + (f"torch.classes.openpifpaf_decoder_utils.CifHr.set_neighbors({int(neighbors)})\n" if neighbors else "")
                 + f"sys.argv = ['openpifpaf.video'] + {args!r}\n"
                 + "runpy.run_module('openpifpaf.video', run_name='__main__')\n")
-        env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", MPLBACKEND="Agg")
+        env = dict(os.environ, MPLBACKEND="Agg")
         if device.type == "cuda" and device.index is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device.index)
         t0 = time.perf_counter()
@@ -260,10 +261,10 @@ def bench_openpifpaf_video(video: Path, checkpoint: str, device, long_edge: int 
                    "heads fixed to a person at every cell (a grid of people: decoder very busy); random: "
                    "randomly initialised network.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", type=int, default=None, help="[16 on CUDA, 4 on CPU]")
-@click.option("--long-edge", type=int, default=641, show_default=True)
-@click.option("--decoder-workers", type=int, default=None)
-@click.option("--max-frames", type=int, default=None, help="Use only the first N frames.")
+@click.option("--batch-size", type=click.IntRange(*BATCH_SIZE), default=None, help="[16 on CUDA, 4 on CPU]")
+@click.option("--long-edge", type=click.IntRange(*LONG_EDGE), default=641, show_default=True)
+@click.option("--decoder-workers", type=click.IntRange(*DECODER_WORKERS), default=None)
+@click.option("--max-frames", type=click.IntRange(1), default=None, help="Use only the first N frames.")
 @click.option("--skip-openpifpaf-video", is_flag=True, help="Do not run python -m openpifpaf.video.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of the table.")
 def bench_extract(backbone, video, checkpoint, weights, device, batch_size, long_edge, decoder_workers, max_frames,
@@ -341,12 +342,12 @@ def _bench_checkpoint(backbone: str, checkpoint, weights: str, tmp: Path) -> str
 # --------------------------------------------------------------------------- memory
 
 @click.command("memory")
-@click.option("--samples", type=int, default=40091, show_default=True, help="Training instances (NTU-60 x-sub).")
-@click.option("--frames", type=int, default=300, show_default=True, help="T.")
+@click.option("--samples", type=click.IntRange(1, 10**7), default=40091, show_default=True, help="Training instances (NTU-60 x-sub).")
+@click.option("--frames", type=click.IntRange(1, MAX_FRAMES), default=300, show_default=True, help="T.")
 @click.option("--stage", type=click.Choice(["teacher", "student"]), default="teacher", show_default=True,
               help="student: PMSC distillation with the teacher run online on B_H (read from disk too).")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--steps", type=int, default=3, show_default=True, help="Training steps (one epoch cut short).")
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=16, show_default=True)
+@click.option("--steps", type=click.IntRange(1, 100_000), default=3, show_default=True, help="Training steps (one epoch cut short).")
 @click.option("--channels", callback=_int_list, default=None, help="Block channels [default: ST-GCN's].")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,

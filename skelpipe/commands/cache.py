@@ -7,6 +7,7 @@ import click
 from rich.table import Table
 
 from skelpipe.core.console import console
+from skelpipe.core.fields import FiniteRange
 from skelpipe.pipeline.cache import Cache
 
 
@@ -68,7 +69,7 @@ def cache_ls(cache: Cache, stage):
 
 @cache_command.command("gc")
 @click.option("--stage", default=None, help="Only this stage.")
-@click.option("--older-than", type=float, default=None,
+@click.option("--older-than", type=FiniteRange(min=0), default=None,
               help="Also remove finished entries finished more than this many days ago.")
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.pass_obj

@@ -3,6 +3,7 @@
 import click
 
 from skelpipe.core.console import console
+from skelpipe.core.fields import MAX_BATCH, MAX_SEED, FiniteRange
 from skelpipe.learn.evaluate import evaluate
 from skelpipe.skeleton import noise
 
@@ -12,12 +13,12 @@ from skelpipe.skeleton import noise
 @click.option("--pack", "pack_dir", required=True, type=click.Path(file_okay=False), help="Packed data directory (skelpipe pack).")
 @click.option("--split", default="test", show_default=True, help="Which split of the pack.")
 @click.option("--which", type=click.Choice(["hq", "lq"]), default=None, help="HQ or LQ skeletons [default: HQ for a teacher, LQ for a student].")
-@click.option("--op", type=float, default=None, help="Occlusion probability of LQ data [default: the model's training OP].")
+@click.option("--op", type=FiniteRange(0.0, 1.0), default=None, help="Occlusion probability of LQ data [default: the model's training OP].")
 @click.option("--occlusion-mode", type=click.Choice(list(noise.MODES)), default=None, help="[default: the model's training mode]")
-@click.option("--seed", type=int, default=None, help="Base seed of the fixed test occlusion draws [default: the pack's test_seed].")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Base seed of the fixed test occlusion draws [default: the pack's test_seed].")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Where to write metrics.json, predictions.csv, confusion.png.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<i>.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=256, show_default=True)
 def evaluate_command(model_dir, pack_dir, split, which, op, occlusion_mode, seed, out_dir, device, batch_size):
     """Top-1, top-5 and per-class accuracy of a trained model, a confusion matrix (PNG) and
     per-instance predictions (CSV).

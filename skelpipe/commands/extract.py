@@ -12,9 +12,13 @@ from rich.table import Table
 from skelpipe.core import atomic
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.fields import MAX_PEOPLE, FiniteRange
 from skelpipe.pipeline.cache import VERSIONS, Cache, Lock
 from skelpipe.pose import blazepose
 from skelpipe.pose.extract import (
+    BATCH_SIZE,
+    DECODER_WORKERS,
+    LONG_EDGE,
     NothingExtracted,
     RunStats,
     extract_to_work,
@@ -24,6 +28,7 @@ from skelpipe.pose.extract import (
     sample_id_for,
     shard_from_env,
 )
+from skelpipe.pose.decoding import check_config
 from skelpipe.pose.network import resolve_backbone
 from skelpipe.pose.video import Video
 
@@ -132,17 +137,20 @@ def summary(stats: RunStats, stage=None):
                    "ShuffleNetv2x1, MobileNetv3Small, ResNet152; or blazepose: mediapipe's BlazePose, "
                    "single-person, on the CPU (skelpipe install-mediapipe).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="A local OpenPifPaf checkpoint (a pickled model: only files you trust).")
+              help="A local OpenPifPaf checkpoint (a pickled model; one that names anything but network "
+                   "parts is refused unrun).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output pose store (.h5).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i.")
-@click.option("--batch-size", type=int, default=None, help="Frames per network batch [16 on CUDA, 4 on CPU].")
-@click.option("--long-edge", type=int, default=641, show_default=True,
+@click.option("--batch-size", type=click.IntRange(*BATCH_SIZE), default=None,
+              help="Frames per network batch [16 on CUDA, 4 on CPU].")
+@click.option("--long-edge", type=click.IntRange(*LONG_EDGE), default=641, show_default=True,
               help="Resize frames so that the long edge is this.")
-@click.option("--max-people", type=int, default=2, show_default=True, help="Tracked people kept per video.")
-@click.option("--decoder-workers", type=int, default=None,
+@click.option("--max-people", type=click.IntRange(1, MAX_PEOPLE), default=2, show_default=True,
+              help="Tracked people kept per video.")
+@click.option("--decoder-workers", type=click.IntRange(*DECODER_WORKERS), default=None,
               help="Processes decoding fields [CPU cores - 1, at most 8]; 0 decodes in this process.")
 @click.option("--shard", default=None, help="i/n: do the i-th of n disjoint shares (also from RANK/WORLD_SIZE).")
-@click.option("--fps", type=float, default=30.0, show_default=True, help="Frame rate of frame folders.")
+@click.option("--fps", type=FiniteRange(0.0, 1000.0, min_open=True), default=30.0, show_default=True, help="Frame rate of frame folders.")
 @click.option("--decoder-setting", "decoder_settings", multiple=True, metavar="KEY=VALUE",
               help="OpenPifPaf decoder setting, e.g. seed_threshold=0.3 (keys: "
                    "seed_threshold, cif_th, caf_th, keypoint_threshold, keypoint_threshold_rel, "
@@ -180,4 +188,4 @@ def parse_settings(items) -> dict:
                                           else value)
         except json.JSONDecodeError:
             raise SkelpipeError(f"--decoder-setting {item}: {value!r} is not a number or true/false") from None
-    return out
+    return check_config(out, "--decoder-setting")

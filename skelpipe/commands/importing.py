@@ -3,6 +3,7 @@
 import click
 
 from skelpipe.core.console import console
+from skelpipe.core.fields import MAX_CLASSES
 from skelpipe.data import pyskl
 
 
@@ -22,7 +23,7 @@ def import_command():
 @click.option("--split", "benchmark", default=None,
               help="Which pair of the file's split lists gives train / test: xsub (xsub_train + xsub_val), "
                    "1 (train1 + test1), or one of the pair's names [default: the file's only pair].")
-@click.option("--num-classes", type=click.IntRange(1), default=None,
+@click.option("--num-classes", type=click.IntRange(1, MAX_CLASSES), default=None,
               help="Labels must lie below this [default: the largest label + 1].")
 def import_pyskl(file, out, benchmark, num_classes):
     """A pyskl or mmaction2 annotation pickle (2D COCO-17 with scores, or NTU-25 3D) as a pose

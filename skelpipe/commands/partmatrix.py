@@ -2,6 +2,7 @@
 
 import click
 
+from skelpipe.core.fields import MAX_BATCH
 from skelpipe.learn.partmatrix import MEASURES, compute_part_matrix
 
 
@@ -12,7 +13,7 @@ from skelpipe.learn.partmatrix import MEASURES, compute_part_matrix
               help="Packed data directory (its HQ training instances are occluded).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Where to write part_matrix.{npy,json,png} (default: the teacher directory).")
-@click.option("--batch-size", default=256, show_default=True, help="Occluded copies per forward pass.")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, MAX_BATCH), help="Occluded copies per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<index>.")
 @click.option("--measure", type=click.Choice(MEASURES), default="error", show_default=True,
               help="error: misclassification rate (the paper); prob_drop: drop of the true-class probability.")

@@ -11,6 +11,7 @@ from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.pipeline.predict import Prediction, predict_video
 from skelpipe.pose.blazepose import is_blazepose
+from skelpipe.pose.extract import BATCH_SIZE, DECODER_WORKERS, LONG_EDGE
 
 
 def print_table(result: Prediction):
@@ -45,11 +46,11 @@ def print_table(result: Prediction):
               help="How many actions to list.")
 @click.option("--out-video", default=None, type=click.Path(dir_okay=False),
               help="Write the video with the tracked skeletons and the top-1 label drawn (mp4v).")
-@click.option("--batch-size", default=None, type=click.IntRange(1),
+@click.option("--batch-size", default=None, type=click.IntRange(*BATCH_SIZE),
               help="Frames per network batch [16 on CUDA, 4 on CPU].")
-@click.option("--long-edge", default=641, show_default=True,
+@click.option("--long-edge", default=641, show_default=True, type=click.IntRange(*LONG_EDGE),
               help="Resize frames to this long edge for the estimator.")
-@click.option("--decoder-workers", default=None, type=click.IntRange(0),
+@click.option("--decoder-workers", default=None, type=click.IntRange(*DECODER_WORKERS),
               help="Processes decoding OpenPifPaf's fields [as skelpipe extract]; 0 decodes in this "
                    "process (starts faster on a short clip).")
 @click.option("--json", "as_json", is_flag=True,

@@ -3,6 +3,7 @@
 half of one."""
 
 import contextlib
+import errno
 import json
 import os
 from pathlib import Path
@@ -28,6 +29,10 @@ def replacing(path):
     The temporary name keeps the suffix (writers such as OpenCV choose the format by it).
     """
     path = Path(path)
+    if not path.parent.is_dir():  # said of the target, not of the temporary a writer would fail on
+        raise NotADirectoryError(errno.ENOTDIR, "its folder does not exist or is not a directory", str(path))
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(errno.EACCES, "its folder is not writable", str(path))
     tmp = _temporary(path, os.getpid())
     try:
         yield tmp

@@ -20,6 +20,15 @@ class ConfigError(SkelpipeError):
     exit_code = 2
 
 
+def reason(e: BaseException) -> str:
+    """An exception as a short reason for a one-line message: its type and its message's first line
+    (some, like the ``EOFError`` of an empty file, have none)."""
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    if isinstance(e, SkelpipeError) and lines:  # already said for a user
+        return lines[0]
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
 def did_you_mean(name, known) -> str:
     """`` (did you mean 'teacher'?)`` when ``name`` is close to one of ``known``, else ``""``."""
     close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)

@@ -46,6 +46,7 @@ from skelpipe.skeleton.geometry import body_size, image_points
 from skelpipe.skeleton.store import PoseWriter, open_store
 
 MISSING = ("solitary", "drop")
+OUTLIER = (0.0, 1e6)  # the range of the outlier threshold (alignment error / body size)
 # HQ sample attributes that describe the action instance (not the recording): the LQ copy gets them.
 INSTANCE_ATTRS = ("label", "label_name", "split", "subject")
 

@@ -45,12 +45,12 @@ import numpy as np
 from skelpipe.core import atomic
 from skelpipe.core.disk import check_free
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.core.fields import check_known, check_types
+from skelpipe.core.fields import MAX_FRAMES, MAX_PEOPLE, MAX_SEED, bounded, check_known, check_ranges, check_types
 from skelpipe.data import datasets
 from skelpipe.data.pairing import draw_pairs
 from skelpipe.data.split import FILE, SPLITS
 from skelpipe.skeleton import layouts
-from skelpipe.skeleton.store import open_store
+from skelpipe.skeleton.store import label_problem, open_store
 
 BENCHMARKS = ("default",) + tuple(b for d in datasets.DATASETS.values() for b in d.benchmarks)
 # Centre joint for 3D normalisation, per layout.
@@ -61,27 +61,21 @@ CENTRE_3D = {"ntu25": "spine_mid", "kinect20": "spine"}
 class PackConfig:
     """Settings of the pack stage (all part of its cache key; names as in pipelines/*.toml [pack])."""
     benchmark: str = "default"  # split rule, see split_of
-    split: int = 0              # SYSU: which of the 30 random splits
-    frames: int = 300           # T: pad / truncate to this many frames
-    sample_frames: int = 0      # > 0: uniform temporal sampling to this many frames instead
-    max_people: int = 2
+    split: int = bounded(0, 0, 29)                 # SYSU: which of the 30 random splits
+    frames: int = bounded(300, 1, MAX_FRAMES)      # T: pad / truncate to this many frames
+    sample_frames: int = bounded(0, 0, MAX_FRAMES)  # > 0: uniform temporal sampling to this many frames instead
+    max_people: int = bounded(2, 1, MAX_PEOPLE)
     dtype: str = "float32"      # storage: "float32" or "float16"
-    hq_fraction: float = 1.0    # D_pair fraction of training instances (class-stratified)
-    pair_seed: int = 0
-    test_seed: int = 0          # base seed of the fixed per-instance test occlusion
+    hq_fraction: float = bounded(1.0, high=1.0, above=0.0)  # D_pair fraction of training instances (class-stratified)
+    pair_seed: int = bounded(0, 0, MAX_SEED)
+    test_seed: int = bounded(0, 0, MAX_SEED)       # base seed of the fixed per-instance test occlusion
 
     def __post_init__(self):
         if self.benchmark not in BENCHMARKS:
             raise SkelpipeError(f"pack: unknown benchmark {self.benchmark!r}; known: {', '.join(BENCHMARKS)}")
         if self.dtype not in ("float32", "float16"):
             raise SkelpipeError(f"pack: dtype must be float32 or float16, not {self.dtype!r}")
-        if int(self.frames) < 1:
-            raise SkelpipeError(f"pack: frames must be >= 1, not {self.frames}")
-        if int(self.sample_frames) < 0 or int(self.max_people) < 1:
-            raise SkelpipeError(f"pack: sample_frames must be >= 0 and max_people >= 1, not "
-                                f"{self.sample_frames} and {self.max_people}")
-        if not 0.0 < float(self.hq_fraction) <= 1.0:
-            raise SkelpipeError(f"pack: hq_fraction must lie in (0, 1], not {self.hq_fraction}")
+        check_ranges("pack", self)
 
     @classmethod
     def from_dict(cls, config: dict) -> "PackConfig":
@@ -321,6 +315,8 @@ def _check(attrs, three_d: bool, need_label: bool = True) -> str | None:
     """What makes an instance unpackable (checked on attributes before anything is written)."""
     if need_label and "label" not in attrs:
         return "no label"
+    if need_label and label_problem(attrs["label"]):
+        return label_problem(attrs["label"])
     if not three_d and not attrs.get("image_size"):
         return "2D sample without image_size"
     size = attrs.get("image_size")

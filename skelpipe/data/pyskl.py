@@ -21,7 +21,7 @@ import numpy as np
 
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
-from skelpipe.skeleton.store import PoseWriter
+from skelpipe.skeleton.store import PoseWriter, label_problem
 
 try:  # numpy 2 names its pickle helpers numpy._core.*, numpy 1 numpy.core.*
     from numpy._core.multiarray import _reconstruct, scalar
@@ -229,6 +229,8 @@ def import_store(path, out, benchmark: str | None = None, num_classes: int | Non
     layout = LAYOUTS[shape]
     three_d = shape[1] == 3
     for i, item in enumerate(items):
+        if label_problem(item["label"]):  # before any list is sized by the largest label
+            raise SkelpipeError(f"{path}: annotation {i} ({item['frame_dir']}): {label_problem(item['label'])}")
         if (item["keypoint"].shape[2], item["keypoint"].shape[3]) != shape:
             raise SkelpipeError(f"{path}: annotation {i} ({item['frame_dir']}) has another joint layout "
                                 f"than the first")

@@ -21,7 +21,7 @@ from skelpipe.core import atomic
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data.pack import is_3d
 from skelpipe.skeleton import layouts
-from skelpipe.skeleton.store import open_store
+from skelpipe.skeleton.store import label_problem, open_store
 
 GRAPHS = {False: "coco17", True: "ntu25"}    # 3D? → pyskl's graph
 MAX_BODIES_3D = 2
@@ -72,6 +72,8 @@ def _item(store, sample, notes: Counter) -> tuple[dict, bool]:
     where = f"{store.path}: sample {sample.id}"
     if "label" not in sample.attrs:
         raise SkelpipeError(f"{where} has no label")
+    if label_problem(sample.attrs["label"]):
+        raise SkelpipeError(f"{where}: {label_problem(sample.attrs['label'])}")
     kp = np.asarray(sample.keypoints, np.float32)
     if not np.isfinite(kp).all():
         raise SkelpipeError(f"{where}: keypoints hold non-finite numbers")

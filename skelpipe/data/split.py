@@ -13,11 +13,13 @@ import numpy as np
 import torch
 
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.fields import MAX_CLASSES
 from skelpipe.skeleton.noise import occlude, test_seeds
 
 FILE = "data.h5"
 SPLITS = ("train", "test")
 ROWS = ("auto", "memory", "disk")
+ARRAYS = ("lq", "hq", "has_hq", "label", "ids", "length", "hq_available")  # what each split of a pack holds
 # rows="auto" reads a split into memory when its skeletons take less than this share of the RAM
 MEMORY_SHARE = 0.25
 
@@ -67,6 +69,7 @@ def load_split(pack_dir, split: str, rows: str = "memory") -> Split:
         g = f[split]
         attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
         attrs.update({k: decode_attr(v) for k, v in g.attrs.items()})
+        _check(path, split, g, attrs)
         if rows == "auto":
             in_memory = 4 * (g["lq"].size + g["hq"].size)  # float32
             rows = "disk" if in_memory > MEMORY_SHARE * physical_memory() else "memory"
@@ -86,6 +89,19 @@ def load_split(pack_dir, split: str, rows: str = "memory") -> Split:
             hq_available=g["hq_available"][()].astype(bool),
             name=split,
         )
+
+
+def _check(path, split: str, g, attrs: dict):
+    """A split holds every array a pack writes, and labels that are indices of its classes."""
+    missing = [k for k in ARRAYS if not isinstance(g.get(k), h5py.Dataset)]
+    if missing:
+        raise SkelpipeError(f"{path}: the {split} split has no {', '.join(missing)} (not written by the pack stage)")
+    classes, labels = attrs.get("num_classes"), g["label"][()]
+    if isinstance(classes, bool) or not isinstance(classes, int) or not 1 <= classes <= MAX_CLASSES:
+        raise SkelpipeError(f"{path}: num_classes must be an integer in [1, {MAX_CLASSES}], got {classes!r}")
+    if labels.size and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= classes):
+        raise SkelpipeError(f"{path}: the {split} split holds labels outside [0, {classes}) "
+                            f"({labels.min()} to {labels.max()})")
 
 
 def physical_memory() -> int:

@@ -11,8 +11,13 @@ import numpy as np
 import torch
 
 from skelpipe.core import atomic
-from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.errors import SkelpipeError, reason
+from skelpipe.core.fields import MAX_CLASSES, MAX_PEOPLE
+from skelpipe.learn.config import TrainConfig
 from skelpipe.learn.models import build_model
+
+#: what ``model.json`` must say to rebuild the network
+MODEL_KEYS = ("backbone", "layout", "in_channels", "num_classes", "channels", "temporal_kernel", "num_persons")
 
 
 def save_model(out_dir, model, meta: dict):
@@ -32,21 +37,45 @@ def load_model(model_dir, device="cpu"):
     for path in (meta_path, weights):
         if not path.is_file():
             raise SkelpipeError(f"{path}: missing (not a finished training run)")
+    meta = read_model_meta(meta_path)
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise SkelpipeError(f"{meta_path}: not valid JSON ({e})") from None
-    model = build_model(meta["backbone"], meta["layout"], meta["in_channels"], meta["num_classes"],
-                        meta["channels"], meta["temporal_kernel"], meta["num_persons"],
-                        meta.get("dropout", 0.0), meta.get("part_pool", "mean"))
+        model = build_model(meta["backbone"], meta["layout"], meta["in_channels"], meta["num_classes"],
+                            meta["channels"], meta["temporal_kernel"], meta["num_persons"],
+                            meta.get("dropout", 0.0), meta.get("part_pool", "mean"))
+    except (SkelpipeError, ValueError, TypeError, KeyError, RuntimeError) as e:
+        raise SkelpipeError(f"{meta_path}: describes no model that can be built ({reason(e)})") from None
     try:
         state = torch.load(weights, map_location=device, weights_only=True)
         model.load_state_dict(state)
-    except Exception as e:  # a truncated file, or weights of another architecture
-        raise SkelpipeError(f"{weights}: cannot load the weights ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # an empty or truncated file, or weights of another architecture
+        raise SkelpipeError(f"{weights}: cannot load the weights ({reason(e)})") from None
     if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
         raise SkelpipeError(f"{weights}: weights that are not finite (NaN or inf); retrain the model")
     return model.to(device).eval(), meta
+
+
+def read_model_meta(meta_path: Path) -> dict:
+    """``model.json``, its architecture checked against the settings' own bounds, so that a hand-edited
+    file is one line, never a traceback or a network sized by a typo."""
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SkelpipeError(f"{meta_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise SkelpipeError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    missing = [k for k in MODEL_KEYS if k not in meta]
+    if missing:
+        raise SkelpipeError(f"{meta_path}: missing {', '.join(missing)} (not written by skelpipe train)")
+    try:
+        TrainConfig(backbone=meta["backbone"], channels=meta["channels"], temporal_kernel=meta["temporal_kernel"],
+                    dropout=meta.get("dropout", 0.0), part_pool=meta.get("part_pool", "mean"))
+    except SkelpipeError as e:
+        raise SkelpipeError(f"{meta_path}: {str(e).removeprefix('training config: ')}") from None
+    for key, high in (("num_classes", MAX_CLASSES), ("num_persons", MAX_PEOPLE), ("in_channels", 16)):
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise SkelpipeError(f"{meta_path}: {key} must be an integer in [1, {high}], got {value!r}")
+    return meta
 
 
 def init_from_teacher(model, teacher_dir) -> dict:
@@ -89,7 +118,7 @@ def load_part_matrix(path) -> torch.Tensor:
             e = torch.load(path, map_location="cpu", weights_only=True)
             e = e["E"] if isinstance(e, dict) else e
     except Exception as err:
-        raise SkelpipeError(f"{path}: cannot read the part matrix ({err})") from None
+        raise SkelpipeError(f"{path}: cannot read the part matrix ({reason(err)})") from None
     e = torch.as_tensor(e, dtype=torch.float32)
     if e.dim() != 2 or e.shape[1] != 5:
         raise SkelpipeError(f"{path}: a part matrix has shape (classes, 5), got {tuple(e.shape)}")

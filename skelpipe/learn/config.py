@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from skelpipe.core.errors import SkelpipeError, did_you_mean
-from skelpipe.core.fields import check_known, check_types
+from skelpipe.core.fields import MAX_BATCH, MAX_SEED, bounded, check_known, check_ranges, check_types
 from skelpipe.learn.models import BACKBONES, DEFAULT_CHANNELS
 from skelpipe.learn.models.stgcn import PART_POOLS
 from skelpipe.skeleton import noise
@@ -46,48 +46,49 @@ class TrainConfig:
     stage: str = "teacher"                 # teacher | student
     kd: str = "none"                       # student distillation: none | kl | global-msc | pmsc
     backbone: str = "stgcn"
-    channels: tuple = DEFAULT_CHANNELS
-    temporal_kernel: int = 9
-    dropout: float = 0.0
+    channels: tuple = bounded(DEFAULT_CHANNELS, 1, 4096, length=(1, 32))
+    temporal_kernel: int = bounded(9, 1, 99)     # odd: the padding keeps the sequence's length
+    dropout: float = bounded(0.0, 0.0, 1.0)
     part_pool: str = "mean"                # part features over the person slots: mean | present
-    part_dropout: float = 0.0              # probability of zeroing one random body part of a training input
-    epochs: int = 60
-    batch_size: int = 64                   # global batch (split over the ranks under DDP)
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    milestones: tuple = (30, 40, 50)
-    gamma: float = 0.1
-    alpha: float = 1.0                     # weight of the distillation term
-    alpha_warmup: int = 0                  # > 0: alpha ramps up linearly over this many epochs
-    w: float = 0.5                         # weight of the positives in the MSC losses
-    tau: float = 1.0                       # temperature of the MSC losses
-    kl_temperature: float = 1.0            # temperature of the KL baseline
-    hq_topup: int = 0                      # extra D_pair HQ instances added to every B_H
+    part_dropout: float = bounded(0.0, 0.0, 1.0)  # probability of zeroing one random body part of a training input
+    epochs: int = bounded(60, 1, 100_000)
+    batch_size: int = bounded(64, 1, MAX_BATCH)    # global batch (split over the ranks under DDP)
+    lr: float = bounded(0.1, high=1e3, above=0.0)
+    momentum: float = bounded(0.9, 0.0, 1.0)
+    weight_decay: float = bounded(1e-4, 0.0, 1.0)
+    milestones: tuple = bounded((30, 40, 50), 1, 100_000, length=(0, 100))
+    gamma: float = bounded(0.1, high=1.0, above=0.0)
+    alpha: float = bounded(1.0, 0.0, 1e3)        # weight of the distillation term
+    alpha_warmup: int = bounded(0, 0, 100_000)   # > 0: alpha ramps up linearly over this many epochs
+    w: float = bounded(0.5, 0.0, 1e3)            # weight of the positives in the MSC losses
+    tau: float = bounded(1.0, high=1e3, above=0.0)  # temperature of the MSC losses
+    kl_temperature: float = bounded(1.0, high=1e3, above=0.0)  # temperature of the KL baseline
+    hq_topup: int = bounded(0, 0, MAX_BATCH)      # extra D_pair HQ instances added to every B_H
     projection: str = "none"               # pmsc only: none | linear (a learned map per part, student → teacher channels)
     lq_data: str = "all"                   # student's LQ data: all (D_pair ∪ D_sol) | pair (D_pair)
-    op: float = 0.0                        # occlusion probability of the LQ input (student)
+    op: float = bounded(0.0, 0.0, 1.0)           # occlusion probability of the LQ input (student)
     occlusion_mode: str = "track"          # track | joint | block
     occlusion_channels: str = "all"        # all: an occluded joint loses every channel; xy: x and y only
-    occlusion_block: int = 15              # block mode: frames (of the packed sequence) per block
+    occlusion_block: int = bounded(15, 1, 100_000)  # block mode: frames (of the packed sequence) per block
     occlusion_draws: str = "fixed"         # fixed: one draw per instance; fresh: new every epoch
-    occlusion_seed: int = 0                # the training masks' seed (seed leaves them alone)
-    seed: int = 0                          # initialisation and data order
+    occlusion_seed: int = bounded(0, 0, MAX_SEED)  # the training masks' seed (seed leaves them alone)
+    seed: int = bounded(0, 0, MAX_SEED)          # initialisation and data order
     init: str = "random"                   # student start: random | teacher (every tensor whose name and shape match)
     amp: bool = True                       # bf16 autocast where native (CUDA; a CPU with AMX or AVX512-BF16)
     device: str = "auto"
     compile: bool = False
-    eval_every: int = 0                    # test top-1/top-5 every N epochs (0: never)
-    eval_batch_size: int = 256
+    eval_every: int = bounded(0, 0, 100_000)     # test top-1/top-5 every N epochs (0: never)
+    eval_batch_size: int = bounded(256, 1, MAX_BATCH)
     teacher_features: str = "cached"       # cached | online
     deterministic: bool = False            # deterministic kernels (slower on CUDA)
-    max_steps: int = 0                     # > 0: end every epoch after this many steps (benchmarks)
+    max_steps: int = bounded(0, 0, 10**9)        # > 0: end every epoch after this many steps (benchmarks)
 
     def __post_init__(self):
         # types first, so that a bad --set is one line, not a TypeError
         check_types("training config", type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         self.channels = tuple(self.channels)
         self.milestones = tuple(self.milestones)
+        check_ranges("training config", self)
         checks = [
             (self.stage in STAGES, f"stage must be one of {STAGES}, got {self.stage!r}"),
             (self.kd in KD_VARIANTS, f"kd must be one of {KD_VARIANTS}, got {self.kd!r}{did_you_mean(self.kd, KD_VARIANTS)}"),
@@ -95,24 +96,14 @@ class TrainConfig:
             (self.occlusion_mode in noise.MODES, f"occlusion mode must be one of {noise.MODES}"),
             (self.occlusion_draws in ("fixed", "fresh"), "occlusion draws must be fixed or fresh"),
             (self.occlusion_channels in noise.CHANNELS, f"occlusion channels must be one of {noise.CHANNELS}"),
-            (1 <= self.occlusion_block <= 100_000, f"occlusion_block must lie in [1, 100000], got {self.occlusion_block}"),
             (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
             (self.projection in PROJECTIONS, f"projection must be {' or '.join(PROJECTIONS)}, got {self.projection!r}"),
             (self.stage == "student" or self.init == "random", "a teacher starts from random weights"),
             (self.teacher_features in ("cached", "online"), "teacher features: cached or online"),
-            (0.0 <= self.op <= 1.0, f"op must lie in [0, 1], got {self.op}"),
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.tau > 0, f"tau must be > 0, got {self.tau}"),
-            (self.alpha >= 0 and self.w >= 0, f"alpha and w must be >= 0, got {self.alpha} and {self.w}"),
             (self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}"),
-            (self.hq_topup >= 0, "hq_topup must be >= 0"),
-            (self.alpha_warmup >= 0, "alpha_warmup must be >= 0"),
             (self.lq_data in ("all", "pair"), f"lq_data must be all or pair, got {self.lq_data!r}"),
+            (self.temporal_kernel % 2 == 1, f"temporal_kernel must be odd, got {self.temporal_kernel}"),
             (self.part_pool in PART_POOLS, f"part_pool must be one of {PART_POOLS}, got {self.part_pool!r}"),
-            (0.0 <= self.part_dropout <= 1.0, f"part_dropout must lie in [0, 1], got {self.part_dropout}"),
-            (self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -90,6 +90,25 @@ def plot_confusion(cm: np.ndarray, class_names, path, title=""):
     atomic.write_bytes(path, buf.getvalue())
 
 
+def _training_config(model_dir, meta: dict) -> dict:
+    """The training settings that ``model.json`` records (evaluation's defaults come from them)."""
+    if not isinstance(meta.get("config"), dict) or meta.get("stage") not in ("teacher", "student"):
+        raise SkelpipeError(f"{Path(model_dir) / 'model.json'}: no training config and stage (not written by "
+                            f"skelpipe train)")
+    return meta["config"]
+
+
+def _check_match(model_dir, pack_dir, meta: dict, attrs: dict, which: str):
+    """The model reads the pack's skeletons (its layout) and knows every class of it."""
+    layout = attrs[f"{which}_layout"]
+    if layout != meta["layout"]:
+        raise SkelpipeError(f"{model_dir}: model is for layout {meta['layout']}, the {which.upper()} "
+                            f"data of {pack_dir} are {layout}")
+    if attrs["num_classes"] != meta["num_classes"]:
+        raise SkelpipeError(f"{model_dir}: model of {meta['num_classes']} classes, the data of {pack_dir} have "
+                            f"{attrs['num_classes']}")
+
+
 def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, seed=None,
              out_dir=None, device="auto", batch_size=256) -> dict:
     """Evaluate the model in ``model_dir`` on a split of the pack directory ``pack_dir``.
@@ -103,18 +122,15 @@ def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, 
 
     device = resolve(device)
     model, meta = load_model(model_dir, device)
-    cfg = meta["config"]
+    cfg = _training_config(model_dir, meta)
     data = load_split(pack_dir, split)
     which = which or ("hq" if meta["stage"] == "teacher" else "lq")
     if which not in ("hq", "lq"):
         raise SkelpipeError(f"evaluate: which must be hq or lq, got {which!r}")
-    op = (cfg["op"] if which == "lq" else 0.0) if op is None else float(op)
-    mode = mode or cfg["occlusion_mode"]
+    op = (cfg.get("op", 0.0) if which == "lq" else 0.0) if op is None else float(op)
+    mode = mode or cfg.get("occlusion_mode", "track")
     seed = int(data.attrs.get("test_seed", 0)) if seed is None else int(seed)
-    layout = data.attrs[f"{which}_layout"]
-    if layout != meta["layout"]:
-        raise SkelpipeError(f"{model_dir}: model is for layout {meta['layout']}, the {which.upper()} "
-                            f"data of {pack_dir} are {layout}")
+    _check_match(model_dir, pack_dir, meta, data.attrs, which)
     x = data.hq if which == "hq" else data.lq
     labels = np.asarray(data.label, dtype=np.int64)
     if which == "hq" and not np.all(data.has_hq):

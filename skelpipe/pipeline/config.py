@@ -11,12 +11,15 @@ from pathlib import Path
 import click
 
 from skelpipe.core.errors import ConfigError, SkelpipeError, did_you_mean
+from skelpipe.core.fields import MAX_BATCH, MAX_CLASSES, MAX_PEOPLE, MAX_SEED
 from skelpipe.data import datasets
-from skelpipe.data.align import MISSING
+from skelpipe.data.align import MISSING, OUTLIER
 from skelpipe.data.pack import BENCHMARKS, PackConfig
 from skelpipe.learn.config import INITS, KD_VARIANTS, TrainConfig
 from skelpipe.learn.models import BACKBONES
 from skelpipe.learn.partmatrix import MEASURES
+from skelpipe.pose.decoding import check_config
+from skelpipe.pose.extract import DECODER_WORKERS, LONG_EDGE
 
 # The working directory's pipelines/ (a user's own files) first, then those shipped in the package.
 PIPELINE_DIRS = (Path.cwd() / "pipelines", Path(__file__).resolve().parents[1] / "pipelines")
@@ -62,11 +65,17 @@ def _read_toml(path: Path, seen=()) -> dict:
     """A pipeline file as a dict; ``base = "penn"`` (a name or a path) starts from that file."""
     try:
         cfg = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SkelpipeError(f"{path}: invalid TOML ({e})") from None
+    except RecursionError:
+        raise SkelpipeError(f"{path}: invalid TOML (nested too deeply)") from None
+    except OSError as e:
+        raise SkelpipeError(f"{path}: cannot read the pipeline file ({e.strerror})") from None
     base = cfg.pop("base", None)
     if base is None:
         return cfg
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base = {base!r}: expected the name or path of another pipeline")
     base_path = find_pipeline(base)
     if base_path.resolve() in seen:
         raise SkelpipeError(f"{path}: base {base!r} includes itself")
@@ -109,6 +118,8 @@ def _value(where: str, key: str, value, kind, choices=None, low=None, high=None)
     wanted = " or ".join(names[k] for k in base) if isinstance(base, tuple) else names[base]
     if isinstance(kind, list) and not (isinstance(value, list) and value):
         raise ConfigError(f"{where}{key} = {value!r}: expected a non-empty list of {wanted.split(' ', 1)[1]}s")
+    if len(items) > MAX_LIST:  # each item multiplies the runs of a plan
+        raise ConfigError(f"{where}{key}: {len(items)} values, at most {MAX_LIST}")
     for v in items:
         types = base if isinstance(base, tuple) else _kinds(base)
         if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
@@ -117,7 +128,7 @@ def _value(where: str, key: str, value, kind, choices=None, low=None, high=None)
         if choices is not None and v not in choices:
             raise ConfigError(f"{where}{key}: {v!r} is not one of {', '.join(map(str, choices))}"
                               f"{did_you_mean(v, choices)}")
-        if (low is not None and v < low) or (high is not None and v > high):
+        if (low is not None and not v >= low) or (high is not None and not v <= high):  # NaN is outside
             span = f"[{low}, {high}]" if high is not None else f">= {low}"
             raise ConfigError(f"{where}{key}: {v!r} is outside {span}")
 
@@ -136,19 +147,22 @@ def _section(where: str, values: dict, schema: dict):
 
 SOURCE = {"kind": (str, ("dataset", "estimator", "pyskl")), "label": (str,), "backbone": (str,),
           "checkpoint": (str,), "extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,),
-          "file": (str,), "split": (str,), "num_classes": (int, None, 1),
+          "file": (str,), "split": (str,), "num_classes": (int, None, 1, MAX_CLASSES),
           "profile": (dict,)}   # a simulated estimator's noise fields in place of its backbone's (pose.simulate.Profile)
+MAX_LIST = 100  # values of one list setting (seeds, occlusion probabilities, ...)
+SOURCE_NEEDS = {"dataset": (), "estimator": ("backbone",), "pyskl": ("file",)}
 SETTING = {"name": (str,), "hq": (str,), "lq": (str,)}
-EXTRACT = {"extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,), "seed": (int,),
-           "long_edge": (int, None, 32), "max_people": (int, None, 1), "decoder": (dict,),
-           "decoder_workers": (int, None, 0)}
-ALIGN = {"missing": (str, MISSING), "outlier": (float, None, 0.0), "max_people": (int, None, 1)}
-PARTMATRIX = {"measure": (str, MEASURES), "batch_size": (int, None, 1)}
+EXTRACT = {"extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,), "seed": (int, None, 0, MAX_SEED),
+           "long_edge": (int, None, *LONG_EDGE), "max_people": (int, None, 1, MAX_PEOPLE),
+           "decoder": (dict,), "decoder_workers": (int, None, *DECODER_WORKERS)}
+ALIGN = {"missing": (str, MISSING), "outlier": (float, None, *OUTLIER), "max_people": (int, None, 1, MAX_PEOPLE)}
+PARTMATRIX = {"measure": (str, MEASURES), "batch_size": (int, None, 1, MAX_BATCH)}
 EXPERIMENT = {"table": ((int, str),), "settings": ([str],), "benchmarks": ([str], BENCHMARKS),
-              "splits": (int, None, 1), "op": ([float], None, 0.0, 1.0), "kd": ([str], KD_VARIANTS),
+              "splits": (int, None, 1, 30), "op": ([float], None, 0.0, 1.0), "kd": ([str], KD_VARIANTS),
               "hq_fraction": ([float], None, 0.0, 1.0), "student_data": ([str], ("all", "pair")),
-              "seeds": ([int],), "seed_occlusion": (bool,), "backbones": ([str], BACKBONES),
+              "seeds": ([int], None, 0, MAX_SEED), "seed_occlusion": (bool,), "backbones": ([str], BACKBONES),
               "init": ([str], INITS)}
+TABLES = ("data", "extract", "sources", "align", "pack", "teacher", "student", "partmatrix")
 TOP = ("name", "dataset", "description", "data", "extract", "sources", "settings", "align", "pack",
        "teacher", "student", "partmatrix", "experiments", "_path")
 
@@ -177,17 +191,23 @@ def check(cfg: dict, path) -> None:
         if section not in cfg:
             raise ConfigError(f"{path}: missing [{section}]" if section not in ("name", "dataset")
                               else f"{path}: missing {section} = ...")
+    for section in TABLES:
+        if section in cfg and not isinstance(cfg[section], dict):
+            raise ConfigError(f"{path}: [{section}] must be a table of settings, got {cfg[section]!r}")
+    _value(f"{path}: ", "name", cfg["name"], str)
     _value(f"{path}: ", "dataset", cfg["dataset"], str, tuple(sorted(datasets.DATASETS)))
     dataset = datasets.get(cfg["dataset"])
-    _section(f"{path}: data.", cfg.get("data", {}), {k: (type(v) if v is not None else int,)
+    _section(f"{path}: data.", cfg.get("data", {}), {k: (type(v) if v is not None else int, *dataset.limits.get(k, ()))
                                                      for k, v in dataset.options.items()})
     _section(f"{path}: extract.", cfg.get("extract", {}), EXTRACT)
+    _wrapped(path, "extract", lambda: check_config(cfg.get("extract", {}).get("decoder"), "decoder"))
     if not isinstance(cfg["sources"], dict) or not cfg["sources"]:
         raise ConfigError(f"{path}: [sources.NAME] tables expected")
     for name, source in cfg["sources"].items():
         _section(f"{path}: sources.{name}.", source, SOURCE)
         if "kind" not in source:
             raise ConfigError(f"{path}: sources.{name}.kind missing (dataset or estimator)")
+        _source_inputs(path, cfg, name, source)
     _tables(path, "settings", cfg["settings"], SETTING)
     for s in cfg["settings"]:
         for side in ("name", "hq", "lq"):
@@ -207,6 +227,21 @@ def check(cfg: dict, path) -> None:
     for stage in ("teacher", "student"):
         _wrapped(path, stage, lambda: TrainConfig.from_dict({**cfg[stage], "stage": stage}))
     _wrapped(path, "pack", lambda: PackConfig.from_dict(cfg.get("pack", {})))
+
+
+def _source_inputs(path, cfg: dict, name: str, source: dict):
+    """What a source of its kind reads is named: an estimator's backbone, a pyskl source's file, and
+    the skeletons a simulated estimator degrades (a dataset's or a pyskl file's, never an estimator's)."""
+    for key in SOURCE_NEEDS[source["kind"]]:
+        if key not in source:
+            raise ConfigError(f"{path}: sources.{name}.{key} missing (a source of kind {source['kind']!r} "
+                              f"needs one)")
+    extract = cfg.get("extract", {})
+    if source["kind"] == "estimator" and source.get("extractor", extract.get("extractor")) == "simulated":
+        base = source.get("simulate_from", extract.get("simulate_from", ""))
+        if cfg["sources"].get(base, {}).get("kind") not in ("dataset", "pyskl"):
+            raise ConfigError(f"{path}: sources.{name} simulates from {base!r}, which is not a dataset or pyskl "
+                              f"source of [sources]")
 
 
 def _tables(path, name: str, tables, schema: dict):

@@ -31,12 +31,13 @@ from multiprocessing import shared_memory
 import numpy as np
 import torch
 
-from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.errors import SkelpipeError, did_you_mean
 
 #: OpenPifPaf's defaults (``python -m openpifpaf.predict``), the decoder's knobs we expose.
 DEFAULT_CONFIG = {"seed_threshold": 0.2, "cif_th": 0.3, "caf_th": 0.3, "keypoint_threshold": 0.15,
                   "keypoint_threshold_rel": 0.5, "instance_threshold": 0.15, "force_complete": False,
                   "cif_neighbors": 16}
+MAX_NEIGHBORS = 64  # CIF votes per location
 #: For the fixed fields of ``extract.bias_heads`` (one vote per location instead of about 16).
 BIASED_CONFIG = {"cif_neighbors": 1}
 #: Test hook (a decoder setting): a worker kills itself with SIGSEGV on the task with this tag.
@@ -48,14 +49,35 @@ class DecodeFailure:
     reason: str
 
 
+def check_config(config: dict | None, where: str = "decoder") -> dict:
+    """The decoder settings ``config`` (known keys; thresholds in [0, 1], ``cif_neighbors`` in
+    [1, MAX_NEIGHBORS], ``force_complete`` true or false), or one line naming the bad one."""
+    for key, value in (config or {}).items():
+        if key == CRASH_TAG:
+            continue
+        if key not in DEFAULT_CONFIG:
+            raise SkelpipeError(f"{where}: unknown decoder setting {key!r}{did_you_mean(key, DEFAULT_CONFIG)}; "
+                                f"known: {', '.join(sorted(DEFAULT_CONFIG))}")
+        kind = type(DEFAULT_CONFIG[key])
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is bool:
+            wanted, ok = "true or false", isinstance(value, bool)
+        elif kind is int:
+            wanted = f"an integer in [1, {MAX_NEIGHBORS}]"
+            ok = number and float(value).is_integer() and 1 <= value <= MAX_NEIGHBORS
+        else:
+            wanted, ok = "a number in [0, 1]", number and 0.0 <= value <= 1.0  # NaN is not
+        if not ok:
+            raise SkelpipeError(f"{where}: {key} = {value!r}: expected {wanted}")
+    return dict(config or {})
+
+
 def configure(config: dict | None) -> dict:
     """Set OpenPifPaf's (class-level, process-wide) decoder thresholds; returns the full config."""
     from openpifpaf.decoder import utils
 
+    check_config(config)
     cfg = {**DEFAULT_CONFIG, **{k: v for k, v in (config or {}).items() if k != CRASH_TAG}}
-    unknown = set(cfg) - set(DEFAULT_CONFIG)
-    if unknown:
-        raise SkelpipeError(f"unknown decoder setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}")
     cpp = torch.classes.openpifpaf_decoder.CifCaf
     utils.CifHr.set_threshold(cfg["cif_th"])
     utils.CifHr.set_neighbors(int(cfg["cif_neighbors"]))

@@ -17,8 +17,8 @@ each part on its own thread or process so that none waits on another:
   video as one small atomic HDF5 file; the finished unit is recorded so that a rerun skips it.
 
 At the end (or when the last shard finishes) the per-video files are merged into one store.
-Checkpoints are pickled whole models (OpenPifPaf's format), loaded with ``weights_only=False``:
-only use checkpoint files you trust.
+Checkpoints are pickled whole models (OpenPifPaf's format), unpickled with an allow-list of what
+a network is built of (``network.load_checkpoint_file``): a file naming anything else is refused.
 """
 
 import collections
@@ -42,6 +42,12 @@ from skelpipe.pose.decoding import DecodeFailure, DecoderPool, InlineDecoder
 from skelpipe.pose.network import Network, Runner, load_network
 from skelpipe.pose.tracking import Tracker
 from skelpipe.pose.video import Video, VideoError, VideoReader, network_size, probe
+
+# The ranges of the extraction settings, on the command line and in a pipeline's [extract] alike:
+# a long edge sizes every frame's fields, workers are processes, a batch is frames in memory.
+LONG_EDGE = (32, 8192)
+DECODER_WORKERS = (0, 64)
+BATCH_SIZE = (1, 1024)
 from skelpipe.skeleton.store import PoseWriter, open_store
 
 

@@ -1,11 +1,14 @@
 """The OpenPifPaf network: checkpoints by name (downloaded the normal way, or offline from a local
 file), the model on a device, and ``Runner``, which keeps it busy on batches of frames.
 
-Checkpoints are pickled whole models (OpenPifPaf's format), loaded with ``weights_only=False``:
-only use checkpoint files you trust.
+Checkpoints are pickled whole models (OpenPifPaf's format). A pickle can run code, so they are
+loaded with torch's ``weights_only`` unpickler and an allow-list of what an OpenPifPaf network is
+built of (``safe_globals``): a file that names anything else is refused before any of it runs.
 """
 
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +19,16 @@ from skelpipe.core.device import native_bf16
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.pose.fields import PeopleFields
 
+try:  # numpy 2 names its pickle helpers numpy._core.*, numpy 1 numpy.core.*
+    from numpy._core.multiarray import _reconstruct, scalar
+except ImportError:  # pragma: no cover - numpy 1
+    from numpy.core.multiarray import _reconstruct, scalar
+
 #: The paper's backbone names → OpenPifPaf's.
 ALIASES = {"shufflenetv2x1": "shufflenetv2k16", "mobilenetv3small": "mobilenetv3small", "resnet152": "resnet152"}
 OFFLINE_ENV = "SKELPIPE_OFFLINE"  # set to 1: never try to download a checkpoint
+#: the opening lines of torch's weights_only refusals, which say nothing about the file
+TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -52,6 +62,48 @@ def checkpoint_file(backbone: str) -> tuple[str, Path]:
     return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
+def safe_globals() -> list:
+    """The classes and functions an OpenPifPaf checkpoint may name, for ``torch.load(weights_only=True)``:
+    OpenPifPaf's networks and head metas, the torch and torchvision modules they are built of, the
+    numpy arrays the head metas hold (under numpy 1's names too), and ``PeopleFields`` (a hook that
+    benchmark checkpoints carry). Constructing any of them runs nothing but the module's own setup."""
+    import torchvision.models.mobilenetv2
+    import torchvision.models.mobilenetv3
+    import torchvision.models.resnet
+    import torchvision.models.shufflenetv2
+    import torchvision.ops.misc
+    from openpifpaf import headmeta
+    from openpifpaf.network import basenetworks, heads, nets, running_cache, tracking_base, tracking_heads
+
+    def defined(module):
+        return [v for v in vars(module).values() if isinstance(v, type) and v.__module__ == module.__name__]
+
+    openpifpaf = [c for m in (headmeta, basenetworks, heads, nets, running_cache, tracking_base, tracking_heads)
+                  for c in defined(m)]
+    blocks = [c for m in (torchvision.models.mobilenetv2, torchvision.models.mobilenetv3, torchvision.models.resnet,
+                          torchvision.models.shufflenetv2, torchvision.ops.misc)
+              for c in defined(m) if issubclass(c, torch.nn.Module)]
+    torch_nn = [c for c in vars(torch.nn).values() if isinstance(c, type) and issubclass(c, torch.nn.Module)]
+    numpy = [_reconstruct, scalar, np.ndarray, np.dtype,
+             (_reconstruct, "numpy.core.multiarray._reconstruct"), (scalar, "numpy.core.multiarray.scalar")]
+    numpy += [c for c in vars(np.dtypes).values() if isinstance(c, type) and issubclass(c, np.dtype)]  # built
+    return openpifpaf + blocks + torch_nn + numpy + [PeopleFields]
+
+
+def load_checkpoint_file(path: Path):
+    """An OpenPifPaf checkpoint file, unpickled under the allow-list; a refusal in one line."""
+    try:
+        with torch.serialization.safe_globals(safe_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note on the pickle protocol of files it then refuses
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        refused = re.search(r"GLOBAL ([\w.]+)", str(e))
+        details = [line for line in str(e).splitlines() if line.strip() and not line.startswith(TORCH_BOILERPLATE)]
+        why = (f"it names {refused.group(1)}, which an OpenPifPaf network never needs: refused unrun, as a pickle "
+               f"can run code" if refused else f"{type(e).__name__}: {details[0]}" if details else type(e).__name__)
+        raise SkelpipeError(f"{path}: not a loadable OpenPifPaf checkpoint ({why})") from e
+
+
 def _load_checkpoint(backbone: str, checkpoint: str | None):
     """The checkpoint dict (or model) and a label for it: a local file, or a named one (cached/downloaded)."""
 
@@ -59,25 +111,23 @@ def _load_checkpoint(backbone: str, checkpoint: str | None):
         path = Path(checkpoint)
         if not path.is_file():
             raise SkelpipeError(f"{path}: checkpoint file not found")
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False), str(path)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise SkelpipeError(f"{path}: not a loadable OpenPifPaf checkpoint ({type(e).__name__}: {e})") from e
+        return load_checkpoint_file(path), str(path)
     url, path = checkpoint_file(backbone)
+    label = f"{backbone} ({path.name})"
     if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=False), f"{backbone} ({path.name})"
+        return load_checkpoint_file(path), label
     fix = (f"download {url} to {path} (mkdir -p {path.parent} && curl -L -o {path} {url}), "
            f"or pass --checkpoint PATH to a local OpenPifPaf checkpoint")
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise SkelpipeError(f"checkpoint {path.name} for --backbone {backbone} is not in {path.parent} and "
                             f"{OFFLINE_ENV} forbids downloading it: {fix}")
-    try:  # OpenPifPaf's own way (network.Factory.from_checkpoint)
-        ckpt = torch.hub.load_state_dict_from_url(url, check_hash=not url.startswith("https"), map_location="cpu",
-                                                  weights_only=False)
-    except Exception as e:  # noqa: BLE001 - offline, proxy, HTTP error, bad hash ...
+    try:  # where OpenPifPaf's own way (torch.hub.load_state_dict_from_url) puts it; written atomically
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+    except Exception as e:  # noqa: BLE001 - offline, proxy, HTTP error ...
         raise SkelpipeError(f"checkpoint {path.name} for --backbone {backbone} is not in {path.parent} and could "
                             f"not be downloaded ({type(e).__name__}: {e}): {fix}") from e
-    return ckpt, f"{backbone} ({path.name})"
+    return load_checkpoint_file(path), label
 
 
 @dataclass

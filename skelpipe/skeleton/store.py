@@ -29,6 +29,7 @@ import numpy as np
 from skelpipe.core.console import progress as progress_bar
 from skelpipe.core.disk import check_free
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.fields import MAX_CLASSES
 from skelpipe.skeleton import layouts
 
 FORMAT_VERSION = 1
@@ -175,7 +176,16 @@ class PoseStore:
             self.file.close()
             raise SkelpipeError(f"{self.path}: incomplete pose store (its writer did not finish)")
         self.attrs = _attrs(self.file)
-        self.layout = layouts.get(self.attrs["layout"])
+        problem = ("no layout attribute" if "layout" not in self.attrs
+                   else "no samples group" if not isinstance(self.file.get("samples"), h5py.Group) else None)
+        if problem:
+            self.file.close()
+            raise SkelpipeError(f"{self.path}: damaged pose store ({problem})")
+        try:
+            self.layout = layouts.get(self.attrs["layout"])
+        except SkelpipeError as e:
+            self.file.close()
+            raise SkelpipeError(f"{self.path}: {e}") from None
         self._samples = self.file["samples"]
 
     def ids(self) -> list[str]:
@@ -187,18 +197,23 @@ class PoseStore:
     def __contains__(self, sample_id):
         return sample_id in self._samples
 
-    def read(self, sample_id: str) -> Sample:
+    def _group(self, sample_id: str):
+        """A sample's group, with its keypoints array."""
         if sample_id not in self._samples:
             raise SkelpipeError(f"{self.path}: no sample {sample_id!r}")
         g = self._samples[sample_id]
+        if not isinstance(g, h5py.Group) or not isinstance(g.get("keypoints"), h5py.Dataset):
+            raise SkelpipeError(f"{self.path}: sample {sample_id!r} has no keypoints array")
+        return g
+
+    def read(self, sample_id: str) -> Sample:
+        g = self._group(sample_id)
         arrays = {name: g[name][()] for name in g if name != "keypoints"}
         return Sample(sample_id, g["keypoints"][()], arrays, _attrs(g))
 
     def read_keypoints(self, sample_id: str) -> np.ndarray:
         """A sample's keypoints (M, T, V, C) alone, without its attributes."""
-        if sample_id not in self._samples:
-            raise SkelpipeError(f"{self.path}: no sample {sample_id!r}")
-        return self._samples[sample_id]["keypoints"][()]
+        return self._group(sample_id)["keypoints"][()]
 
     def read_attrs(self, sample_id: str) -> dict:
         """A sample's attributes alone, without reading its arrays."""
@@ -228,6 +243,16 @@ class PoseStore:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def label_problem(label) -> str | None:
+    """What is wrong with a class label read from a file, or None for an index in [0, MAX_CLASSES)
+    (a label of 10^12 would size class lists and one-hot rows by it)."""
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+        return f"label {label!r} is not an integer"
+    if not 0 <= label < MAX_CLASSES:
+        return f"label {label} is outside [0, {MAX_CLASSES})"
+    return None
 
 
 def open_store(path) -> PoseStore:

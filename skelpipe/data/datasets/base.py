@@ -37,6 +37,7 @@ class Dataset:
     report_columns: tuple = (("default", "top1", "Top1"), ("default", "top5", "Top5"))
     expected_parts: dict | None = None    # action → the body parts it uses, when known
     options: dict = {}                    # the pipeline's [data] settings it reads, with their defaults
+    limits: dict = {}                     # their allowed values: name → (choices, low, high); sizes bounded
 
     def skeletons(self, root: Path, options: dict, work) -> Skeletons:
         """The dataset's own (HQ) skeletons; bad files found while scanning go to ``work.report_bad``."""

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skelpipe.core.fields import MAX_SEED
 from skelpipe.data.datasets import demo_motion as motion
 from skelpipe.data.datasets.base import Dataset, register
 from skelpipe.skeleton.geometry import project, to_camera
@@ -200,6 +201,8 @@ class Demo(Dataset):
     report_columns = (("xsub", "top1", "Top1"), ("xsub", "top5", "Top5"))
     expected_parts = ACTION_PARTS
     options = {"subjects": 16, "reps": 4, "test_reps": 0, "seed": 0}
+    limits = {"subjects": (None, 3, 1000), "reps": (None, 1, 100), "test_reps": (None, 0, 100),
+              "seed": (None, 0, MAX_SEED)}
 
     def generate(self, options, out_dir):
         return write_stores(out_dir, num_subjects=options.get("subjects", 16),

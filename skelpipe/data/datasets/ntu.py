@@ -228,6 +228,7 @@ class NTU(Dataset):
     benchmarks = BENCHMARKS
     report_columns = (("xsub", "top1", "CS"), ("xview", "top1", "CV"))
     options = {"version": 60}
+    limits = {"version": ((60, 120),)}
 
     def skeletons(self, root, options, work) -> Skeletons:
         version = int(options.get("version", 60))

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.io
 
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.fields import MAX_SEED
 from skelpipe.data.datasets.base import Dataset, Skeletons, find_dir, refuse_duplicates, register
 from skelpipe.data.pairing import draw_pairs
 from skelpipe.pose.video import Video
@@ -206,6 +207,7 @@ class Penn(Dataset):
     root_env = "SKELPIPE_PENN_ROOT"
     expected = "labels/NNNN.mat (annotations) and, for extraction, frames/NNNN/*.jpg"
     options = {"split": "official", "dev_fraction": 0.3, "dev_seed": 0}
+    limits = {"split": (SPLITS,), "dev_fraction": (None, 0.0, 1.0), "dev_seed": (None, 0, MAX_SEED)}
 
     def skeletons(self, root, options, work) -> Skeletons:
         labels_dir = find_dir(root, ("labels", "."), "*.mat")
