@@ -17,8 +17,7 @@ each part on its own thread or process so that none waits on another:
   video as one small atomic HDF5 file; the finished unit is recorded so that a rerun skips it.
 
 At the end (or when the last shard finishes) the per-video files are merged into one store.
-Checkpoints are pickled whole models (OpenPifPaf's format), unpickled with an allow-list of what
-a network is built of (``network.load_checkpoint_file``): a file naming anything else is refused.
+Checkpoints (pickled whole models) are unpickled with an allow-list (``network.load_checkpoint_file``).
 """
 
 import collections
