@@ -72,7 +72,7 @@ def cli(ctx, debug):
     Example:
       skelpipe run-all demo            # the whole pipeline on a small synthetic dataset
       skelpipe extract --videos a.mp4 --backbone shufflenetv2k16 --out poses.h5
-      skelpipe train --stage student --kd pmsc
+      skelpipe train --stage teacher --pack cache/pack/ab12 --out runs/teacher
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug

@@ -83,12 +83,12 @@ def test_occluded_predictions_zero_exactly_one_part_each():
     layout = layouts.get("coco17")
     model = WhichPartIsGone(layout).train()
     x = torch.rand(7, 3, 4, layout.num_joints, 2) + 0.1
-    preds = occluded_predictions(model, x.numpy(), None, layout, batch_size=10)
+    preds = occluded_predictions(model, x.numpy(), layout, batch_size=10)
     assert preds.dtype == torch.long and preds.shape == (7, 5)
     assert torch.all(preds == torch.arange(5))
     assert all(n <= 10 and not training for n, training in model.calls)   # eval mode, batched
     assert model.training                                                  # mode restored
-    assert torch.equal(occluded_predictions(model, x, None, layout, 5, index=[6, 2]), preds[[6, 2]])
+    assert torch.equal(occluded_predictions(model, x, layout, 5, index=[6, 2]), preds[[6, 2]])
 
 
 def test_occluded_predictions_of_a_real_model_do_not_depend_on_batch_size():
@@ -97,8 +97,8 @@ def test_occluded_predictions_of_a_real_model_do_not_depend_on_batch_size():
     torch.manual_seed(0)
     model = build_model("stgcn", "penn13", num_classes=4, channels=(8, 8, 16))
     x = torch.randn(6, 3, 8, 13, 2)
-    a = occluded_predictions(model, x, None, None, batch_size=5)
-    b = occluded_predictions(model, x, None, None, batch_size=30)
+    a = occluded_predictions(model, x, None, batch_size=5)
+    b = occluded_predictions(model, x, None, batch_size=30)
     assert torch.equal(a, b)
     full = model.eval()(x)[0]
     assert full.shape == (6, 4)
@@ -142,7 +142,7 @@ def test_compute_part_matrix_stage(tmp_path, teacher_and_pack):
     out = tmp_path / "out"
     e = compute_part_matrix(teacher_dir, tmp_path / "pack", out, batch_size=10, device="cpu")
     idx = np.flatnonzero(split.has_hq)
-    preds = occluded_predictions(model, split.hq[idx], None, model.layout, 10)
+    preds = occluded_predictions(model, split.hq[idx], model.layout, 10)
     want = part_matrix_from_predictions(split.label[idx], preds, 3).numpy()
     np.testing.assert_allclose(e, want)
     np.testing.assert_allclose(np.load(out / "part_matrix.npy"), want)

@@ -310,6 +310,3 @@ def _progress(ids):
         for sid in ids:
             yield sid
             bar.advance(task)
-
-
-# ---------------------------------------------------------------- stage and CLI

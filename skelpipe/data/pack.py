@@ -389,9 +389,3 @@ def _pack_instance(m: "Member", lq, hq, cfg, lq_3d, hq_3d):
 
 def _normalise(kp, layout, three_d: bool, image_size) -> np.ndarray:
     return normalise_3d(kp, layout) if three_d else normalise_2d(kp, image_size)
-
-
-# ---------------------------------------------------------------- reading
-
-
-# ---------------------------------------------------------------- stage and CLI

@@ -33,8 +33,8 @@ OCCLUSION_FIELDS = ("occlusion_mode", "occlusion_draws", "occlusion_seed", "occl
 RUNTIME_FIELDS = ("device", "compile", "eval_every", "teacher_features", "deterministic",
                   "eval_batch_size")
 
-# Settings added after results were cached: in the key only away from their default, so that
-# adding them left every existing key (and cache entry) as it was.
+# Settings whose default reproduces what a cache key meant without them: in the key only away from
+# that default, so that finished entries stay valid and are reused.
 LATER_FIELDS = {"max_steps": 0, "occlusion_channels": "all", "occlusion_block": 15, "init": "random",
                 "projection": "none"}
 

@@ -134,10 +134,8 @@ def occluded_logits(model, x, layout=None, batch_size=256, device="cpu", index=N
     return out if out is not None else torch.zeros(0, len(keep), 0)
 
 
-def occluded_predictions(model, x, labels=None, layout=None, batch_size=256, device="cpu",
-                         index=None) -> torch.Tensor:
-    """(N, 5) long: the model's predicted class for each instance with each part zeroed
-    (``labels`` is not needed; accepted for the agreed interface)."""
+def occluded_predictions(model, x, layout=None, batch_size=256, device="cpu", index=None) -> torch.Tensor:
+    """(N, 5) long: the model's predicted class for each instance with each part zeroed."""
     logits = occluded_logits(model, x, layout, batch_size, device, index)
     return logits[:, 1:].argmax(-1) if logits.numel() else torch.zeros(len(logits), len(PARTS), dtype=torch.long)
 

@@ -2,8 +2,9 @@
 
 ``train`` reads as torchvision's classification reference does: seed, data, distiller (the
 frozen teacher, its cached outputs, the part matrix E), model and optimiser, resume, then
-``train_one_epoch`` and a checkpoint per epoch. bf16 autocast on CUDA, optional
-``torch.compile``, DistributedDataParallel under ``torchrun``, exact resume.
+``train_one_epoch`` and a checkpoint per epoch. bf16 autocast wherever the device runs it natively
+(CUDA, a CPU with AMX or AVX512-BF16), optional ``torch.compile``, DistributedDataParallel under
+``torchrun``, exact resume.
 
 - **Teacher** (``stage="teacher"``): cross-entropy on the HQ skeletons of ``D_pair`` (eq. 2).
 - **Student** (``stage="student"``): cross-entropy on the LQ skeletons of ``D_pair ∪ D_sol``,

@@ -56,8 +56,7 @@ BOOKKEEPING = (".started", ".units", ".bad")
 # Bump a stage's version when its code changes what it writes: that re-keys it and everything
 # downstream.
 VERSIONS = {"skeletons": 1, "import": 1, "extract": 2, "simulate": 1, "align": 1, "pack": 1, "teacher": 2,
-            "partmatrix": 2, "student": 3, "evaluate": 2}  # 2: masks keyed by sample id; E measures;
-# teacher 2, student 3: amp runs bf16 on a CPU with native bf16 too (it had been CUDA only)
+            "partmatrix": 2, "student": 3, "evaluate": 2}
 
 
 def stage_settings(stage: str, config: dict) -> dict:

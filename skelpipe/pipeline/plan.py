@@ -41,10 +41,6 @@ from skelpipe.pose.extract import shard_from_env
 STAGE_ORDER = ("skeletons", "import", "extract", "simulate", "align", "pack", "teacher", "partmatrix",
                "student", "evaluate", "report")
 
-# Where each dataset's data is expected when the pipeline needs it.
-# The working directory's pipelines/ (a user's own files) first, then those shipped in the package.
-# --------------------------------------------------------------------------- pipeline files
-
 # --------------------------------------------------------------------------- the plan
 
 @dataclass
@@ -53,7 +49,7 @@ class Step:
     label: str
     entry: Stage
     deps: dict
-    build: Callable[["Step", Work], None]
+    build: Callable[["Plan", "Step", Work], None]
     meta: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)   # the stage's settings, runtime fields included
 
@@ -402,6 +398,3 @@ def build_evaluate(plan: Plan, step: Step, work: Work):
                       which="hq" if model.stage == "teacher" else "lq", op=cfg["op"],
                       mode=cfg.get("occlusion_mode"), seed=None, out_dir=work.dir,
                       device=plan.device)
-
-
-# --------------------------------------------------------------------------- the command

@@ -361,6 +361,3 @@ def write_video(video, out_path, keypoints: np.ndarray, label: str) -> Path:
         writer.release()
         tmp.unlink(missing_ok=True)
     return out_path
-
-
-# ---------------------------------------------------------------- command

@@ -38,7 +38,7 @@ DEFAULT_CONFIG = {"seed_threshold": 0.2, "cif_th": 0.3, "caf_th": 0.3, "keypoint
                   "keypoint_threshold_rel": 0.5, "instance_threshold": 0.15, "force_complete": False,
                   "cif_neighbors": 16}
 MAX_NEIGHBORS = 64  # CIF votes per location
-#: For the fixed fields of ``extract.bias_heads`` (one vote per location instead of about 16).
+#: For the fixed fields of ``network.bias_heads`` (one vote per location instead of about 16).
 BIASED_CONFIG = {"cif_neighbors": 1}
 #: Test hook (a decoder setting): a worker kills itself with SIGSEGV on the task with this tag.
 CRASH_TAG = "_crash_tag"

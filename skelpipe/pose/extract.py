@@ -414,7 +414,3 @@ def _field_bytes(net: Network, long_edge: int | None, runner: Runner) -> int:
     cells = ((side - 1) // net.cif_meta.stride + 1) ** 2
     per_cell = net.cif_meta.n_fields * 5 + net.caf_meta.n_fields * 8
     return cells * per_cell * (2 if runner.half else 4)
-
-
-# --------------------------------------------------------------------------- standalone command
-# --------------------------------------------------------------------------- benchmark
