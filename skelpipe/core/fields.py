@@ -1,5 +1,8 @@
-"""A settings dataclass filled from a dict (a pipeline section, command-line options): unknown
-keys and values of the wrong type are one ``SkelpipeError`` line naming the setting."""
+"""Settings dataclasses: each field declares its default, range, choices and help once
+(``bounded``); they check a dict (a pipeline section, command-line options), where an unknown key
+or a value of the wrong type is one ``SkelpipeError`` line naming the setting, and make a
+command's click options (``options``). ``of_kind`` is the one type check and ``parse_assignment``
+the one ``KEY=VALUE`` reader of the settings given on a command line."""
 
 import dataclasses
 import math

@@ -44,15 +44,19 @@ class TrainConfig:
     """Every setting of a training run; the paper's values are the defaults (docs/method.md, §Training
     schedule and defaults). Each field's ``help`` is its ``skelpipe train`` option's help."""
 
-    stage: str = bounded("teacher", choices=STAGES, help="teacher (HQ, cross-entropy) or student (LQ + distillation).")
+    stage: str = bounded("teacher", choices=STAGES,
+                         help="teacher (HQ, cross-entropy) or student (LQ + distillation).")
     kd: str = bounded("none", choices=KD_VARIANTS, help="Student distillation term.")
     backbone: str = bounded("stgcn", choices=BACKBONES, help="The network.")
-    channels: tuple = bounded(DEFAULT_CHANNELS, 1, 4096, length=(1, 32), help="Channels of the blocks, comma-separated.")
-    temporal_kernel: int = bounded(9, 1, 99, help="Temporal kernel size; odd, so that the padding keeps the sequence's length.")
+    channels: tuple = bounded(DEFAULT_CHANNELS, 1, 4096, length=(1, 32),
+                              help="Channels of the blocks, comma-separated.")
+    temporal_kernel: int = bounded(9, 1, 99,
+                                   help="Temporal kernel size; odd, so that the padding keeps the sequence's length.")
     dropout: float = bounded(0.0, 0.0, 1.0, help="Dropout probability.")
     part_pool: str = bounded("mean", choices=PART_POOLS,
                              help="Part features over the person slots: all of them, or those with a skeleton.")
-    part_dropout: float = bounded(0.0, 0.0, 1.0, help="Probability of zeroing one random body part of a training input.")
+    part_dropout: float = bounded(0.0, 0.0, 1.0,
+                                  help="Probability of zeroing one random body part of a training input.")
     epochs: int = bounded(60, 1, 100_000, help="Training epochs.")
     batch_size: int = bounded(64, 1, MAX_BATCH, help="Global batch size (split over the ranks under DDP).")
     lr: float = bounded(0.1, high=1e3, above=0.0, help="SGD's initial learning rate.")
@@ -69,19 +73,23 @@ class TrainConfig:
     hq_topup: int = bounded(0, 0, MAX_BATCH, help="Extra D_pair HQ instances added to every HQ batch.")
     projection: str = bounded("none", choices=PROJECTIONS,
                               help="PMSC: a learned linear map per part from the student's features to the teacher's.")
-    lq_data: str = bounded("all", choices=("all", "pair"), help="Student's LQ data: D_pair ∪ D_sol, or D_pair only.")
+    lq_data: str = bounded("all", choices=("all", "pair"),
+                           help="Student's LQ data: D_pair ∪ D_sol, or D_pair only.")
     op: float = bounded(0.0, 0.0, 1.0, help="Occlusion probability of the LQ input (student).")
     occlusion_mode: str = bounded("track", choices=noise.MODES, help="What one occlusion hides.")
     occlusion_channels: str = bounded("all", choices=noise.CHANNELS,
                                       help="What an occluded joint loses: every channel, or x and y only.")
-    occlusion_block: int = bounded(15, 1, 100_000, help="Block mode: frames (of the packed sequence) per block.")
+    occlusion_block: int = bounded(15, 1, 100_000,
+                                   help="Block mode: frames (of the packed sequence) per block.")
     occlusion_draws: str = bounded("fixed", choices=("fixed", "fresh"),
                                    help="Training masks: one draw per instance, or new every epoch.")
-    occlusion_seed: int = bounded(0, 0, MAX_SEED, help="Seed of the training occlusion masks (--seed leaves them alone).")
+    occlusion_seed: int = bounded(0, 0, MAX_SEED,
+                                  help="Seed of the training occlusion masks (--seed leaves them alone).")
     seed: int = bounded(0, 0, MAX_SEED, help="Seed of the initialisation and the data order.")
     init: str = bounded("random", choices=INITS,
                         help="Student start: random, or the teacher's weights where name and shape match.")
-    amp: bool = bounded(True, help="bf16 autocast where the device has it natively (CUDA; a CPU with AMX or AVX512-BF16).")
+    amp: bool = bounded(True,
+                        help="bf16 autocast where the device has it natively (CUDA; a CPU with AMX or AVX512-BF16).")
     device: str = bounded("auto", help="auto, cpu, cuda or cuda:<i>.")
     compile: bool = bounded(False, help="torch.compile the model.")
     eval_every: int = bounded(0, 0, 100_000, help="Test top-1/top-5 every N epochs (0: never).")
@@ -89,7 +97,8 @@ class TrainConfig:
     teacher_features: str = bounded("cached", choices=("cached", "online"),
                                     help="The teacher's features for distillation: computed once, or on every batch.")
     deterministic: bool = bounded(False, help="Deterministic kernels (slower on CUDA).")
-    max_steps: int = bounded(0, 0, 10**9, help="End every epoch after this many steps (0: no limit; benchmarks).")
+    max_steps: int = bounded(0, 0, 10**9,
+                             help="End every epoch after this many steps (0: no limit; benchmarks).")
 
     def __post_init__(self):
         # types first, so that a bad --set is one line, not a TypeError
