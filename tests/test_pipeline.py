@@ -414,7 +414,7 @@ def test_bad_device_cache_root_and_empty_report_are_one_line_errors(tmp_path, mo
     ("student.epochs='ten'", "epochs must be an integer"),
     ("teacher.channels=['a']", "channels must be a list of integers"),
     ("student.alpha='high'", "alpha must be a number"),
-    ("student.occlusion_mode='random'", "occlusion mode must be one of"),
+    ("student.occlusion_mode='random'", "occlusion_mode must be one of track, joint, block, got 'random'"),
     ("data.subject=3", "data.subject = 3: unknown setting (did you mean 'subjects'?)"),
     ("pack.frames='64'", "[pack] frames must be an integer, got '64'"),
     ("align.missing='keep'", "align.missing: 'keep' is not one of solitary, drop"),

@@ -21,11 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 from skelpipe.commands.extract import extract_file
-from skelpipe.commands.train import _int_list
 from skelpipe.core.console import console
 from skelpipe.core.device import native_bf16, resolve
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.core.fields import MAX_BATCH, MAX_FRAMES
+from skelpipe.core.fields import MAX_BATCH, MAX_FRAMES, IntList
 from skelpipe.data.split import DiskRows, Split, data_file, load_split, physical_memory
 from skelpipe.learn.checkpoint import save_model
 from skelpipe.learn.config import KD_VARIANTS, TrainConfig
@@ -34,7 +33,7 @@ from skelpipe.learn.models import DEFAULT_CHANNELS, build_model
 from skelpipe.learn.train import train_split
 from skelpipe.pose.decoding import BIASED_CONFIG
 from skelpipe.pose.blazepose import BlazePose, BlazePoseFrames, is_blazepose
-from skelpipe.pose.extract import BATCH_SIZE, DECODER_WORKERS, LONG_EDGE, load_estimator
+from skelpipe.pose.extract import load_estimator
 from skelpipe.pose.network import (
     Network,
     Runner,
@@ -43,6 +42,8 @@ from skelpipe.pose.network import (
     random_checkpoint,
     resolve_backbone,
 )
+from skelpipe.pose.settings import (BATCH_SIZE, BATCH_TEXT, DECODER_WORKERS, DEFAULT_LONG_EDGE, LONG_EDGE,
+                                    default_batch_size)
 from skelpipe.pose.video import VideoReader, first_frames, probe
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.store import open_store
@@ -70,7 +71,7 @@ def random_split(n, layout, lq_layout="coco17", frames=300, num_classes=60, seed
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=64, show_default=True)
 @click.option("--steps", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Timed steps per run (after a warm-up epoch of as many).")
 @click.option("--frames", type=click.IntRange(1, MAX_FRAMES), default=300, show_default=True, help="T.")
-@click.option("--channels", callback=_int_list, default=None, help="Block channels [default: ST-GCN's].")
+@click.option("--channels", type=IntList(), default=None, help="Block channels [default: ST-GCN's].")
 @click.option("--runs", default="teacher,none,kl,global-msc,pmsc", show_default=True, help="Which runs (teacher and/or student kd variants).")
 @click.option("--profile", is_flag=True, help="Print torch.profiler's top operators of each run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of the table.")
@@ -261,8 +262,8 @@ def bench_openpifpaf_video(video: Path, checkpoint: str, device, long_edge: int 
                    "heads fixed to a person at every cell (a grid of people: decoder very busy); random: "
                    "randomly initialised network.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", type=click.IntRange(*BATCH_SIZE), default=None, help="[16 on CUDA, 4 on CPU]")
-@click.option("--long-edge", type=click.IntRange(*LONG_EDGE), default=641, show_default=True)
+@click.option("--batch-size", type=click.IntRange(*BATCH_SIZE), default=None, help=f"[{BATCH_TEXT}]")
+@click.option("--long-edge", type=click.IntRange(*LONG_EDGE), default=DEFAULT_LONG_EDGE, show_default=True)
 @click.option("--decoder-workers", type=click.IntRange(*DECODER_WORKERS), default=None)
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Use only the first N frames.")
 @click.option("--skip-openpifpaf-video", is_flag=True, help="Do not run python -m openpifpaf.video.")
@@ -277,7 +278,7 @@ def bench_extract(backbone, video, checkpoint, weights, device, batch_size, long
       skelpipe bench extract --backbone mobilenetv3small --video clip.mp4 --weights biased --device cpu
     """
     dev = resolve(device)
-    batch_size = batch_size or (16 if dev.type == "cuda" else 4)
+    batch_size = batch_size or default_batch_size(dev)
     decoder_config = dict(BIASED_CONFIG) if weights == "biased" else None
     with tempfile.TemporaryDirectory(prefix="skelpipe-bench-") as tmp:
         tmp = Path(tmp)
@@ -348,7 +349,7 @@ def _bench_checkpoint(backbone: str, checkpoint, weights: str, tmp: Path) -> str
               help="student: PMSC distillation with the teacher run online on B_H (read from disk too).")
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=16, show_default=True)
 @click.option("--steps", type=click.IntRange(1, 100_000), default=3, show_default=True, help="Training steps (one epoch cut short).")
-@click.option("--channels", callback=_int_list, default=None, help="Block channels [default: ST-GCN's].")
+@click.option("--channels", type=IntList(), default=None, help="Block channels [default: ST-GCN's].")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write the pack (a sparse file: it takes almost no disk) [a temporary folder].")

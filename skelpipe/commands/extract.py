@@ -12,13 +12,10 @@ from rich.table import Table
 from skelpipe.core import atomic
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.core.fields import MAX_PEOPLE, FiniteRange
+from skelpipe.core.fields import MAX_PEOPLE, FiniteRange, parse_assignment
 from skelpipe.pipeline.cache import VERSIONS, Cache, Lock
 from skelpipe.pose import blazepose
 from skelpipe.pose.extract import (
-    BATCH_SIZE,
-    DECODER_WORKERS,
-    LONG_EDGE,
     NothingExtracted,
     RunStats,
     extract_to_work,
@@ -30,23 +27,24 @@ from skelpipe.pose.extract import (
 )
 from skelpipe.pose.decoding import check_config
 from skelpipe.pose.network import resolve_backbone
+from skelpipe.pose.settings import (
+    BATCH_SIZE,
+    BATCH_TEXT,
+    DECODER_WORKERS,
+    DEFAULT_FPS,
+    DEFAULT_LONG_EDGE,
+    DEFAULT_MAX_PEOPLE,
+    LONG_EDGE,
+    checkpoint_key,
+)
 from skelpipe.pose.video import Video
 
 
-def _checkpoint_key(backbone: str, checkpoint: str | None) -> str:
-    if blazepose.is_blazepose(backbone):
-        return blazepose.checkpoint_key()
-    if not checkpoint:
-        return ""
-    p = Path(checkpoint)
-    st = p.stat() if p.is_file() else None
-    return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}" if st else str(p)
-
-
 def extract_file(video_paths, out, *, backbone: str, checkpoint: str | None = None, device: str = "auto",
-                 batch_size: int | None = None, long_edge: int | None = 641, max_people: int = 2,
-                 decoder_workers: int | None = None, decoder_config: dict | None = None,
-                 shard: tuple[int, int] | None = None, fps: float = 30.0) -> dict:
+                 batch_size: int | None = None, long_edge: int | None = DEFAULT_LONG_EDGE,
+                 max_people: int = DEFAULT_MAX_PEOPLE, decoder_workers: int | None = None,
+                 decoder_config: dict | None = None, shard: tuple[int, int] | None = None,
+                 fps: float = DEFAULT_FPS) -> dict:
     """``skelpipe extract`` as a function: videos → ``out`` (one store), resumable in ``<out>.partial/``.
 
     Returns the run's manifest (``bad_items`` included). Under sharding, a shard that is not the
@@ -57,10 +55,10 @@ def extract_file(video_paths, out, *, backbone: str, checkpoint: str | None = No
     videos = [Video(sample_id_for(p), Path(p)) for p in video_paths]
     if not videos:
         raise SkelpipeError("no videos given (--videos)")
-    config = {"videos": [[v.id, str(v.path.resolve())] for v in videos], "backbone": resolve_backbone(backbone),
-              "checkpoint": _checkpoint_key(backbone, checkpoint), "long_edge": long_edge, "max_people": max_people,
-              "decoder": decoder_config or {}}
     root = out.with_name(out.name + ".partial")
+    config = {"videos": [[v.id, str(v.path.resolve())] for v in videos], "backbone": resolve_backbone(backbone),
+              "checkpoint": checkpoint_key(backbone, checkpoint, root / ".hashes"),
+              "long_edge": long_edge, "max_people": max_people, "decoder": decoder_config or {}}
     stage = Cache(root).stage("extract", VERSIONS["extract"], config)
     manifest_path = out.with_name(out.name + ".manifest.json")
     if out.exists() and manifest_path.exists() and json.loads(manifest_path.read_text()).get("key") == stage.key:
@@ -142,15 +140,16 @@ def summary(stats: RunStats, stage=None):
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output pose store (.h5).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i.")
 @click.option("--batch-size", type=click.IntRange(*BATCH_SIZE), default=None,
-              help="Frames per network batch [16 on CUDA, 4 on CPU].")
-@click.option("--long-edge", type=click.IntRange(*LONG_EDGE), default=641, show_default=True,
+              help=f"Frames per network batch [{BATCH_TEXT}].")
+@click.option("--long-edge", type=click.IntRange(*LONG_EDGE), default=DEFAULT_LONG_EDGE, show_default=True,
               help="Resize frames so that the long edge is this.")
-@click.option("--max-people", type=click.IntRange(1, MAX_PEOPLE), default=2, show_default=True,
+@click.option("--max-people", type=click.IntRange(1, MAX_PEOPLE), default=DEFAULT_MAX_PEOPLE, show_default=True,
               help="Tracked people kept per video.")
 @click.option("--decoder-workers", type=click.IntRange(*DECODER_WORKERS), default=None,
               help="Processes decoding fields [CPU cores - 1, at most 8]; 0 decodes in this process.")
 @click.option("--shard", default=None, help="i/n: do the i-th of n disjoint shares (also from RANK/WORLD_SIZE).")
-@click.option("--fps", type=FiniteRange(0.0, 1000.0, min_open=True), default=30.0, show_default=True, help="Frame rate of frame folders.")
+@click.option("--fps", type=FiniteRange(0.0, 1000.0, min_open=True), default=DEFAULT_FPS,
+              show_default=True, help="Frame rate of frame folders.")
 @click.option("--decoder-setting", "decoder_settings", multiple=True, metavar="KEY=VALUE",
               help="OpenPifPaf decoder setting, e.g. seed_threshold=0.3 (keys: "
                    "seed_threshold, cif_th, caf_th, keypoint_threshold, keypoint_threshold_rel, "
@@ -178,14 +177,4 @@ def extract_command(videos, more_videos, backbone, checkpoint, out, device, batc
 
 def parse_settings(items) -> dict:
     """``["seed_threshold=0.3", "force_complete=true"]`` → ``{"seed_threshold": 0.3, "force_complete": True}``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SkelpipeError(f"--decoder-setting {item}: expected KEY=VALUE")
-        try:
-            out[key.strip()] = json.loads(value.strip().lower() if value.strip().lower() in ("true", "false")
-                                          else value)
-        except json.JSONDecodeError:
-            raise SkelpipeError(f"--decoder-setting {item}: {value!r} is not a number or true/false") from None
-    return check_config(out, "--decoder-setting")
+    return check_config(dict(parse_assignment(item, "--decoder-setting") for item in items), "--decoder-setting")

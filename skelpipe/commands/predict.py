@@ -11,7 +11,7 @@ from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.pipeline.predict import Prediction, predict_video
 from skelpipe.pose.blazepose import is_blazepose
-from skelpipe.pose.extract import BATCH_SIZE, DECODER_WORKERS, LONG_EDGE
+from skelpipe.pose.settings import BATCH_SIZE, BATCH_TEXT, DECODER_WORKERS, DEFAULT_LONG_EDGE, LONG_EDGE
 
 
 def print_table(result: Prediction):
@@ -47,8 +47,8 @@ def print_table(result: Prediction):
 @click.option("--out-video", default=None, type=click.Path(dir_okay=False),
               help="Write the video with the tracked skeletons and the top-1 label drawn (mp4v).")
 @click.option("--batch-size", default=None, type=click.IntRange(*BATCH_SIZE),
-              help="Frames per network batch [16 on CUDA, 4 on CPU].")
-@click.option("--long-edge", default=641, show_default=True, type=click.IntRange(*LONG_EDGE),
+              help=f"Frames per network batch [{BATCH_TEXT}].")
+@click.option("--long-edge", default=DEFAULT_LONG_EDGE, show_default=True, type=click.IntRange(*LONG_EDGE),
               help="Resize frames to this long edge for the estimator.")
 @click.option("--decoder-workers", default=None, type=click.IntRange(*DECODER_WORKERS),
               help="Processes decoding OpenPifPaf's fields [as skelpipe extract]; 0 decodes in this "

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from skelpipe.core.errors import SkelpipeError, did_you_mean
+from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.fields import MAX_BATCH, MAX_SEED, bounded, check_known, check_ranges, check_types
 from skelpipe.learn.models import BACKBONES, DEFAULT_CHANNELS
 from skelpipe.learn.models.stgcn import PART_POOLS
@@ -41,69 +41,75 @@ LATER_FIELDS = {"max_steps": 0, "occlusion_channels": "all", "occlusion_block": 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run; the paper's values are the defaults (docs/method.md, §Training schedule and defaults)."""
+    """Every setting of a training run; the paper's values are the defaults (docs/method.md, §Training
+    schedule and defaults). Each field's ``help`` is its ``skelpipe train`` option's help."""
 
-    stage: str = "teacher"                 # teacher | student
-    kd: str = "none"                       # student distillation: none | kl | global-msc | pmsc
-    backbone: str = "stgcn"
-    channels: tuple = bounded(DEFAULT_CHANNELS, 1, 4096, length=(1, 32))
-    temporal_kernel: int = bounded(9, 1, 99)     # odd: the padding keeps the sequence's length
-    dropout: float = bounded(0.0, 0.0, 1.0)
-    part_pool: str = "mean"                # part features over the person slots: mean | present
-    part_dropout: float = bounded(0.0, 0.0, 1.0)  # probability of zeroing one random body part of a training input
-    epochs: int = bounded(60, 1, 100_000)
-    batch_size: int = bounded(64, 1, MAX_BATCH)    # global batch (split over the ranks under DDP)
-    lr: float = bounded(0.1, high=1e3, above=0.0)
-    momentum: float = bounded(0.9, 0.0, 1.0)
-    weight_decay: float = bounded(1e-4, 0.0, 1.0)
-    milestones: tuple = bounded((30, 40, 50), 1, 100_000, length=(0, 100))
-    gamma: float = bounded(0.1, high=1.0, above=0.0)
-    alpha: float = bounded(1.0, 0.0, 1e3)        # weight of the distillation term
-    alpha_warmup: int = bounded(0, 0, 100_000)   # > 0: alpha ramps up linearly over this many epochs
-    w: float = bounded(0.5, 0.0, 1e3)            # weight of the positives in the MSC losses
-    tau: float = bounded(1.0, high=1e3, above=0.0)  # temperature of the MSC losses
-    kl_temperature: float = bounded(1.0, high=1e3, above=0.0)  # temperature of the KL baseline
-    hq_topup: int = bounded(0, 0, MAX_BATCH)      # extra D_pair HQ instances added to every B_H
-    projection: str = "none"               # pmsc only: none | linear (a learned map per part, student → teacher channels)
-    lq_data: str = "all"                   # student's LQ data: all (D_pair ∪ D_sol) | pair (D_pair)
-    op: float = bounded(0.0, 0.0, 1.0)           # occlusion probability of the LQ input (student)
-    occlusion_mode: str = "track"          # track | joint | block
-    occlusion_channels: str = "all"        # all: an occluded joint loses every channel; xy: x and y only
-    occlusion_block: int = bounded(15, 1, 100_000)  # block mode: frames (of the packed sequence) per block
-    occlusion_draws: str = "fixed"         # fixed: one draw per instance; fresh: new every epoch
-    occlusion_seed: int = bounded(0, 0, MAX_SEED)  # the training masks' seed (seed leaves them alone)
-    seed: int = bounded(0, 0, MAX_SEED)          # initialisation and data order
-    init: str = "random"                   # student start: random | teacher (every tensor whose name and shape match)
-    amp: bool = True                       # bf16 autocast where native (CUDA; a CPU with AMX or AVX512-BF16)
-    device: str = "auto"
-    compile: bool = False
-    eval_every: int = bounded(0, 0, 100_000)     # test top-1/top-5 every N epochs (0: never)
-    eval_batch_size: int = bounded(256, 1, MAX_BATCH)
-    teacher_features: str = "cached"       # cached | online
-    deterministic: bool = False            # deterministic kernels (slower on CUDA)
-    max_steps: int = bounded(0, 0, 10**9)        # > 0: end every epoch after this many steps (benchmarks)
+    stage: str = bounded("teacher", choices=STAGES,
+                         help="teacher (HQ, cross-entropy) or student (LQ + distillation).")
+    kd: str = bounded("none", choices=KD_VARIANTS, help="Student distillation term.")
+    backbone: str = bounded("stgcn", choices=BACKBONES, help="The network.")
+    channels: tuple = bounded(DEFAULT_CHANNELS, 1, 4096, length=(1, 32),
+                              help="Channels of the blocks, comma-separated.")
+    temporal_kernel: int = bounded(9, 1, 99,
+                                   help="Temporal kernel size; odd, so that the padding keeps the sequence's length.")
+    dropout: float = bounded(0.0, 0.0, 1.0, help="Dropout probability.")
+    part_pool: str = bounded("mean", choices=PART_POOLS,
+                             help="Part features over the person slots: all of them, or those with a skeleton.")
+    part_dropout: float = bounded(0.0, 0.0, 1.0,
+                                  help="Probability of zeroing one random body part of a training input.")
+    epochs: int = bounded(60, 1, 100_000, help="Training epochs.")
+    batch_size: int = bounded(64, 1, MAX_BATCH, help="Global batch size (split over the ranks under DDP).")
+    lr: float = bounded(0.1, high=1e3, above=0.0, help="SGD's initial learning rate.")
+    momentum: float = bounded(0.9, 0.0, 1.0, help="SGD's momentum.")
+    weight_decay: float = bounded(1e-4, 0.0, 1.0, help="SGD's weight decay.")
+    milestones: tuple = bounded((30, 40, 50), 1, 100_000, length=(0, 100),
+                                help="Epochs where lr is multiplied by --gamma, comma-separated.")
+    gamma: float = bounded(0.1, high=1.0, above=0.0, help="Factor of lr at each milestone.")
+    alpha: float = bounded(1.0, 0.0, 1e3, help="Weight of the distillation term.")
+    alpha_warmup: int = bounded(0, 0, 100_000, help="Epochs over which alpha ramps up linearly (0: none).")
+    w: float = bounded(0.5, 0.0, 1e3, help="Weight of the positives in the MSC losses.")
+    tau: float = bounded(1.0, high=1e3, above=0.0, help="Temperature of the MSC losses.")
+    kl_temperature: float = bounded(1.0, high=1e3, above=0.0, help="Temperature of the KL baseline.")
+    hq_topup: int = bounded(0, 0, MAX_BATCH, help="Extra D_pair HQ instances added to every HQ batch.")
+    projection: str = bounded("none", choices=PROJECTIONS,
+                              help="PMSC: a learned linear map per part from the student's features to the teacher's.")
+    lq_data: str = bounded("all", choices=("all", "pair"),
+                           help="Student's LQ data: D_pair ∪ D_sol, or D_pair only.")
+    op: float = bounded(0.0, 0.0, 1.0, help="Occlusion probability of the LQ input (student).")
+    occlusion_mode: str = bounded("track", choices=noise.MODES, help="What one occlusion hides.")
+    occlusion_channels: str = bounded("all", choices=noise.CHANNELS,
+                                      help="What an occluded joint loses: every channel, or x and y only.")
+    occlusion_block: int = bounded(15, 1, 100_000,
+                                   help="Block mode: frames (of the packed sequence) per block.")
+    occlusion_draws: str = bounded("fixed", choices=("fixed", "fresh"),
+                                   help="Training masks: one draw per instance, or new every epoch.")
+    occlusion_seed: int = bounded(0, 0, MAX_SEED,
+                                  help="Seed of the training occlusion masks (--seed leaves them alone).")
+    seed: int = bounded(0, 0, MAX_SEED, help="Seed of the initialisation and the data order.")
+    init: str = bounded("random", choices=INITS,
+                        help="Student start: random, or the teacher's weights where name and shape match.")
+    amp: bool = bounded(True,
+                        help="bf16 autocast where the device has it natively (CUDA; a CPU with AMX or AVX512-BF16).")
+    device: str = bounded("auto", help="auto, cpu, cuda or cuda:<i>.")
+    compile: bool = bounded(False, help="torch.compile the model.")
+    eval_every: int = bounded(0, 0, 100_000, help="Test top-1/top-5 every N epochs (0: never).")
+    eval_batch_size: int = bounded(256, 1, MAX_BATCH, help="Batch size of those tests.")
+    teacher_features: str = bounded("cached", choices=("cached", "online"),
+                                    help="The teacher's features for distillation: computed once, or on every batch.")
+    deterministic: bool = bounded(False, help="Deterministic kernels (slower on CUDA).")
+    max_steps: int = bounded(0, 0, 10**9,
+                             help="End every epoch after this many steps (0: no limit; benchmarks).")
 
     def __post_init__(self):
         # types first, so that a bad --set is one line, not a TypeError
         check_types("training config", type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         self.channels = tuple(self.channels)
         self.milestones = tuple(self.milestones)
-        check_ranges("training config", self)
+        check_ranges("training config", self)  # ranges and choices
         checks = [
-            (self.stage in STAGES, f"stage must be one of {STAGES}, got {self.stage!r}"),
-            (self.kd in KD_VARIANTS, f"kd must be one of {KD_VARIANTS}, got {self.kd!r}{did_you_mean(self.kd, KD_VARIANTS)}"),
             (self.stage == "student" or self.kd == "none", "a teacher is trained without --kd"),
-            (self.occlusion_mode in noise.MODES, f"occlusion mode must be one of {noise.MODES}"),
-            (self.occlusion_draws in ("fixed", "fresh"), "occlusion draws must be fixed or fresh"),
-            (self.occlusion_channels in noise.CHANNELS, f"occlusion channels must be one of {noise.CHANNELS}"),
-            (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
-            (self.projection in PROJECTIONS, f"projection must be {' or '.join(PROJECTIONS)}, got {self.projection!r}"),
             (self.stage == "student" or self.init == "random", "a teacher starts from random weights"),
-            (self.teacher_features in ("cached", "online"), "teacher features: cached or online"),
-            (self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}"),
-            (self.lq_data in ("all", "pair"), f"lq_data must be all or pair, got {self.lq_data!r}"),
             (self.temporal_kernel % 2 == 1, f"temporal_kernel must be odd, got {self.temporal_kernel}"),
-            (self.part_pool in PART_POOLS, f"part_pool must be one of {PART_POOLS}, got {self.part_pool!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -8,10 +8,9 @@ import os
 import tomllib
 from pathlib import Path
 
-import click
 
 from skelpipe.core.errors import ConfigError, SkelpipeError, did_you_mean
-from skelpipe.core.fields import MAX_BATCH, MAX_CLASSES, MAX_PEOPLE, MAX_SEED
+from skelpipe.core.fields import MAX_BATCH, MAX_CLASSES, MAX_PEOPLE, MAX_SEED, WANTED, of_kind, parse_assignment
 from skelpipe.data import datasets
 from skelpipe.data.align import MISSING, OUTLIER
 from skelpipe.data.pack import BENCHMARKS, PackConfig
@@ -19,7 +18,7 @@ from skelpipe.learn.config import INITS, KD_VARIANTS, TrainConfig
 from skelpipe.learn.models import BACKBONES
 from skelpipe.learn.partmatrix import MEASURES
 from skelpipe.pose.decoding import check_config
-from skelpipe.pose.extract import DECODER_WORKERS, LONG_EDGE
+from skelpipe.pose.settings import DECODER_WORKERS, LONG_EDGE
 
 # The working directory's pipelines/ (a user's own files) first, then those shipped in the package.
 PIPELINE_DIRS = (Path.cwd() / "pipelines", Path(__file__).resolve().parents[1] / "pipelines")
@@ -41,15 +40,9 @@ def find_pipeline(name: str) -> Path:
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
-    """``section.key=value`` → (["section", "key"], value); value parsed as TOML when it can be."""
-    if "=" not in text:
-        raise click.BadParameter(f"{text!r}: expected section.key=value", param_hint="--set")
-    dotted, raw = text.split("=", 1)
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return dotted.strip().split("."), value
+    """``section.key=value`` → (["section", "key"], value), the value read by ``parse_assignment``."""
+    dotted, value = parse_assignment(text, "--set", "section.key=value")
+    return dotted.split("."), value
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -106,23 +99,17 @@ def load_pipeline(name: str, overrides=()) -> dict:
 # unknown section or key, a value of the wrong type or out of range is one ConfigError line
 # naming the file, the key, the value and what is allowed.
 
-def _kinds(kind) -> tuple:
-    return {int: (int,), float: (int, float), str: (str,), bool: (bool,), dict: (dict,)}[kind]
-
-
 def _value(where: str, key: str, value, kind, choices=None, low=None, high=None):
     """One value: its type (``kind``, or ``[kind]`` for a non-empty list), its choices, its range."""
     items = value if isinstance(kind, list) else [value]
     base = kind[0] if isinstance(kind, list) else kind
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table"}
-    wanted = " or ".join(names[k] for k in base) if isinstance(base, tuple) else names[base]
+    wanted = " or ".join(WANTED[k] for k in base) if isinstance(base, tuple) else WANTED[base]
     if isinstance(kind, list) and not (isinstance(value, list) and value):
         raise ConfigError(f"{where}{key} = {value!r}: expected a non-empty list of {wanted.split(' ', 1)[1]}s")
     if len(items) > MAX_LIST:  # each item multiplies the runs of a plan
         raise ConfigError(f"{where}{key}: {len(items)} values, at most {MAX_LIST}")
     for v in items:
-        types = base if isinstance(base, tuple) else _kinds(base)
-        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+        if not of_kind(v, base):
             raise ConfigError(f"{where}{key} = {value!r}: expected {'a list of ' if isinstance(kind, list) else ''}"
                               f"{wanted if not isinstance(kind, list) else wanted.split(' ', 1)[1] + 's'}")
         if choices is not None and v not in choices:

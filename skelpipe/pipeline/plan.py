@@ -37,6 +37,7 @@ from skelpipe.learn.config import TrainConfig
 from skelpipe.pipeline.cache import VERSIONS, Cache, Stage, damage, stage_settings
 from skelpipe.pose import blazepose, extract, simulate
 from skelpipe.pose.extract import shard_from_env
+from skelpipe.pose.settings import DEFAULT_LONG_EDGE, DEFAULT_MAX_PEOPLE, checkpoint_key
 
 STAGE_ORDER = ("skeletons", "import", "extract", "simulate", "align", "pack", "teacher", "partmatrix",
                "student", "evaluate", "report")
@@ -109,10 +110,10 @@ class Plan:
                                     f"simulated, not {extractor!r}")
             bp = blazepose.is_blazepose(src["backbone"])  # mediapipe's BlazePose, its model files the checkpoint
             config = {"dataset": cfg["dataset"], "options": cfg.get("data", {}), "backbone": src["backbone"],
-                      "checkpoint": (blazepose.checkpoint_key(self.cache.root / ".hashes") if bp
-                                     else self._checkpoint_key(src.get("checkpoint", ""))),
-                      "long_edge": extract_cfg.get("long_edge", 641),
-                      "max_people": extract_cfg.get("max_people", 2),
+                      "checkpoint": checkpoint_key(src["backbone"], src.get("checkpoint", ""),
+                                                   self.cache.root / ".hashes"),
+                      "long_edge": extract_cfg.get("long_edge", DEFAULT_LONG_EDGE),
+                      "max_people": extract_cfg.get("max_people", DEFAULT_MAX_PEOPLE),
                       "decoder": extract_cfg.get("decoder", {})}
             return self.add("extract", "BlazePose" if bp else f"OpenPifPaf {src['backbone']}", config, {},
                             build_extracted,
@@ -148,12 +149,6 @@ class Plan:
             except SkelpipeError as e:  # the stage itself will say what is wrong when it runs
                 self._data_keys[memo] = f"unreadable: {e}"
         return self._data_keys[memo]
-
-    def _checkpoint_key(self, checkpoint: str) -> str:
-        """A local checkpoint by its content (memoised by path, size and time in the cache)."""
-        if not checkpoint or not Path(checkpoint).is_file():
-            return checkpoint
-        return "sha256:" + content_key(checkpoint, self.cache.root / ".hashes")
 
     # experiments -----------------------------------------------------------
     def build(self) -> "Plan":

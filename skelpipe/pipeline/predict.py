@@ -34,6 +34,7 @@ from skelpipe.pipeline.onnx import OnnxModel
 from skelpipe.pose import extract
 from skelpipe.pose import video as videos
 from skelpipe.pose.network import resolve_backbone
+from skelpipe.pose.settings import DEFAULT_LONG_EDGE, DEFAULT_MAX_PEOPLE
 from skelpipe.pose.video import Video
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.store import open_store
@@ -181,7 +182,8 @@ def classify(model, x: np.ndarray, device) -> np.ndarray:
 
 
 def extract_poses(video, backbone: str, checkpoint=None, device="auto", batch_size=None,
-                  long_edge=641, max_people=2, decoder_workers=None, decoder_config=None):
+                  long_edge=DEFAULT_LONG_EDGE, max_people=DEFAULT_MAX_PEOPLE, decoder_workers=None,
+                  decoder_config=None):
     """(keypoints (M, T, 17, 3) pixels, attrs with fps / image_size / num_frames) of one video.
 
     ``skelpipe.pose.extract.extract_to_work`` into a temporary directory, read back: the same
@@ -207,7 +209,7 @@ def extract_poses(video, backbone: str, checkpoint=None, device="auto", batch_si
 
 
 def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto", top=5,
-                  out_video=None, batch_size=None, long_edge=641, decoder_workers=None,
+                  out_video=None, batch_size=None, long_edge=DEFAULT_LONG_EDGE, decoder_workers=None,
                   decoder_config=None) -> Prediction:
     """Extract, normalise and classify one video with a trained student; see the module doc.
 

@@ -36,17 +36,12 @@ from skelpipe.core.console import progress
 from skelpipe.core.device import resolve
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
+from skelpipe.pose import settings
 from skelpipe.pose.blazepose import BlazePose, BlazePoseFrames, is_blazepose, load_blazepose
 from skelpipe.pose.decoding import DecodeFailure, DecoderPool, InlineDecoder
 from skelpipe.pose.network import Network, Runner, load_network
 from skelpipe.pose.tracking import Tracker
 from skelpipe.pose.video import Video, VideoError, VideoReader, network_size, probe
-
-# The ranges of the extraction settings, on the command line and in a pipeline's [extract] alike:
-# a long edge sizes every frame's fields, workers are processes, a batch is frames in memory.
-LONG_EDGE = (32, 8192)
-DECODER_WORKERS = (0, 64)
-BATCH_SIZE = (1, 1024)
 from skelpipe.skeleton.store import PoseWriter, open_store
 
 
@@ -188,10 +183,11 @@ class RunStats:
 
 
 def extract_to_work(videos, work, *, backbone: str, checkpoint: str | None = None, device="auto",
-                    batch_size: int | None = None, long_edge: int | None = 641, max_people: int = 2,
+                    batch_size: int | None = None, long_edge: int | None = settings.DEFAULT_LONG_EDGE,
+                    max_people: int = settings.DEFAULT_MAX_PEOPLE,
                     decoder_workers: int | None = None, decoder_config: dict | None = None,
                     shard: tuple[int, int] | None = None, out_name: str | None = "skeletons.h5",
-                    fps: float = 30.0, network: Network | BlazePose | None = None) -> RunStats:
+                    fps: float = settings.DEFAULT_FPS, network: Network | BlazePose | None = None) -> RunStats:
     """Extract the poses of ``videos`` (``Video``: id, path, attributes) into a stage's ``work`` directory.
 
     Each finished video becomes ``work.dir/videos/<hash>.h5`` and a done unit (skipped on rerun);
@@ -215,10 +211,8 @@ def extract_to_work(videos, work, *, backbone: str, checkpoint: str | None = Non
         if dev.type == "cuda" and shard is not None and device == "auto" and "LOCAL_RANK" in os.environ:
             dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
         net = network or load_estimator(backbone, checkpoint)
-        if batch_size is None:
-            batch_size = 16 if dev.type == "cuda" else 4
-        if decoder_workers is None:
-            decoder_workers = max(1, min(8, (os.cpu_count() or 2) - 1))
+        batch_size = settings.default_batch_size(dev) if batch_size is None else batch_size
+        decoder_workers = settings.default_decoder_workers() if decoder_workers is None else decoder_workers
         _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_workers, decoder_config, fps, stats)
         if stats.videos_done == 0 and not stats.videos_skipped:  # every video bad: fail, commit nothing
             reasons = "; ".join(f"{sid}: {why}" for sid, why in stats.bad[:3])
