@@ -392,7 +392,7 @@ def test_a_device_that_is_absent_is_refused_before_the_first_stage(tmp_path, mon
     assert not (tmp_path / "c").exists()                           # rejected before the first stage
 
 
-def test_a_cache_root_that_is_a_file_is_one_line_error(tmp_path, monkeypatch):
+def test_a_cache_root_that_is_a_file_is_a_one_line_error(tmp_path, monkeypatch):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
     monkeypatch.setenv("SKELPIPE_CACHE", str(not_a_dir))
@@ -400,7 +400,7 @@ def test_a_cache_root_that_is_a_file_is_one_line_error(tmp_path, monkeypatch):
     assert result.exit_code != 0 and "is not a directory" in str(result.exception)
 
 
-def test_a_report_of_an_empty_cache_is_one_line_error(tmp_path):
+def test_a_report_of_an_empty_cache_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(cli, ["report", "demo", "--cache-dir", str(tmp_path / "empty"),
                                       "--report-dir", str(tmp_path / "r")])
     assert result.exit_code != 0 and "nothing to report" in str(result.exception)

@@ -225,6 +225,9 @@ def test_max_steps_cuts_every_epoch_and_keys_only_when_set(tmp_path):
     assert "max_steps" not in settings(TrainConfig().to_dict())
     assert settings(cfg.to_dict())["max_steps"] == 3
     assert TrainConfig(max_steps=3).key() != TrainConfig().key()
+
+
+def test_a_negative_max_steps_is_refused():
     with pytest.raises(SkelpipeError, match="max_steps"):
         TrainConfig(max_steps=-1)
 
@@ -312,6 +315,9 @@ def test_teacher_with_part_dropout_trains_and_records_it(tmp_path):
     train(cfg, make_split(), tmp_path / "t")
     _, meta = load_model(tmp_path / "t")
     assert meta["config"]["part_dropout"] == 0.5 and meta["part_pool"] == "mean"
+
+
+def test_a_part_dropout_above_1_is_refused():
     with pytest.raises(SkelpipeError, match="part_dropout"):
         TrainConfig(part_dropout=1.5)
 
@@ -379,18 +385,25 @@ def test_teacher_init_copies_every_tensor_whose_name_and_shape_match(trained_tea
     assert meta_t["init_from"]["copied"] == done["copied"] and "init_from" not in meta_r
     assert meta_t["config_key"] != meta_r["config_key"]
     assert "init" not in settings(TrainConfig(**cfg).to_dict())          # old keys unchanged
+
+
+def test_teacher_init_needs_a_teacher_and_is_for_students_only(tmp_path):
+    cfg = dict(stage="student", epochs=1, batch_size=8, **TINY)
     with pytest.raises(SkelpipeError, match="needs a trained teacher"):
-        train(TrainConfig(**cfg, init="teacher"), split, tmp_path / "x")
+        train(TrainConfig(**cfg, init="teacher"), make_split(), tmp_path / "x")
     with pytest.raises(SkelpipeError, match="teacher starts from random"):
         TrainConfig(stage="teacher", init="teacher")
 
 
-def test_a_linear_projection_per_part_trains_with_pmsc_and_stays_out_of_the_model(trained_teacher, tmp_path):
+def test_a_part_projection_starts_as_the_identity():
     from skelpipe.learn.distill import PartProjection
     proj = PartProjection(4, 4)
     parts = torch.rand(3, 5, 4)
     assert torch.equal(proj(parts), parts)                      # identity start: the paper's loss
     assert PartProjection(4, 6)(parts).shape == (3, 5, 6)
+
+
+def test_a_linear_projection_per_part_trains_with_pmsc_and_stays_out_of_the_model(trained_teacher, tmp_path):
     split = make_split(paired_fraction=2 / 3)
     cfg = TrainConfig(stage="student", kd="pmsc", projection="linear", epochs=2, batch_size=8, **TINY)
     train(cfg, split, tmp_path / "p", teacher_dir=trained_teacher, part_matrix=torch.full((3, 5), 0.2))
@@ -399,5 +412,8 @@ def test_a_linear_projection_per_part_trains_with_pmsc_and_stays_out_of_the_mode
     assert w.shape == (5, 16, 16) and not torch.equal(w, torch.eye(16).repeat(5, 1, 1))   # it learned
     load_model(tmp_path / "p")                                   # model.pt is the plain network
     assert "projection" not in settings(TrainConfig(stage="student", kd="pmsc").to_dict())
+
+
+def test_a_projection_other_than_none_or_linear_is_refused():
     with pytest.raises(SkelpipeError, match="projection must be none or linear"):
         TrainConfig(stage="student", kd="pmsc", projection="mlp")
