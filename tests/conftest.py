@@ -34,8 +34,9 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SKELPIPE_CACHE", str(tmp_path / "cache"))
 
 
-# The reduced demo pipelines that tests run end to end: 6 subjects and few epochs, in seconds to
-# a minute on 2 cores. DEMO_TINY_NETS adds networks of three small blocks and 2 epochs.
+# Overrides that make the demo small enough to run end to end in a test: DEMO_REDUCED, 6 subjects,
+# one repetition, one OP and seed, a few epochs; DEMO_TINY_NETS, short clips and networks of three
+# small blocks trained 2 epochs (the caller adds the data.* settings).
 DEMO_REDUCED = ["data.subjects=6", "data.reps=1", "data.test_reps=1", "experiments.op=[0.3]",
                 "experiments.seeds=[0]", "teacher.epochs=8", "student.epochs=6", "teacher.milestones=[6]",
                 "student.milestones=[4]", "experiments.init=['random']"]
