@@ -237,8 +237,7 @@ def test_predict_a_real_video_offline(extracted, tmp_path):
 def test_blazepose_as_an_lq_source_of_a_pipeline(extracted, tmp_path):
     """NTU's pipeline with ``sources.k16.backbone = "blazepose"``: Kinect skeletons + the real
     NTU video → extract (BlazePose) → align; its model files are the stage's checkpoint."""
-    from test_datasets_ntu import FRAMES as SKELETON_FRAMES
-    from test_datasets_ntu import skeleton_text
+    from conftest import SKELETON_FRAMES, skeleton_text
 
     from skelpipe.cli import cli
 

@@ -4,55 +4,15 @@ naming the file; benchmark rules on sample names; body selection by motion energ
 
 import numpy as np
 import pytest
+from conftest import ID_A, ID_B, SKELETON_FRAMES, body, skeleton_text
 
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data.datasets import ntu, ntu_skeleton
 
-ID_A = "72057594037931101"   # body ids are 17-digit tracking ids, as in the dataset
-ID_B = "72057594037965866"
-
-
-def body(body_id, seed, lean=(0.02764709, 0.05745083), offset=0.0, scale=1.0):
-    """One body in one frame: its 9 body fields and (25, 12) joint values with short decimals
-    (so that the text round trip is exact)."""
-    rng = np.random.default_rng(seed)
-    j = np.round(rng.uniform(-1, 1, size=(25, 12)), 4)
-    j[:, 0:3] = np.round(offset + scale * j[:, 0:3], 4)
-    j[:, 2] += 3.0                                        # z: metres in front of the camera
-    j[:, 3:5] = np.round(256 + 200 * j[:, 3:5], 3)         # depth image pixels
-    j[:, 5:7] = np.round(960 + 800 * j[:, 5:7], 3)         # colour image pixels
-    j[:, 11] = rng.integers(0, 3, size=25)                 # tracking state 0/1/2
-    info = [seed % 2, 1, seed % 3, 0, 1, 0, lean[0], lean[1], 2]
-    return body_id, info, j
-
-
-def skeleton_text(frames) -> bytes:
-    """The dataset's format: frame count, then per frame the body count and per body the
-    10 body fields, the joint count and 25 joint lines; CRLF line ends."""
-    out = [str(len(frames))]
-    for bodies in frames:
-        out.append(str(len(bodies)))
-        for body_id, info, j in bodies:
-            out.append(" ".join([body_id] + [repr(v) if isinstance(v, float) else str(v)
-                                              for v in info]))
-            out.append(str(len(j)))
-            for row in j:
-                out.append(" ".join(f"{v:.7g}" for v in row[:11]) + f" {int(row[11])}")
-    return ("\r\n".join(out) + "\r\n").encode("ascii")
-
-
-FRAMES = [
-    [body(ID_A, 1)],                      # frame 0: A
-    [body(ID_A, 2), body(ID_B, 3)],       # frame 1: A and B
-    [],                                   # frame 2: nobody
-    [body(ID_B, 4, lean=(-0.5, 0.25))],   # frame 3: B
-]
-
-
 @pytest.fixture
 def skeleton_file(tmp_path):
     path = tmp_path / "S001C002P003R002A013.skeleton"
-    path.write_bytes(skeleton_text(FRAMES))
+    path.write_bytes(skeleton_text(SKELETON_FRAMES))
     return path
 
 
@@ -61,8 +21,8 @@ def test_round_trip_field_by_field(skeleton_file):
     skel = ntu_skeleton.read_skeleton_file(skeleton_file)
     assert skel["num_frames"] == 4
     assert list(skel["bodies"]) == [ID_A, ID_B]            # order of first appearance
-    expected = {ID_A: [(0, FRAMES[0][0]), (1, FRAMES[1][0])],
-                ID_B: [(1, FRAMES[1][1]), (3, FRAMES[3][0])]}
+    expected = {ID_A: [(0, SKELETON_FRAMES[0][0]), (1, SKELETON_FRAMES[1][0])],
+                ID_B: [(1, SKELETON_FRAMES[1][1]), (3, SKELETON_FRAMES[3][0])]}
     for body_id, occurrences in expected.items():
         b = skel["bodies"][body_id]
         np.testing.assert_array_equal(b["frames"], [f for f, _ in occurrences])
@@ -89,7 +49,7 @@ def test_file_with_no_bodies_at_all(tmp_path):
     assert arr.shape == (2, 2, 25, 3) and not arr.any() and ids == []
 
 
-def _lines(frames=FRAMES):
+def _lines(frames=SKELETON_FRAMES):
     return skeleton_text(frames).decode().split("\r\n")
 
 
@@ -97,7 +57,7 @@ def _join(lines):
     return "\r\n".join(lines).encode()
 
 
-# line numbers (1-based) in the FRAMES file: 1 frame count; 2 bodies of frame 0; 3 body A
+# line numbers (1-based) in the SKELETON_FRAMES file: 1 frame count; 2 bodies of frame 0; 3 body A
 # fields; 4 joint count; 5..29 joints; 30 bodies of frame 1; 31 body A fields; 32 joint count..
 BROKEN = {
     "truncated in the joints": (lambda ls: _join(ls[:20]), "truncated"),
@@ -281,7 +241,7 @@ def test_one_body_kept_and_frames_padded_or_cut(tmp_path):
 def test_scan(tmp_path, skeleton_file):
     root = tmp_path / "skeletons"
     root.mkdir()
-    good = skeleton_text(FRAMES)
+    good = skeleton_text(SKELETON_FRAMES)
     names = ["S001C001P001R001A001", "S001C002P003R002A013", "S002C003P002R001A060",
              "S001C002P005R002A008",       # on the official missing list
              "S018C001P045R001A001",       # NTU-120 setup: outside xsub

@@ -1,37 +1,14 @@
 """Penn Action reader: the real label files in ../shared/data (skipped when absent) and label
-files written here with scipy.io.savemat in the dataset's layout (uint8 and uint16 nframes)."""
+files written with scipy.io.savemat in the dataset's layout (uint8 and uint16 nframes)."""
 
 from collections import Counter
 
 import numpy as np
 import pytest
-import scipy.io
+from conftest import write_penn_label
 
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data.datasets import penn
-
-
-def write_label(path, n=40, action="tennis_serve", train=1, nframes_dtype=np.uint8, drop=(),
-                **override):
-    """A label file in the dataset's layout (MATLAB v5, the dtypes of the real files)."""
-    nframes = n
-    rng = np.random.default_rng(nframes)
-    fields = {
-        "action": action,
-        "pose": "left",
-        "x": np.round(rng.uniform(0, 480, size=(nframes, 13)), 2),
-        "y": np.round(rng.uniform(0, 270, size=(nframes, 13)), 2),
-        "visibility": rng.integers(0, 2, size=(nframes, 13)).astype(np.uint8),
-        "train": np.array([[train]], dtype=np.int32),
-        "bbox": np.round(rng.uniform(0, 270, size=(nframes, 4)), 2),
-        "dimensions": np.array([[270, 480, nframes]], dtype=np.uint16),
-        "nframes": np.array([[nframes]], dtype=nframes_dtype),
-    }
-    fields.update(override)
-    for name in drop:
-        del fields[name]
-    scipy.io.savemat(str(path), fields)
-    return fields
 
 
 def test_real_label_files(shared_data):
@@ -64,7 +41,7 @@ def test_real_label_files(shared_data):
 @pytest.mark.parametrize("nframes, dtype", [(40, np.uint8), (255, np.uint8), (300, np.uint16)])
 def test_written_label_file_round_trip(tmp_path, nframes, dtype):
     path = tmp_path / "0042.mat"
-    written = write_label(path, n=nframes, nframes_dtype=dtype, train=-1)
+    written = write_penn_label(path, n=nframes, nframes_dtype=dtype, train=-1)
     label = penn.read_label_file(path)
     assert label["nframes"] == nframes and type(label["nframes"]) is int
     assert label["nframes"] + 1 == nframes + 1                 # no uint8 wrap-around
@@ -94,7 +71,7 @@ def test_written_label_file_round_trip(tmp_path, nframes, dtype):
 ])
 def test_bad_label_files_name_file_and_field(tmp_path, kwargs, message):
     path = tmp_path / "0007.mat"
-    write_label(path, **kwargs)
+    write_penn_label(path, **kwargs)
     with pytest.raises(SkelpipeError) as err:
         penn.read_label_file(path)
     assert str(path) in str(err.value) and message in str(err.value), str(err.value)
@@ -111,9 +88,9 @@ def test_not_a_mat_file(tmp_path):
 
 def test_scan_reports_bad_files_and_continues(tmp_path):
     (tmp_path / "labels").mkdir()
-    write_label(tmp_path / "labels" / "0001.mat", action="bowl", train=1)
-    write_label(tmp_path / "labels" / "0002.mat", action="squat", train=-1, n=33)
-    write_label(tmp_path / "labels" / "0003.mat", drop=("y",))
+    write_penn_label(tmp_path / "labels" / "0001.mat", action="bowl", train=1)
+    write_penn_label(tmp_path / "labels" / "0002.mat", action="squat", train=-1, n=33)
+    write_penn_label(tmp_path / "labels" / "0003.mat", drop=("y",))
     (tmp_path / "labels" / "0004.mat").write_bytes(b"garbage")
     samples, bad = penn.scan(tmp_path)
     assert [(s.video_id, penn.ACTIONS[s.label], s.split, s.nframes) for s in samples] == [
@@ -184,7 +161,7 @@ def test_dev_split_in_the_skeleton_stage(tmp_path):
     labels = tmp_path / "labels"
     labels.mkdir()
     for i in range(12):
-        write_label(labels / f"{i + 1:04d}.mat", action=penn.ACTIONS[i % 2], train=1 if i < 8 else -1)
+        write_penn_label(labels / f"{i + 1:04d}.mat", action=penn.ACTIONS[i % 2], train=1 if i < 8 else -1)
 
     stage = Cache(tmp_path / "cache").stage("skeletons", 1, {"split": "dev"})
     with stage.run() as work:

@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import torch
-from test_train import random_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,13 +34,12 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_two_cpu_processes_end_with_identical_weights(tmp_path):
-    teacher = random_teacher(tmp_path / "teacher")
+def test_two_cpu_processes_end_with_identical_weights(tmp_path, random_teacher):
     script = tmp_path / "ddp_run.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc-per-node", "2", str(script), str(tmp_path / "run"), str(teacher),
+                          "--nproc-per-node", "2", str(script), str(tmp_path / "run"), str(random_teacher),
                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import scipy.io
 from click.testing import CliRunner
+from conftest import noise_video, pyskl_2d, write_penn_label
 
 from skelpipe.cli import cli
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
 from skelpipe.data import pyskl
 from skelpipe.data.datasets import custom, ntu, penn, sysu
-from test_datasets_penn import write_label
-from test_pyskl import pyskl_2d
 
 
 def folder_with(tmp_path, rows, videos):
@@ -72,8 +71,8 @@ def test_penn_refuses_two_label_files_of_one_video(tmp_path):
     labels = tmp_path / "labels"
     labels.mkdir()
     for i in range(1, 5):
-        write_label(labels / f"{i:04d}.mat", train=1)
-    write_label(labels / "1.mat", train=-1)
+        write_penn_label(labels / f"{i:04d}.mat", train=1)
+    write_penn_label(labels / "1.mat", train=-1)
     with pytest.raises(SkelpipeError) as err:
         penn.scan(tmp_path)
     assert str(err.value) == (f"{labels / '0001.mat'} and {labels / '1.mat'} are the same Penn Action video "
@@ -86,7 +85,7 @@ def test_penn_skeletons_take_the_video_id_as_sample_id(tmp_path):
     """A label file named ``7.mat`` gives sample ``0007``, the id of its frame folder."""
     labels = tmp_path / "labels"
     labels.mkdir()
-    write_label(labels / "7.mat")
+    write_penn_label(labels / "7.mat")
     skeletons = penn.Penn().skeletons(tmp_path, {}, Work(tmp_path / "w"))
     assert [item[0] for item in skeletons.items] == ["0007"]
     assert skeletons.read(skeletons.items[0])[0] == "0007"
@@ -160,12 +159,11 @@ kd = ["none"]
 def test_the_extract_stage_reports_dropped_rows_in_its_manifest_and_reuses_its_output(tmp_path):
     pytest.importorskip("openpifpaf", reason="OpenPifPaf is not installed (skelpipe install-openpifpaf)")
     from skelpipe.pose import network
-    from test_extract import write_video
 
     checkpoint = network.random_checkpoint("mobilenetv3small", tmp_path / "k.pkl", biased=True)
     folder = folder_with(tmp_path / "data", ROWS, ["c/j1.mp4", "c/j2.mp4"])
     for name in ("w1", "j3"):
-        write_video(folder / "c" / f"{name}.mp4", n=3)
+        noise_video(folder / "c" / f"{name}.mp4", n=3)
     pipeline = tmp_path / "mine.toml"
     pipeline.write_text(CUSTOM.format(checkpoint=checkpoint))
     args = ["run-all", str(pipeline), "--until", "extract", "--data-root", str(folder),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_train import make_split, write_pack
+from conftest import make_split, write_pack
 
 from skelpipe.commands.evaluate import evaluate_command
 from skelpipe.core.errors import SkelpipeError

@@ -11,11 +11,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from conftest import noise_video
 
 pytest.importorskip("openpifpaf", reason="OpenPifPaf is not installed (skelpipe install-openpifpaf)")
 
@@ -25,15 +24,6 @@ from skelpipe.pose import decoding, extract, network  # noqa: E402
 from skelpipe.skeleton.store import open_store  # noqa: E402
 
 BIASED = decoding.BIASED_CONFIG
-
-
-def write_video(path, n=6, size=(64, 48), fps=25.0):
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-    rng = np.random.default_rng(len(str(path)))
-    for _ in range(n):
-        w.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-    w.release()
-    return Path(path)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +70,8 @@ def test_checkpoint_of_another_backbone_is_refused(biased_ckpt):
 def test_extract_writes_tracked_people_in_original_pixels_and_skips_bad_files(biased_ckpt, tmp_path):
     from skelpipe.cli import main
 
-    a = write_video(tmp_path / "a_rgb.avi", n=6)
-    b = write_video(tmp_path / "b.avi", n=5, size=(48, 64), fps=30.0)
+    a = noise_video(tmp_path / "a_rgb.avi", n=6)
+    b = noise_video(tmp_path / "b.avi", n=5, size=(48, 64), fps=30.0)
     corrupt = tmp_path / "corrupt.avi"
     corrupt.write_bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
     empty = tmp_path / "empty.mp4"
@@ -153,7 +143,7 @@ def test_extract_with_only_bad_videos_fails_and_leaves_nothing(biased_ckpt, tmp_
 
 def test_decoder_crash_costs_one_frame(biased_ckpt, tmp_path):
     """A worker killed by SIGSEGV while decoding frame 2: that frame has nobody, the rest is intact."""
-    v = write_video(tmp_path / "v.avi", n=5)
+    v = noise_video(tmp_path / "v.avi", n=5)
     manifest = extract_file([v], tmp_path / "p.h5", backbone="mobilenetv3small", checkpoint=str(biased_ckpt),
                                     device="cpu", long_edge=65, decoder_workers=1,
                                     decoder_config={**BIASED, decoding.CRASH_TAG: "v:2"})
@@ -220,7 +210,7 @@ def test_sharding_covers_every_video_once(biased_ckpt, tmp_path):
     with pytest.raises(SkelpipeError, match="--shard 3/3"):
         extract.parse_shard("3/3")
 
-    videos = [write_video(tmp_path / f"s{i}.avi", n=2) for i in range(3)]
+    videos = [noise_video(tmp_path / f"s{i}.avi", n=2) for i in range(3)]
     kw = dict(backbone="mobilenetv3small", checkpoint=str(biased_ckpt), device="cpu", long_edge=65,
               decoder_workers=0, decoder_config=BIASED)
     first = extract_file(videos, tmp_path / "p.h5", shard=(1, 2), **kw)
@@ -234,7 +224,7 @@ def test_sharding_covers_every_video_once(biased_ckpt, tmp_path):
 
 
 def test_resume_after_sigkill(biased_ckpt, tmp_path):
-    videos = [write_video(tmp_path / f"r{i}.avi", n=4 if i == 0 else 40) for i in range(4)]
+    videos = [noise_video(tmp_path / f"r{i}.avi", n=4 if i == 0 else 40) for i in range(4)]
     out = tmp_path / "poses.h5"
     cmd = [sys.executable, "-m", "skelpipe", "extract", "--videos", *map(str, videos), "--backbone",
            "mobilenetv3small", "--checkpoint", str(biased_ckpt), "--out", str(out), "--long-edge", "65",
@@ -281,7 +271,7 @@ def test_real_clips(shared_data, biased_ckpt, tmp_path):
 def test_bench_extract_table(biased_ckpt, tmp_path, capsys):
     from skelpipe.cli import main
 
-    v = write_video(tmp_path / "clip.avi", n=6)
+    v = noise_video(tmp_path / "clip.avi", n=6)
     main(["bench", "extract", "--backbone", "mobilenetv3small", "--video", str(v), "--checkpoint", str(biased_ckpt),
           "--device", "cpu", "--long-edge", "65", "--decoder-workers", "1"])
     err = capsys.readouterr().err
@@ -297,7 +287,8 @@ def test_extraction_is_bit_identical_however_it_is_split(biased_ckpt, tmp_path, 
     with a pool of decoders: the same bytes. Every batch holds frames of one video only, laid
     out from its first frame, and every frame gets a decoder of its own, so a video's poses
     never depend on what else was in flight before it."""
-    videos = [write_video(tmp_path / f"v{i}.avi", n=5 + i) for i in range(3)]  # 5, 6, 7 frames: ragged batches
+    # 5, 6, 7 frames: ragged batches
+    videos = [noise_video(tmp_path / f"v{i}.avi", n=5 + i) for i in range(3)]
     kw = dict(backbone="mobilenetv3small", checkpoint=str(biased_ckpt), device="cpu", long_edge=65,
               decoder_workers=0, decoder_config=BIASED, batch_size=4)
     extract_file(videos, tmp_path / "straight.h5", **kw)

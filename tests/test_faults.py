@@ -9,7 +9,6 @@
 2. A catalogue of bad inputs, each with the one line it must give and its exit status.
 """
 
-import json
 import os
 import pickle
 import random
@@ -23,39 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-REDUCED = ["data.subjects=6", "data.reps=1", "data.test_reps=1", "experiments.op=[0.3]",
-           "experiments.seeds=[0]", "teacher.epochs=8", "student.epochs=6", "teacher.milestones=[6]",
-           "student.milestones=[4]", "experiments.init=['random']"]
+from conftest import DEMO_REDUCED, run_all_command, run_outcome, set_args
 
 
 def run_all(tmp_path, cache: Path, *extra, **popen):
-    args = [sys.executable, "-m", "skelpipe", "run-all", "demo", "--cache-dir", str(cache), "--report-dir",
-            str(cache.parent / f"{cache.name}-report"), "--device", "cpu", "--jobs", "1"]
-    for o in REDUCED:
-        args += ["--set", o]
-    return subprocess.Popen([*args, *extra], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **popen)
-
-
-def finished(tmp_path, cache: Path) -> dict:
-    """What a run leaves: results (cache paths masked), every model's weights, pack, part matrix."""
-    text = (cache.parent / f"{cache.name}-report" / "results.json").read_text()
-    out = {"results": json.loads(text.replace(str(cache), "CACHE"))}
-    for model in sorted(cache.glob("*/*/model.pt")):
-        state = torch.load(model, weights_only=True)
-        out[model.parent.parent.name + "/" + model.parent.name] = {k: v.numpy() for k, v in state.items()}
-    for f in sorted(cache.glob("pack/*/data.h5")) + sorted(cache.glob("partmatrix/*/part_matrix.npy")):
-        out[str(f.relative_to(cache))] = f.read_bytes()
-    return out
-
-
-def same(a, b) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, np.ndarray):
-        return np.array_equal(a, b)
-    return a == b
+    return subprocess.Popen([*run_all_command(cache, DEMO_REDUCED), "--jobs", "1", *extra], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
 @pytest.mark.slow
@@ -64,7 +36,7 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_result(tmp
     out, _ = straight.communicate(timeout=300)
     assert straight.returncode == 0, out
     t0 = time.time()
-    expected = finished(tmp_path, tmp_path / "straight")
+    expected = run_outcome(tmp_path / "straight")
 
     kills = int(os.environ.get("SKELPIPE_FAULT_KILLS", "8"))
     rng = random.Random(int(os.environ.get("SKELPIPE_FAULT_SEED", "0")))
@@ -82,8 +54,8 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_result(tmp
     out, _ = final.communicate(timeout=300)
     assert final.returncode == 0, out
     assert killed >= 1
-    got = finished(tmp_path, cache)
-    assert same(got, expected), f"after {killed} kills the result differs"
+    got = run_outcome(cache)
+    assert got == expected, f"after {killed} kills the result differs"
     print(f"{killed} kills, {time.time() - t0:.0f} s")
 
 

@@ -64,7 +64,7 @@ def test_onnx_files_that_are_not_skelpipe_models_are_refused(tmp_path):
 
 def test_predict_with_an_onnx_student(tmp_path, monkeypatch):
     """The same top-5 and probabilities from the exported file as from the training directory."""
-    from test_predict import coco_people, fake_extraction, write_video
+    from conftest import coco_people, fake_extraction, stick_figure_video
 
     from skelpipe.commands.predict import predict_command
 
@@ -72,7 +72,7 @@ def test_predict_with_an_onnx_student(tmp_path, monkeypatch):
     assert CliRunner().invoke(cli, ["export", "onnx", "--model", str(model_dir), "--out",
                                     str(tmp_path / "s.onnx")]).exit_code == 0
     fake_extraction(monkeypatch, coco_people(1, people=2))
-    video = write_video(tmp_path / "in.mp4")
+    video = stick_figure_video(tmp_path / "in.mp4")
     runs = {}
     for name, model in (("torch", model_dir), ("onnx", tmp_path / "s.onnx")):
         r = CliRunner().invoke(predict_command, [str(video), "--model", str(model), "--backbone",

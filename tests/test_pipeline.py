@@ -13,25 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import (DEMO_TINY_NETS, SKELETON_FRAMES, run_all_command, set_args, skeleton_text,
+                      write_penn_label)
 
 from skelpipe.cli import cli
 from skelpipe.core.errors import ConfigError, SkelpipeError
-from skelpipe.pipeline.cache import Cache
 from skelpipe.pipeline.config import load_pipeline, parse_override
-from skelpipe.pipeline.plan import Plan
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
-# A demo small enough for CI: 8 subjects, short clips, tiny networks, 2 epochs.
-SMALL = ["data.subjects=6", "data.reps=2", "data.test_reps=2", "pack.frames=32", "experiments.seeds=[0]",
-         "teacher.channels=[8, 8, 16]", "student.channels=[8, 8, 16]",
-         "teacher.epochs=2", "student.epochs=2", "teacher.milestones=[1]", "student.milestones=[1]",
-         "teacher.batch_size=16", "student.batch_size=16",
-         "experiments.init=['random']"]  # both starts: test_init_axis_gives_four_cells_and_their_paired_gains
-
-
-def _set_args(overrides):
-    return [a for o in overrides for a in ("--set", o)]
+# A demo small enough for CI: 8 subjects, short clips, tiny networks, 2 epochs; one start (both
+# starts: test_init_axis_gives_four_cells_and_their_paired_gains).
+SMALL = ["data.subjects=6", "data.reps=2", "data.test_reps=2", *DEMO_TINY_NETS]
 
 
 @pytest.mark.parametrize("name", ["demo", "ntu", "penn", "sysu"])
@@ -42,9 +35,8 @@ def test_dry_run_every_pipeline(name, tmp_path):
     assert not any(tmp_path.iterdir())  # a dry run creates nothing
 
 
-def test_plan_shares_stages_and_rekeys_downstream(tmp_path):
-    cache = Cache(tmp_path)
-    plan = Plan(load_pipeline("ntu"), cache, None, "cpu").build()
+def test_ntu_plan_shares_skeletons_and_gives_each_student_its_own_key(plan_of):
+    plan = plan_of("ntu")
     stages = [s.stage for s in plan.ordered()]
     # NTU: Kinect skeletons, two OpenPifPaf extractions, one pack per (setting, benchmark, fraction).
     assert stages.count("skeletons") == 1 and stages.count("extract") == 2
@@ -53,23 +45,27 @@ def test_plan_shares_stages_and_rekeys_downstream(tmp_path):
     # Table 4 reuses Table 1's students at OP 0 (same keys): kd variants add only kl, global-msc.
     students = [s for s in plan.ordered() if s.stage == "student"]
     assert len({s.key for s in students}) == len(students)
-    base = {s.stage: s.key for s in Plan(load_pipeline("demo"), cache, None, "cpu").build().ordered()}
-    changed = {s.stage: s.key for s in Plan(load_pipeline("demo", ["student.alpha=2.0"]), cache, None,
-                                            "cpu").build().ordered()}
+
+
+def test_a_student_setting_rekeys_the_students_only(plan_of):
+    base = {s.stage: s.key for s in plan_of("demo").ordered()}
+    changed = {s.stage: s.key for s in plan_of("demo", "student.alpha=2.0").ordered()}
     assert all(base[s] == changed[s] for s in ("skeletons", "simulate", "align", "pack", "teacher",
                                                  "partmatrix"))
     assert base["student"] != changed["student"]
-    # a student without KD ignores KD-only settings: the baselines are shared by every ablation
+
+
+def test_a_student_without_kd_ignores_kd_only_settings(plan_of):
+    # the baselines are shared by every ablation
     none = lambda plan: {s.key for s in plan.steps.values() if s.stage == "student" and s.entry.config["kd"] == "none"}  # noqa: E731
-    plans = [Plan(load_pipeline("demo", o), cache, None, "cpu").build()
+    plans = [plan_of("demo", *o)
              for o in ([], ["student.alpha=2.0", "student.tau=0.1", "student.part_pool='present'"])]
     assert none(plans[0]) == none(plans[1])
 
 
-def test_seeds_multiply_student_cells_only(tmp_path):
-    cache = Cache(tmp_path)
-    one = Plan(load_pipeline("demo", ["experiments.seeds=[0]"]), cache, None, "cpu").build()
-    three = Plan(load_pipeline("demo", ["experiments.seeds=[0, 1, 2]"]), cache, None, "cpu").build()
+def test_seeds_multiply_student_cells_only(plan_of):
+    one = plan_of("demo", "experiments.seeds=[0]")
+    three = plan_of("demo", "experiments.seeds=[0, 1, 2]")
     count = lambda plan, stage: sum(s.stage == stage for s in plan.steps.values())  # noqa: E731
     assert count(three, "student") == 3 * count(one, "student")
     assert count(three, "teacher") == count(one, "teacher") == 1
@@ -77,18 +73,23 @@ def test_seeds_multiply_student_cells_only(tmp_path):
     assert sorted({s.entry.config["seed"] for s in students}) == [0, 1, 2]
     # the seed moves initialisation and order; the training masks stay put unless asked
     assert {s.entry.config.get("occlusion_seed", 0) for s in students} == {0}
-    moved = Plan(load_pipeline("demo", ["experiments.seeds=[0, 1]", "experiments.seed_occlusion=true"]),
-                 cache, None, "cpu").build()
+    evaluations = [meta for s, meta in three.records if s.deps["model"].stage == "student"]
+    assert sorted({meta["seed"] for meta in evaluations}) == [0, 1, 2]
+
+
+def test_seed_occlusion_moves_the_masks_of_occluded_students_only(plan_of):
+    moved = plan_of("demo", "experiments.seeds=[0, 1]", "experiments.seed_occlusion=true")
     occluded = [s for s in moved.steps.values() if s.stage == "student" and s.entry.config["op"] > 0]
     assert {s.entry.config["occlusion_seed"] for s in occluded} == {0, 1}
     # at OP 0 nothing is occluded: the occlusion settings are not in the key
     clean = [s for s in moved.steps.values() if s.stage == "student" and s.entry.config["op"] == 0]
     assert clean and not any("occlusion_seed" in s.entry.config for s in clean)
-    evaluations = [meta for s, meta in three.records if s.deps["model"].stage == "student"]
-    assert sorted({meta["seed"] for meta in evaluations}) == [0, 1, 2]
-    for bad in ("[]", "[0, 0]", "['a']"):
-        with pytest.raises(SkelpipeError, match="seeds"):
-            Plan(load_pipeline("demo", [f"experiments.seeds={bad}"]), cache, None, "cpu").build()
+
+
+@pytest.mark.parametrize("bad", ["[]", "[0, 0]", "['a']"])
+def test_seeds_empty_repeated_or_not_integers_are_refused(plan_of, bad):
+    with pytest.raises(SkelpipeError, match="seeds"):
+        plan_of("demo", f"experiments.seeds={bad}")
 
 
 def test_override_parsing():
@@ -108,8 +109,7 @@ def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):
 
 
 def _run_all(tmp_path, extra=(), **kwargs):
-    cmd = [sys.executable, "-m", "skelpipe", "run-all", "demo", "--cache-dir", str(tmp_path / "cache"),
-           "--report-dir", str(tmp_path / "report"), "--device", "cpu", *_set_args(SMALL), *extra]
+    cmd = [*run_all_command(tmp_path / "cache", SMALL, tmp_path / "report"), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=tmp_path, **kwargs)
 
@@ -344,7 +344,6 @@ def test_ntu_with_real_openpifpaf_extraction(tmp_path):
     pytest.importorskip("openpifpaf")
     import cv2
     import numpy as np
-    from test_datasets_ntu import FRAMES, skeleton_text
 
     from skelpipe.pose import network
     from skelpipe.skeleton.store import open_store
@@ -354,10 +353,10 @@ def test_ntu_with_real_openpifpaf_extraction(tmp_path):
     (root / "nturgb+d_rgb").mkdir()
     names = ["S001C001P001R001A001", "S001C001P003R001A002"]  # a training and a test subject
     for name in names:
-        (root / "nturgb+d_skeletons" / f"{name}.skeleton").write_bytes(skeleton_text(FRAMES))
+        (root / "nturgb+d_skeletons" / f"{name}.skeleton").write_bytes(skeleton_text(SKELETON_FRAMES))
         video = cv2.VideoWriter(str(root / "nturgb+d_rgb" / f"{name}_rgb.avi"),
                                 cv2.VideoWriter_fourcc(*"MJPG"), 30, (96, 64))
-        for t in range(len(FRAMES)):
+        for t in range(len(SKELETON_FRAMES)):
             video.write(np.full((64, 96, 3), 40 * t, np.uint8))
         video.release()
     (root / "nturgb+d_rgb" / "S001C001P001R001A003_rgb.avi").write_bytes(b"")  # a zero-byte video
@@ -367,7 +366,7 @@ def test_ntu_with_real_openpifpaf_extraction(tmp_path):
                  "extract.decoder_workers=0", "extract.decoder={cif_neighbors = 1}"]
     result = CliRunner().invoke(cli, ["run-all", "ntu", "--data-root", str(root), "--until", "align",
                                       "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
-                                      *_set_args(overrides)])
+                                      *set_args(overrides)])
     assert result.exit_code == 0, result.output
     extracted = next((tmp_path / "cache" / "extract").glob("*/manifest.json")).parent
     assert not (extracted / "videos").exists()  # per-video files merged, then removed
@@ -375,7 +374,7 @@ def test_ntu_with_real_openpifpaf_extraction(tmp_path):
     assert [b["item"] for b in bad] == ["S001C001P001R001A003"]
     with open_store(extracted / "skeletons.h5") as s:
         assert s.ids() == names and s.layout.name == "coco17"
-        assert s.read(names[0]).keypoints.shape[1] == len(FRAMES)
+        assert s.read(names[0]).keypoints.shape[1] == len(SKELETON_FRAMES)
         # the dataset's labels travel with the extracted poses: a setting of two estimators
         # (HQ and LQ both extracted, as NTU's Table 2) can be packed without Kinect skeletons
         assert s.read_attrs(names[1])["label"] == 1 and s.read_attrs(names[1])["label_name"] == "eat meal/snack"
@@ -384,18 +383,24 @@ def test_ntu_with_real_openpifpaf_extraction(tmp_path):
         assert lq.ids() == names and lq.read(names[1]).attrs["label"] == 1
 
 
-def test_bad_device_cache_root_and_empty_report_are_one_line_errors(tmp_path, monkeypatch):
+def test_a_device_that_is_absent_is_refused_before_the_first_stage(tmp_path, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     result = CliRunner().invoke(cli, ["run-all", "demo", "--device", "cuda", "--cache-dir", str(tmp_path / "c")])
     assert result.exit_code != 0 and "CUDA is not available" in str(result.exception)
     assert not (tmp_path / "c").exists()                           # rejected before the first stage
+
+
+def test_a_cache_root_that_is_a_file_is_a_one_line_error(tmp_path, monkeypatch):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
     monkeypatch.setenv("SKELPIPE_CACHE", str(not_a_dir))
     result = CliRunner().invoke(cli, ["run-all", "demo", "--dry-run"])
     assert result.exit_code != 0 and "is not a directory" in str(result.exception)
+
+
+def test_a_report_of_an_empty_cache_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(cli, ["report", "demo", "--cache-dir", str(tmp_path / "empty"),
                                       "--report-dir", str(tmp_path / "r")])
     assert result.exit_code != 0 and "nothing to report" in str(result.exception)
@@ -440,16 +445,17 @@ def test_a_config_error_is_one_line_and_exit_status_2(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_stage_keys_come_from_the_checked_settings(tmp_path):
-    """Keys from complete settings: runtime-only fields and defaults written out change nothing;
-    skelpipe pack and run-all key the same pack the same way."""
-    cache = Cache(tmp_path)
-    keys = lambda *o: {s.stage: s.key for s in Plan(load_pipeline("demo", o), cache, None, "cpu").build().ordered()}  # noqa: E731
+def test_stage_keys_come_from_the_checked_settings(plan_of):
+    """Keys from complete settings: runtime-only fields and defaults written out change nothing."""
+    keys = lambda *o: {s.stage: s.key for s in plan_of("demo", *o).ordered()}  # noqa: E731
     base = keys()
     assert keys("teacher.eval_every=5", "student.device='cpu'", "teacher.compile=true") == base
     assert keys("teacher.momentum=0.9", "pack.max_people=1", "align.max_people=2") == base  # values it has
     assert keys("teacher.momentum=0.8")["teacher"] != base["teacher"]
-    plan = Plan(load_pipeline("demo"), cache, None, "cpu").build()
+
+
+def test_skelpipe_pack_and_run_all_key_the_same_pack_the_same_way(plan_of, cache, tmp_path):
+    plan = plan_of("demo")
     pack_step = next(s for s in plan.ordered() if s.stage == "pack")
     aligned = tmp_path / "aligned"
     from skelpipe.commands.pack import pack_stage
@@ -474,32 +480,38 @@ def test_a_data_root_of_bad_files_fails_and_commits_nothing(tmp_path):
     assert not [p for p in (tmp_path / "cache" / "skeletons").iterdir() if p.is_dir() and not p.name.endswith(".partial")]
 
 
-def test_source_stages_are_keyed_on_the_files_they_read(tmp_path):
-    """A changed, added or moved data file re-keys the skeleton stage (and so everything after
-    it); a replaced checkpoint at the same path re-keys the extraction."""
-    from test_datasets_penn import write_label
-
+@pytest.fixture
+def penn_keys(plan_of, tmp_path):
+    """A Penn Action root of two label files, and ``keys(data_root, *overrides)``: the key of each
+    stage of the penn plan and of each extraction (by its source)."""
     root = tmp_path / "penn"
     (root / "labels").mkdir(parents=True)
     for i in (1, 2):
-        write_label(root / "labels" / f"{i:04d}.mat")
-    cache = Cache(tmp_path / "cache")
+        write_penn_label(root / "labels" / f"{i:04d}.mat")
 
     def keys(data_root, *overrides):
-        plan = Plan(load_pipeline("penn", overrides), cache, data_root, "cpu").build()
+        plan = plan_of("penn", *overrides, data_root=data_root)
         out = {s.stage: s.key for s in plan.ordered()}
         out.update({s.meta["source"]: s.key for s in plan.ordered() if s.stage == "extract"})
         return out
 
+    return root, keys
+
+
+def test_a_changed_added_or_moved_data_file_rekeys_the_skeletons_and_all_after(penn_keys, tmp_path):
+    root, keys = penn_keys
     first = keys(root)
     assert keys(root) == first
     os.utime(root / "labels" / "0002.mat", ns=(1, 1))  # touched: another file as far as the key knows
     touched = keys(root)
     assert touched["skeletons"] != first["skeletons"] and touched["teacher"] != first["teacher"]
-    write_label(root / "labels" / "0003.mat")
+    write_penn_label(root / "labels" / "0003.mat")
     assert keys(root)["skeletons"] not in (first["skeletons"], touched["skeletons"])
     assert keys(tmp_path / "elsewhere")["skeletons"] != keys(root)["skeletons"]  # another root
 
+
+def test_a_replaced_checkpoint_at_the_same_path_rekeys_the_extraction(penn_keys, cache, tmp_path):
+    root, keys = penn_keys
     checkpoint = tmp_path / "r152.pkl"
     checkpoint.write_bytes(b"weights A")
     real = ["extract.extractor='openpifpaf'", f"sources.r152.checkpoint='{checkpoint}'"]
@@ -511,12 +523,10 @@ def test_source_stages_are_keyed_on_the_files_they_read(tmp_path):
     assert list((cache.root / ".hashes").iterdir())  # content hashes memoised by path, size, time
 
 
-def test_backbones_give_table_3(tmp_path):
+def test_backbones_give_table_3(plan_of):
     """[[experiments]] backbones: a teacher, a part matrix and students per backbone, the ST-GCN
-    cells shared with Table 1, and Table 3's rows beside the paper's figures."""
-    from skelpipe.pipeline.report import markdown
-
-    plan = Plan(load_pipeline("penn"), Cache(tmp_path), None, "cpu").build()
+    cells shared with Table 1."""
+    plan = plan_of("penn")
     teachers = {s.config.get("backbone", "stgcn") for s in plan.steps.values() if s.stage == "teacher"}
     assert teachers == {"stgcn", "agcn", "efficientgcn-b4"}
     table3 = [meta for _, meta in plan.records if meta.get("table") == 3]
@@ -525,6 +535,11 @@ def test_backbones_give_table_3(tmp_path):
     shared = {s.key for s, meta in plan.records if meta.get("table") == 1} & {
         s.key for s, meta in plan.records if meta.get("table") == 3}
     assert shared  # ST-GCN at OP 0 is the same evaluation in both tables
+
+
+def test_table_3_rows_stand_beside_the_papers_figures():
+    from skelpipe.pipeline.report import markdown
+
     rows = [{"aggregate": True, "table": 3, "setting": "heterogeneous", "hq_source": "annotated",
              "lq_source": "r152", "benchmark": "default", "model": "student", "kd": kd, "op": 0.0,
              "hq_fraction": 1.0, "lq_data": "all", "backbone": b, "top1": 90.0, "top5": 98.0, "n": 2,
@@ -535,19 +550,21 @@ def test_backbones_give_table_3(tmp_path):
     assert md.index("Js-AGCN") < md.index("EfficientGCN-B4")
 
 
-def test_init_axis_gives_four_cells_and_their_paired_gains(tmp_path):
-    """experiments.init = ['random', 'teacher']: the teacher-init students depend on the teacher,
-    and Table 1 shows init × KD with PMSC's own share and the transfer over the paper's baseline."""
-    from skelpipe.pipeline.report import aggregate, markdown
-
-    plan = Plan(load_pipeline("demo", ["experiments.init=['random', 'teacher']"]), Cache(tmp_path),
-                None, "cpu").build()
+def test_init_axis_adds_teacher_init_students_that_depend_on_the_teacher(plan_of):
+    """experiments.init = ['random', 'teacher']: the random-init students as before, and as many
+    teacher-init ones."""
+    plan = plan_of("demo", "experiments.init=['random', 'teacher']")
     students = [s for s in plan.steps.values() if s.stage == "student"]
-    alone = [s for s in Plan(load_pipeline("demo", ["experiments.init=['random']"]), Cache(tmp_path), None,
-                             "cpu").build().steps.values() if s.stage == "student"]
+    alone = [s for s in plan_of("demo", "experiments.init=['random']").steps.values() if s.stage == "student"]
     assert len(students) == 2 * len(alone) and {s.key for s in alone} < {s.key for s in students}
     for s in students:
         assert ("teacher" in s.deps) == (s.config["kd"] != "none" or s.config["init"] == "teacher")
+
+
+def test_init_axis_gives_four_cells_and_their_paired_gains():
+    """Table 1 shows init × KD with PMSC's own share and the transfer over the paper's baseline."""
+    from skelpipe.pipeline.report import aggregate, markdown
+
     base = dict(aggregate=False, table=1, setting="h", hq_source="hq", lq_source="lq", benchmark="xsub",
                 model="student", op=0.6, hq_fraction=1.0, lq_data="all", backbone="stgcn", n_test=100)
     scores = {("random", "none"): [70, 72, 71], ("random", "pmsc"): [71, 72, 73],

@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import CLIP_FRAMES as FRAMES
+from conftest import CLIP_H as H
+from conftest import CLIP_W as W
+from conftest import coco_people, fake_extraction, stick_figure_video
 
 from skelpipe.commands.pack import run_pack
 from skelpipe.commands.predict import predict_command
@@ -24,25 +28,9 @@ from skelpipe.pipeline import predict
 from skelpipe.pipeline.cache import Cache
 from skelpipe.skeleton.store import PoseWriter
 
-W, H, FRAMES = 96, 64, 20
 NUM_CLASSES = 6
 NAMES = [f"action{k}" for k in range(NUM_CLASSES)]
 BIAS = torch.tensor([1.0, 3.0, 0.5, 2.0, -1.0, 2.5])   # constant model: action1 > action5 > action3 ...
-
-
-def coco_people(seed: int, frames: int = FRAMES, people: int = 1) -> np.ndarray:
-    """(M, T, 17, 3) pixel poses inside a W×H image; person 1 absent in the second half."""
-    rng = np.random.default_rng(seed)
-    kp = np.zeros((people, frames, 17, 3), np.float32)
-    for m in range(people):
-        base = rng.uniform([10, 8], [W - 10, H - 8], size=(17, 2))
-        drift = rng.normal(0, 1.0, size=(frames, 1, 2)).cumsum(axis=0)
-        kp[m, :, :, :2] = np.clip(base + drift, 1, [W - 1, H - 1])
-        kp[m, :, :, 2] = rng.uniform(0.3, 1.0, size=(frames, 17))
-    kp[0, :, 3, :] = 0                     # a joint never found: x = y = conf = 0
-    if people > 1:
-        kp[1, frames // 2:] = 0
-    return kp
 
 
 def write_aligned(directory: Path, n: int = 12, frames: int = FRAMES):
@@ -88,22 +76,6 @@ def constant_student(out_dir: Path, T: int = 16, data=None) -> Path:
     return out_dir
 
 
-def write_video(path: Path, frames: int = FRAMES) -> Path:
-    """A small synthetic mp4v video: a bright stick figure moving over a dark background."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (W, H))
-    assert writer.isOpened()
-    for t in range(frames):
-        frame = np.full((H, W, 3), 30, np.uint8)
-        x = 30 + t
-        cv2.circle(frame, (x, 14), 5, (220, 220, 220), -1)
-        cv2.line(frame, (x, 19), (x, 40), (220, 220, 220), 3)
-        cv2.line(frame, (x, 40), (x - 8, 60), (220, 220, 220), 3)
-        cv2.line(frame, (x, 40), (x + 8, 60), (220, 220, 220), 3)
-        writer.write(frame)
-    writer.release()
-    return path
-
-
 def count_frames(path: Path) -> int:
     cap = cv2.VideoCapture(str(path))
     n = 0
@@ -111,17 +83,6 @@ def count_frames(path: Path) -> int:
         n += 1
     cap.release()
     return n
-
-
-def fake_extraction(monkeypatch, keypoints, calls=None):
-    """Replace OpenPifPaf by fixed poses (the extraction itself is tested in test_extract)."""
-    def extract_poses(video, backbone, checkpoint=None, device="auto", batch_size=None, long_edge=641,
-                      max_people=2, decoder_workers=None, decoder_config=None):
-        if calls is not None:
-            calls.append(backbone)
-        return keypoints, {"image_size": [W, H], "fps": 25.0, "num_frames": keypoints.shape[1]}
-
-    monkeypatch.setattr(predict, "extract_poses", extract_poses)
 
 
 # ---------------------------------------------------------------- without OpenPifPaf
@@ -136,7 +97,7 @@ def test_student_input_is_what_pack_gives(cached_student, monkeypatch, tmp_path)
     real_classify = predict.classify
     monkeypatch.setattr(predict, "classify", lambda m, x, d: seen.append(x) or real_classify(m, x, d))
     fake_extraction(monkeypatch, coco_people(i, people=2), calls)
-    result = predict.predict_video(write_video(tmp_path / "v.mp4"), student, device="cpu")
+    result = predict.predict_video(stick_figure_video(tmp_path / "v.mp4"), student, device="cpu")
     # the backbone comes from the pack's record of the LQ source; simulated LQ → a warning
     assert calls == ["shufflenetv2k16"] and result.backbone == "shufflenetv2k16"
     assert any("simulated" in w for w in result.warnings)
@@ -152,7 +113,7 @@ def test_backbone_mismatch_warns_and_aliases_match(cached_student, monkeypatch, 
     student, _ = cached_student
     calls = []
     fake_extraction(monkeypatch, coco_people(0), calls)
-    video = write_video(tmp_path / "v.mp4")
+    video = stick_figure_video(tmp_path / "v.mp4")
     same = predict.predict_video(video, student, backbone="ShuffleNetv2x1", device="cpu")
     other = predict.predict_video(video, student, backbone="mobilenetv3small", device="cpu")
     assert calls == ["ShuffleNetv2x1", "mobilenetv3small"]
@@ -165,7 +126,7 @@ def test_frame_folder_video(monkeypatch, tmp_path):
     fake_extraction(monkeypatch, coco_people(1, people=2))
     folder = tmp_path / "0001"
     folder.mkdir()
-    cap = cv2.VideoCapture(str(write_video(tmp_path / "v.mp4")))
+    cap = cv2.VideoCapture(str(stick_figure_video(tmp_path / "v.mp4")))
     for t in range(FRAMES):
         cv2.imwrite(str(folder / f"{t + 1:06d}.jpg"), cap.read()[1])
     r = predict.predict_video(folder, model, backbone="shufflenetv2k16", device="cpu",
@@ -195,7 +156,7 @@ def test_pack_record_in_the_model_metadata_is_enough(monkeypatch, tmp_path):
     model = constant_student(tmp_path / "model", T=8, data=data)
     calls = []
     fake_extraction(monkeypatch, coco_people(2), calls)
-    r = predict.predict_video(write_video(tmp_path / "v.mp4"), model, device="cpu")
+    r = predict.predict_video(stick_figure_video(tmp_path / "v.mp4"), model, device="cpu")
     assert calls == ["resnet50"] and r.frames_used == list(np.linspace(0, FRAMES - 1, 8).round().astype(int))
     assert not any("not in the cache" in w or "simulated" in w for w in r.warnings)
 
@@ -203,7 +164,7 @@ def test_pack_record_in_the_model_metadata_is_enough(monkeypatch, tmp_path):
 def test_table_json_and_annotated_video(monkeypatch, tmp_path):
     model = constant_student(tmp_path / "model", T=24)   # longer than the video: zero-padded
     fake_extraction(monkeypatch, coco_people(3, people=2))
-    video = write_video(tmp_path / "in.mp4")
+    video = stick_figure_video(tmp_path / "in.mp4")
     args = [str(video), "--model", str(model), "--backbone", "mobilenetv3small", "--device", "cpu"]
     r = CliRunner().invoke(predict_command, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -236,7 +197,8 @@ def test_table_json_and_annotated_video(monkeypatch, tmp_path):
 def test_no_person_found_is_said(monkeypatch, tmp_path):
     model = constant_student(tmp_path / "model", T=24)
     fake_extraction(monkeypatch, np.zeros((2, FRAMES, 17, 3), np.float32))
-    r = predict.predict_video(write_video(tmp_path / "v.mp4"), model, backbone="resnet50", device="cpu")
+    r = predict.predict_video(stick_figure_video(tmp_path / "v.mp4"), model, backbone="resnet50",
+                              device="cpu")
     assert r.to_json()["people"] == 0 and any("no person was detected" in w for w in r.warnings)
     assert r.top[0][0] == "action1"
 
@@ -245,11 +207,11 @@ def test_backbone_required_when_unrecorded(monkeypatch, tmp_path):
     model = constant_student(tmp_path / "model")
     fake_extraction(monkeypatch, coco_people(0))
     with pytest.raises(SkelpipeError, match="not recorded.*--backbone"):
-        predict.predict_video(write_video(tmp_path / "v.mp4"), model, device="cpu")
+        predict.predict_video(stick_figure_video(tmp_path / "v.mp4"), model, device="cpu")
 
 
 def test_model_directory_errors(tmp_path):
-    video = write_video(tmp_path / "v.mp4")
+    video = stick_figure_video(tmp_path / "v.mp4")
     runner = CliRunner()
     r = runner.invoke(predict_command, [str(video)])
     assert isinstance(r.exception, SkelpipeError) and "--model" in str(r.exception)
@@ -293,7 +255,7 @@ def estimator(tmp_path_factory):
 
 def test_predict_end_to_end_with_a_random_estimator(estimator, cached_student, tmp_path):
     student, _ = cached_student
-    video = write_video(tmp_path / "clip.mp4")
+    video = stick_figure_video(tmp_path / "clip.mp4")
     args = [str(video), "--model", str(student), "--checkpoint", str(estimator), "--device", "cpu",
             "--long-edge", "129", "--decoder-workers", "0"]
     runner = CliRunner()
@@ -323,7 +285,7 @@ def test_tracked_skeletons_are_classified_and_drawn(estimator, cached_student, t
     from skelpipe.pose.decoding import BIASED_CONFIG
 
     student, _ = cached_student
-    video = write_video(tmp_path / "clip.mp4")
+    video = stick_figure_video(tmp_path / "clip.mp4")
     r = predict.predict_video(video, student, checkpoint=estimator, device="cpu", long_edge=129,
                               decoder_workers=0, decoder_config=BIASED_CONFIG,
                               out_video=tmp_path / "out.mp4")

@@ -5,41 +5,16 @@ before it runs. The export is tested in test_pyskl_export.py."""
 
 import pickle
 import pickletools
-import re
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import NTU_IDS, dump, pyskl_2d, pyskl_3d, split_lists, write_pyskl
 
 from skelpipe.cli import cli
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data import pyskl
 from skelpipe.skeleton.store import open_store
-
-NTU_IDS = [f"S001C001P00{i + 1}R001A00{i % 3 + 1}" for i in range(4)]
-
-
-def dump(data, protocol=4, core="_core") -> bytes:
-    """``data`` pickled by pickle itself, naming numpy's rebuilders ``numpy.<core>.*`` whatever
-    this numpy calls them: as written under numpy 1 (``core``) or numpy 2 (``_core``). The names
-    are rewritten op by op; frames, which are optional, are left out, as their lengths change."""
-    blob = pickle.dumps(data, protocol=protocol)
-    ops = list(pickletools.genops(blob))
-    out = bytearray()
-    for (op, arg, pos), end in zip(ops, [p for _, _, p in ops[1:]] + [len(blob)]):
-        if op.name == "FRAME":
-            continue
-        if isinstance(arg, str) and re.match(r"numpy\._?core\.", arg):
-            name = re.sub(r"^numpy\._?core", f"numpy.{core}", arg).encode()
-            assert op.name in ("GLOBAL", "SHORT_BINUNICODE"), op.name
-            if op.name == "GLOBAL":
-                out += b"c" + name.replace(b" ", b"\n") + b"\n"
-            else:
-                out += b"\x8c" + bytes([len(name)]) + name
-        else:
-            out += blob[pos:end]
-    return bytes(out)
-
 
 def names_asked(blob: bytes) -> set[str]:
     """The globals a pickle names ("module.name"), read from its opcodes without loading it."""
@@ -52,45 +27,6 @@ def names_asked(blob: bytes) -> set[str]:
         if isinstance(arg, str):
             strings.append(arg)
     return out
-
-
-def pyskl_2d(n=4, seed=0, lists="ntu"):
-    """A file in pyskl's exact structure (as its ntu60_hrnet.pkl): 2D HRNet-like float16 poses,
-    numpy-int64 labels (as mmcv's tools leave them), a non-contiguous array, and a last item in
-    which no person was found (M = 0)."""
-    rng = np.random.default_rng(seed)
-    items = []
-    for i, sid in enumerate(NTU_IDS[:n]):
-        t, m = 10 + i, (0 if i == n - 1 else 2)
-        kp = rng.uniform(0, 1000, (t, 17, m, 2)).astype(np.float16).transpose(2, 0, 1, 3)
-        items.append({"frame_dir": sid, "label": np.int64(i % 3), "total_frames": t,
-                      "img_shape": (1080, 1920), "original_shape": (540, 960), "keypoint": kp,
-                      "keypoint_score": rng.uniform(0, 1, (m, t, 17)).astype(np.float16)})
-    return {"split": split_lists(lists, [it["frame_dir"] for it in items]), "annotations": items}
-
-
-def pyskl_3d(n=3, seed=1):
-    """pyskl's ntu60_3danno.pkl structure: NTU-25 3D, no score, no image size."""
-    rng = np.random.default_rng(seed)
-    items = [{"frame_dir": sid, "label": np.int64(i), "total_frames": 8,
-              "keypoint": rng.normal(0, 1, (1 + i % 2, 8, 25, 3)).astype(np.float32)}
-             for i, sid in enumerate(NTU_IDS[:n])]
-    return {"split": split_lists("ntu", [it["frame_dir"] for it in items]), "annotations": items}
-
-
-def split_lists(naming, ids) -> dict:
-    """The split lists of real files: NTU (two pairs), UCF101/HMDB51 (three numbered pairs: the
-    pair k holds the first k ids in test), FineGYM/Kinetics (train + val), Diving48 (train + test)."""
-    if naming == "ntu":
-        return {"xsub_train": ids[:-1], "xsub_val": ids[-1:], "xview_train": ids[:1], "xview_val": ids[1:]}
-    if naming == "ucf":
-        return {name: lst for k in (1, 2, 3) for name, lst in ((f"train{k}", ids[k:]), (f"test{k}", ids[:k]))}
-    return {"train": ids[:-1], naming: ids[-1:]}
-
-
-def write(path, data, protocol=4, core="_core"):
-    path.write_bytes(dump(data, protocol, core))
-    return path
 
 
 @pytest.mark.filterwarnings("ignore:numpy.core.numeric is deprecated:DeprecationWarning")
@@ -129,7 +65,8 @@ def test_files_of_every_protocol_and_numpy_naming_import(tmp_path, protocol, cor
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_3d_files_import(tmp_path, protocol):
     data = pyskl_3d()
-    counts = pyskl.import_store(write(tmp_path / "a.pkl", data, protocol, "core"), tmp_path / "a.h5", "xsub")
+    path = write_pyskl(tmp_path / "a.pkl", data, protocol, "core")
+    counts = pyskl.import_store(path, tmp_path / "a.h5", "xsub")
     assert (counts["layout"], counts["train"], counts["test"]) == ("ntu25", 2, 1)
     with open_store(tmp_path / "a.h5") as s:
         assert s.attrs["channels"] == "x,y,z" and "image_size" not in s.read(NTU_IDS[0]).attrs
@@ -148,7 +85,7 @@ def test_3d_files_import(tmp_path, protocol):
     ("test", None, NTU_IDS[:3], NTU_IDS[3:]),                # Diving48
 ])
 def test_each_split_naming(tmp_path, naming, choice, train, test):
-    path = write(tmp_path / "a.pkl", pyskl_2d(lists=naming), protocol=2)
+    path = write_pyskl(tmp_path / "a.pkl", pyskl_2d(lists=naming), protocol=2)
     args = ["import", "pyskl", str(path), "--out", str(tmp_path / "a.h5")]
     args += ["--split", choice] if choice else []
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
@@ -163,7 +100,7 @@ def test_each_split_naming(tmp_path, naming, choice, train, test):
 def test_a_pair_with_both_val_and_test_tests_on_test(tmp_path):
     data = pyskl_2d()
     data["split"] = {"train": NTU_IDS[:2], "val": NTU_IDS[2:3], "test": NTU_IDS[3:]}
-    counts = pyskl.import_store(write(tmp_path / "a.pkl", data), tmp_path / "a.h5")
+    counts = pyskl.import_store(write_pyskl(tmp_path / "a.pkl", data), tmp_path / "a.h5")
     assert counts["lists"] == ["train", "test"]
     assert (counts["train"], counts["test"], counts["outside"]) == (2, 1, 1)
 
@@ -182,7 +119,7 @@ def test_a_pair_with_both_val_and_test_tests_on_test(tmp_path):
 def test_splits_that_cannot_be_mapped_are_one_line_errors(tmp_path, lists, choice, message):
     data = pyskl_2d()
     data["split"] = split_lists(lists, NTU_IDS) if isinstance(lists, str) else lists
-    path = write(tmp_path / "a.pkl", data)
+    path = write_pyskl(tmp_path / "a.pkl", data)
     with pytest.raises(SkelpipeError) as err:
         pyskl.import_store(path, tmp_path / "a.h5", choice)
     assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
@@ -190,7 +127,7 @@ def test_splits_that_cannot_be_mapped_are_one_line_errors(tmp_path, lists, choic
 
 
 def test_a_file_without_split_lists_imports_and_says_so(tmp_path):
-    path = write(tmp_path / "a.pkl", pyskl_2d()["annotations"])      # the older bare list
+    path = write_pyskl(tmp_path / "a.pkl", pyskl_2d()["annotations"])      # the older bare list
     result = CliRunner().invoke(cli, ["import", "pyskl", str(path), "--out", str(tmp_path / "a.h5")])
     said = " ".join(result.output.split())
     assert result.exit_code == 0 and "no split lists, so no sample has a split" in said
@@ -263,7 +200,7 @@ def test_the_allowed_names_do_only_what_files_need(tmp_path, blob, message):
 
 def test_the_file_is_unpickled_as_it_is_read(tmp_path, monkeypatch):
     from pathlib import Path
-    path = write(tmp_path / "a.pkl", pyskl_2d())
+    path = write_pyskl(tmp_path / "a.pkl", pyskl_2d())
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("read the whole file into memory"))
     assert len(pyskl.read(path)[1]) == 4
 
@@ -286,7 +223,7 @@ def test_the_file_is_unpickled_as_it_is_read(tmp_path, monkeypatch):
 def test_bad_files_are_refused_with_one_line(tmp_path, mutate, message):
     data = pyskl_2d()
     mutate(data)
-    path = write(tmp_path / "bad.pkl", data)
+    path = write_pyskl(tmp_path / "bad.pkl", data)
     with pytest.raises(SkelpipeError) as err:
         pyskl.import_store(path, tmp_path / "bad.h5", "xsub")
     assert message in str(err.value) and "\n" not in str(err.value)
@@ -294,7 +231,7 @@ def test_bad_files_are_refused_with_one_line(tmp_path, mutate, message):
 
 
 def test_a_label_out_of_range_and_a_file_that_is_not_a_pickle(tmp_path):
-    path = write(tmp_path / "a.pkl", pyskl_2d())
+    path = write_pyskl(tmp_path / "a.pkl", pyskl_2d())
     with pytest.raises(SkelpipeError, match=r"annotation 2 \(S001C001P003R001A003\): label 2 out of range"):
         pyskl.import_store(path, tmp_path / "a.h5", "xsub", num_classes=2)
     (tmp_path / "junk.pkl").write_bytes(b"\x00junk")
@@ -308,7 +245,7 @@ def test_a_pyskl_file_as_the_lq_source_of_a_pipeline(tmp_path):
     from skelpipe.pipeline.config import load_pipeline
     from skelpipe.pipeline.plan import Plan
 
-    pkl = write(tmp_path / "hrnet.pkl", pyskl_2d(), protocol=2)
+    pkl = write_pyskl(tmp_path / "hrnet.pkl", pyskl_2d(), protocol=2)
     toml = tmp_path / "hrnet.toml"
     toml.write_text(f'''base = "ntu"
 name = "ntu-hrnet"
@@ -331,7 +268,7 @@ kd = ["none", "pmsc"]
     plan = Plan(load_pipeline(str(toml)), Cache(tmp_path / "cache"), None, "cpu").build()
     (step,) = [s for s in plan.ordered() if s.stage == "import"]
     assert step.meta["label"] == "pyskl HRNet 2D" and step.entry.config["split"] == "xsub"
-    write(pkl, pyskl_2d(seed=1))  # other poses in the same file: another key
+    write_pyskl(pkl, pyskl_2d(seed=1))  # other poses in the same file: another key
     again = Plan(load_pipeline(str(toml)), Cache(tmp_path / "cache"), None, "cpu").build()
     assert [s.key for s in again.ordered() if s.stage == "import"] != [step.key]
     from skelpipe.core.work import Work

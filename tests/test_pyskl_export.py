@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_pyskl import pyskl_2d, pyskl_3d, write
+from conftest import pyskl_2d, pyskl_3d, write_pyskl
 
 from skelpipe.cli import cli
 from skelpipe.core.errors import SkelpipeError
@@ -41,7 +41,7 @@ def load(path):
 @pytest.mark.parametrize("make,split", [(pyskl_2d, "xsub"), (pyskl_3d, "xview")])
 def test_export_then_import_gives_the_same_keypoints(tmp_path, make, split):
     data = make()
-    pyskl.import_store(write(tmp_path / "a.pkl", data, protocol=2), tmp_path / "a.h5", split)
+    pyskl.import_store(write_pyskl(tmp_path / "a.pkl", data, protocol=2), tmp_path / "a.h5", split)
     counts = pyskl_export.export_store(tmp_path / "a.h5", tmp_path / "b.pkl", split)
     assert counts["notes"] == {} and counts["samples"] == len(data["annotations"])
     back = load(tmp_path / "b.pkl")

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from conftest import DEMO_REDUCED, TINY, run_all_command
 
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
@@ -32,10 +33,6 @@ from skelpipe.pipeline.cache import Cache
 from skelpipe.skeleton.store import PoseWriter, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(channels=(8, 8, 16, 16), temporal_kernel=3, device="cpu")
-REDUCED = ["data.subjects=6", "data.reps=1", "data.test_reps=1", "experiments.op=[0.3]",
-           "experiments.seeds=[0]", "teacher.epochs=8", "student.epochs=6", "teacher.milestones=[6]",
-           "student.milestones=[4]", "experiments.init=['random']"]
 
 
 def _env(**extra) -> dict:
@@ -43,11 +40,7 @@ def _env(**extra) -> dict:
 
 
 def _run_all(cache: Path, *extra: str) -> list[str]:
-    args = [sys.executable, "-m", "skelpipe", "run-all", "demo", "--cache-dir", str(cache), "--report-dir",
-            str(cache.parent / f"{cache.name}-report"), "--device", "cpu"]
-    for o in REDUCED:
-        args += ["--set", o]
-    return [*args, *extra]
+    return [*run_all_command(cache, DEMO_REDUCED), *extra]
 
 
 def _penn_label(path: Path, x=100.0, height=270):

@@ -3,7 +3,7 @@ the dataset's format, the real Penn labels, the demo; bad files reported, chunks
 
 import numpy as np
 import pytest
-from test_datasets_ntu import FRAMES, skeleton_text
+from conftest import SKELETON_FRAMES, skeleton_text
 
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data import sources
@@ -15,9 +15,10 @@ def _ntu_root(tmp_path):
     root = tmp_path / "ntu" / "nturgb+d_skeletons"
     root.mkdir(parents=True)
     for name in ("S001C001P001R001A001", "S001C002P003R002A013", "S002C003P008R001A060"):
-        (root / f"{name}.skeleton").write_bytes(skeleton_text(FRAMES))
-    (root / "S001C001P001R001A002.skeleton").write_bytes(skeleton_text(FRAMES)[:300])  # truncated
-    (root / "S001C002P005R002A008.skeleton").write_bytes(skeleton_text(FRAMES))  # on the missing list
+        (root / f"{name}.skeleton").write_bytes(skeleton_text(SKELETON_FRAMES))
+    (root / "S001C001P001R001A002.skeleton").write_bytes(skeleton_text(SKELETON_FRAMES)[:300])  # truncated
+    # on the missing list
+    (root / "S001C002P005R002A008.skeleton").write_bytes(skeleton_text(SKELETON_FRAMES))
     return root.parent
 
 

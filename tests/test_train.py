@@ -9,16 +9,16 @@ import sys
 import textwrap
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY, make_split, write_pack
 
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data import split as split_module
-from skelpipe.data.split import DiskRows, Split, load_split
-from skelpipe.learn.checkpoint import load_model, save_model
+from skelpipe.data.split import DiskRows, load_split
+from skelpipe.learn.checkpoint import load_model
 from skelpipe.learn.config import TrainConfig, settings
 from skelpipe.learn.evaluate import predict
 from skelpipe.learn.models import build_model
@@ -27,47 +27,11 @@ from skelpipe.learn.train import train_split as train
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.noise import instance_seeds, sample_keys
 
-TINY = dict(channels=(8, 8, 16, 16), temporal_kernel=3, device="cpu")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_split(n=48, num_classes=3, frames=16, seed=0, paired_fraction=1.0, noise=0.1):
-    """A learnable synthetic split: each class is a fixed random pose (HQ ntu25 3D, LQ coco17),
-    plus per-frame noise; the first instances lose their HQ."""
-    rng = np.random.default_rng(seed)
-    label = np.arange(n) % num_classes
-
-    def skeletons(layout):
-        v = layouts.get(layout).num_joints
-        prototypes = rng.normal(size=(num_classes, 3, 1, v, 1))
-        x = prototypes[label] + noise * rng.normal(size=(n, 3, frames, v, 2))
-        return x.astype(np.float32)
-
-    has_hq = np.ones(n, bool)
-    has_hq[: int(round(n * (1 - paired_fraction)))] = False
-    hq = skeletons("ntu25")
-    hq[~has_hq] = 0
-    return Split(
-        lq=skeletons("coco17"), hq=hq, has_hq=has_hq, label=label.astype(np.int64),
-        ids=[f"i{k:03d}" for k in range(n)],
-        attrs={"hq_layout": "ntu25", "lq_layout": "coco17", "num_classes": num_classes,
-               "class_names": [f"class{c}" for c in range(num_classes)], "key": f"synthetic-{seed}"})
 
 
 def metrics(run_dir) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-
-
-def random_teacher(out_dir, num_classes=3, seed=0):
-    """An untrained (random) ntu25 teacher saved as a finished run: enough for the mechanics."""
-    torch.manual_seed(seed)
-    model = build_model("stgcn", "ntu25", 3, num_classes, TINY["channels"], TINY["temporal_kernel"])
-    out_dir.mkdir(parents=True)
-    save_model(out_dir, model, {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3,
-                                "num_classes": num_classes, "channels": list(TINY["channels"]),
-                                "temporal_kernel": TINY["temporal_kernel"], "num_persons": 2,
-                                "stage": "teacher", "config_key": f"random-{seed}"})
-    return out_dir
 
 
 # Tiny nets need a few hundred steps before BatchNorm's running statistics (initialised to 1)
@@ -119,15 +83,14 @@ def test_student_overfits_with_each_distillation(kd, trained_teacher, tmp_path):
 
 
 @pytest.mark.parametrize("kd", ["kl", "global-msc", "pmsc"])
-def test_cached_and_online_teacher_features_give_equal_losses(kd, tmp_path):
-    teacher = random_teacher(tmp_path / "teacher")
+def test_cached_and_online_teacher_features_give_equal_losses(kd, tmp_path, random_teacher):
     split = make_split(paired_fraction=0.5)
     part = torch.softmax(torch.rand(3, 5), dim=1)
     weights = {}
     for mode in ("cached", "online"):
         cfg = TrainConfig(stage="student", kd=kd, epochs=1, batch_size=6, lr=0.05, op=0.2, hq_topup=2,
                           teacher_features=mode, **TINY)
-        train(cfg, split, tmp_path / mode, teacher_dir=teacher, part_matrix=part)
+        train(cfg, split, tmp_path / mode, teacher_dir=random_teacher, part_matrix=part)
         weights[mode] = torch.load(tmp_path / mode / "model.pt", weights_only=True)
     (cached,), (online,) = metrics(tmp_path / "cached"), metrics(tmp_path / "online")
     assert cached["kd"] > 0
@@ -141,9 +104,9 @@ def test_cached_and_online_teacher_features_give_equal_losses(kd, tmp_path):
     assert len(keys) == 1
 
 
-def test_cached_teacher_outputs_equal_a_direct_forward(tmp_path):
+def test_cached_teacher_outputs_equal_a_direct_forward(random_teacher):
     from skelpipe.learn.distill import teacher_outputs
-    teacher, _ = load_model(random_teacher(tmp_path / "teacher"))
+    teacher, _ = load_model(random_teacher)
     split = make_split(paired_fraction=0.5)
     x, pool = torch.from_numpy(split.hq), np.flatnonzero(split.has_hq)
     cached = teacher_outputs(teacher, x, pool, 5, torch.device("cpu"), amp=False)
@@ -189,17 +152,16 @@ def _run_resume_script(tmp_path, out, teacher, kill_at):
                           env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_exact_resume_after_sigkill_in_the_middle_of_an_epoch(tmp_path):
-    teacher = random_teacher(tmp_path / "teacher")
+def test_exact_resume_after_sigkill_in_the_middle_of_an_epoch(tmp_path, random_teacher):
     # 20 instances, batch 6: 4 steps an epoch; step 11 is the 3rd step of epoch 3
-    killed = _run_resume_script(tmp_path, tmp_path / "killed", teacher, kill_at=11)
+    killed = _run_resume_script(tmp_path, tmp_path / "killed", random_teacher, kill_at=11)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     ckpt = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and not (tmp_path / "killed" / "model.pt").exists()
-    resumed = _run_resume_script(tmp_path, tmp_path / "killed", teacher, kill_at=0)
+    resumed = _run_resume_script(tmp_path, tmp_path / "killed", random_teacher, kill_at=0)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
-    straight = _run_resume_script(tmp_path, tmp_path / "straight", teacher, kill_at=0)
+    straight = _run_resume_script(tmp_path, tmp_path / "straight", random_teacher, kill_at=0)
     assert straight.returncode == 0, straight.stderr
     a = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
@@ -220,7 +182,7 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
         train(other, split, tmp_path / "run")
 
 
-def test_config_errors_are_one_line_skelpipe_errors(tmp_path):
+def test_config_errors_are_one_line_skelpipe_errors(tmp_path, random_teacher):
     with pytest.raises(SkelpipeError, match="without --kd"):
         TrainConfig(stage="teacher", kd="pmsc")
     with pytest.raises(SkelpipeError, match="unknown setting"):
@@ -228,44 +190,28 @@ def test_config_errors_are_one_line_skelpipe_errors(tmp_path):
     cfg = TrainConfig(stage="student", kd="pmsc", epochs=1, batch_size=6, **TINY)
     with pytest.raises(SkelpipeError, match="needs --teacher"):
         train(cfg, make_split(), tmp_path / "s")
-    teacher = random_teacher(tmp_path / "teacher")
     with pytest.raises(SkelpipeError, match="needs --part-matrix"):
-        train(cfg, make_split(), tmp_path / "s", teacher_dir=teacher)
+        train(cfg, make_split(), tmp_path / "s", teacher_dir=random_teacher)
     with pytest.raises(SkelpipeError, match="model.json: missing"):
         load_model(tmp_path / "nothing")
 
 
-def write_pack(pack_dir, train_split, test_split):
-    """A pack directory in pack.py's format (data.h5 with /train and /test)."""
-    pack_dir.mkdir(parents=True)
-    with h5py.File(pack_dir / "data.h5", "w") as f:
-        for k, v in train_split.attrs.items():
-            if k != "key":
-                f.attrs[k] = json.dumps(v) if isinstance(v, list) else v
-        f.attrs["test_seed"] = 0
-        for name, sp in (("train", train_split), ("test", test_split)):
-            g = f.create_group(name)
-            g["lq"], g["hq"], g["has_hq"], g["label"] = sp.lq, sp.hq, sp.has_hq, sp.label
-            g["hq_available"] = sp.has_hq
-            g["length"] = np.full(len(sp.label), sp.lq.shape[2], np.int32)
-            g["ids"] = np.array(sp.ids, dtype="S")
-
-
 @pytest.mark.parametrize("features", ["cached", "online"])
-def test_training_from_disk_gives_the_weights_of_training_in_memory(tmp_path, monkeypatch, features):
+def test_training_from_disk_gives_the_weights_of_training_in_memory(tmp_path, monkeypatch, features,
+                                                                    random_teacher):
     write_pack(tmp_path / "pack", make_split(paired_fraction=0.75), make_split(seed=1))
-    teacher = random_teacher(tmp_path / "teacher")
     cfg = TrainConfig(stage="student", kd="pmsc", op=0.3, epochs=2, batch_size=6, lr=0.05,
                       teacher_features=features, **TINY)
     e = torch.full((3, 5), 0.2)
     for rows in ("memory", "disk"):
         train(cfg, load_split(tmp_path / "pack", "train", rows=rows), tmp_path / rows,
-              teacher_dir=teacher, part_matrix=e)
+              teacher_dir=random_teacher, part_matrix=e)
     # train() reads a split from disk when it exceeds a share of the RAM
     monkeypatch.setattr(split_module, "MEMORY_SHARE", 0.0)
     assert isinstance(load_split(tmp_path / "pack", "train", rows="auto").lq, DiskRows)
     np.save(tmp_path / "E.npy", e.numpy())
-    train_pack(cfg, tmp_path / "pack", tmp_path / "auto", teacher_dir=teacher, part_matrix=tmp_path / "E.npy")
+    train_pack(cfg, tmp_path / "pack", tmp_path / "auto", teacher_dir=random_teacher,
+               part_matrix=tmp_path / "E.npy")
     weights = [load_model(tmp_path / d)[0].state_dict() for d in ("memory", "disk", "auto")]
     for name, w in weights[0].items():
         assert torch.equal(w, weights[1][name]) and torch.equal(w, weights[2][name]), name
@@ -279,6 +225,9 @@ def test_max_steps_cuts_every_epoch_and_keys_only_when_set(tmp_path):
     assert "max_steps" not in settings(TrainConfig().to_dict())
     assert settings(cfg.to_dict())["max_steps"] == 3
     assert TrainConfig(max_steps=3).key() != TrainConfig().key()
+
+
+def test_a_negative_max_steps_is_refused():
     with pytest.raises(SkelpipeError, match="max_steps"):
         TrainConfig(max_steps=-1)
 
@@ -366,6 +315,9 @@ def test_teacher_with_part_dropout_trains_and_records_it(tmp_path):
     train(cfg, make_split(), tmp_path / "t")
     _, meta = load_model(tmp_path / "t")
     assert meta["config"]["part_dropout"] == 0.5 and meta["part_pool"] == "mean"
+
+
+def test_a_part_dropout_above_1_is_refused():
     with pytest.raises(SkelpipeError, match="part_dropout"):
         TrainConfig(part_dropout=1.5)
 
@@ -433,18 +385,25 @@ def test_teacher_init_copies_every_tensor_whose_name_and_shape_match(trained_tea
     assert meta_t["init_from"]["copied"] == done["copied"] and "init_from" not in meta_r
     assert meta_t["config_key"] != meta_r["config_key"]
     assert "init" not in settings(TrainConfig(**cfg).to_dict())          # old keys unchanged
+
+
+def test_teacher_init_needs_a_teacher_and_is_for_students_only(tmp_path):
+    cfg = dict(stage="student", epochs=1, batch_size=8, **TINY)
     with pytest.raises(SkelpipeError, match="needs a trained teacher"):
-        train(TrainConfig(**cfg, init="teacher"), split, tmp_path / "x")
+        train(TrainConfig(**cfg, init="teacher"), make_split(), tmp_path / "x")
     with pytest.raises(SkelpipeError, match="teacher starts from random"):
         TrainConfig(stage="teacher", init="teacher")
 
 
-def test_a_linear_projection_per_part_trains_with_pmsc_and_stays_out_of_the_model(trained_teacher, tmp_path):
+def test_a_part_projection_starts_as_the_identity():
     from skelpipe.learn.distill import PartProjection
     proj = PartProjection(4, 4)
     parts = torch.rand(3, 5, 4)
     assert torch.equal(proj(parts), parts)                      # identity start: the paper's loss
     assert PartProjection(4, 6)(parts).shape == (3, 5, 6)
+
+
+def test_a_linear_projection_per_part_trains_with_pmsc_and_stays_out_of_the_model(trained_teacher, tmp_path):
     split = make_split(paired_fraction=2 / 3)
     cfg = TrainConfig(stage="student", kd="pmsc", projection="linear", epochs=2, batch_size=8, **TINY)
     train(cfg, split, tmp_path / "p", teacher_dir=trained_teacher, part_matrix=torch.full((3, 5), 0.2))
@@ -453,5 +412,8 @@ def test_a_linear_projection_per_part_trains_with_pmsc_and_stays_out_of_the_mode
     assert w.shape == (5, 16, 16) and not torch.equal(w, torch.eye(16).repeat(5, 1, 1))   # it learned
     load_model(tmp_path / "p")                                   # model.pt is the plain network
     assert "projection" not in settings(TrainConfig(stage="student", kd="pmsc").to_dict())
+
+
+def test_a_projection_other_than_none_or_linear_is_refused():
     with pytest.raises(SkelpipeError, match="projection must be none or linear"):
         TrainConfig(stage="student", kd="pmsc", projection="mlp")
