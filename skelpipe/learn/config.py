@@ -18,12 +18,14 @@ from skelpipe.learn.models.stgcn import PART_POOLS
 from skelpipe.skeleton import noise
 
 STAGES = ("teacher", "student")
-KD_VARIANTS = ("none", "kl", "global-msc", "pmsc")
+# In the order of the report's rows: the baselines, the paper's rivals (Table 3), then PMSC.
+KD_VARIANTS = ("none", "kl", "global-msc", "skd", "pe-gcn", "pmsc")
 INITS = ("random", "teacher")
 PROJECTIONS = ("none", "linear")
 
 # Settings that only the distillation term reads: a student without KD ignores them.
-KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", "part_pool", "projection")
+KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", "part_pool", "projection",
+             "skd_revision")
 
 # Settings that only the occlusion reads: a run at OP 0 ignores them.
 OCCLUSION_FIELDS = ("occlusion_mode", "occlusion_draws", "occlusion_seed", "occlusion_channels",
@@ -36,7 +38,7 @@ RUNTIME_FIELDS = ("device", "compile", "eval_every", "teacher_features", "determ
 # Settings added after results were cached: in the key only away from their default, so that
 # adding them left every existing key (and cache entry) as it was.
 LATER_FIELDS = {"max_steps": 0, "occlusion_channels": "all", "occlusion_block": 15, "init": "random",
-                "projection": "none"}
+                "projection": "none", "skd_revision": True}
 
 
 @dataclass
@@ -44,7 +46,7 @@ class TrainConfig:
     """Every setting of a training run; the paper's values are the defaults (docs/method.md, §Training schedule and defaults)."""
 
     stage: str = "teacher"                 # teacher | student
-    kd: str = "none"                       # student distillation: none | kl | global-msc | pmsc
+    kd: str = "none"                       # student distillation: none | kl | global-msc | skd | pe-gcn | pmsc
     backbone: str = "stgcn"
     channels: tuple = DEFAULT_CHANNELS
     temporal_kernel: int = 9
@@ -64,6 +66,7 @@ class TrainConfig:
     tau: float = 1.0                       # temperature of the MSC losses
     kl_temperature: float = 1.0            # temperature of the KL baseline
     hq_topup: int = 0                      # extra D_pair HQ instances added to every B_H
+    skd_revision: bool = True              # skd only: revise each term's gradient against the cross-entropy's
     projection: str = "none"               # pmsc only: none | linear (a learned map per part, student → teacher channels)
     lq_data: str = "all"                   # student's LQ data: all (D_pair ∪ D_sol) | pair (D_pair)
     op: float = 0.0                        # occlusion probability of the LQ input (student)
