@@ -88,26 +88,33 @@ def test_skd_terms_are_finite_with_dead_features_and_no_pairs():
     sum(none).backward()                                           # still connected to the graph
 
 
-def _pe_gcn_loop(g_low, g_high, pair_index, weight):
-    """-log f(own) / sum_j f(j) with the log-bilinear f = exp(g_high[j]^T W g_low[i])."""
+def _pe_gcn_loop(g_low, g_high, pair_index, weight, tau=None):
+    """-log f(own) / sum_j f(j): CPC's log-bilinear f = exp(g_high[j]^T W g_low[i]), or (tau) the
+    exponentiated cosine of the prediction W g_low[i] and g_high[j] over tau."""
     total, n = 0.0, 0
     for i, own in enumerate(pair_index.tolist()):
         if own < 0:
             continue
-        f = [math.exp(float(g_high[j] @ weight @ g_low[i])) for j in range(len(g_high))]
+        pred = weight @ g_low[i]
+        if tau is None:
+            f = [math.exp(float(g_high[j] @ pred)) for j in range(len(g_high))]
+        else:
+            f = [math.exp(float(g_high[j] @ pred / (g_high[j].norm() * pred.norm())) / tau)
+                 for j in range(len(g_high))]
         total += -math.log(f[own] / sum(f))
         n += 1
     return total / n
 
 
-def test_pe_gcn_loss_equals_a_per_instance_loop():
+@pytest.mark.parametrize("tau", [None, 0.5])
+def test_pe_gcn_loss_equals_a_per_instance_loop(tau):
     g = torch.Generator().manual_seed(1)
     g_low, g_high = torch.randn(6, 5, generator=g).double(), torch.randn(4, 3, generator=g).double()
     weight = torch.randn(3, 5, generator=g).double() * 0.5
     pair_index = torch.tensor([1, 3, -1, 0, -1, 2])
-    got = losses.pe_gcn_loss(g_low, g_high, pair_index, weight)
-    assert float(got) == pytest.approx(_pe_gcn_loop(g_low, g_high, pair_index, weight), rel=1e-9)
-    assert float(losses.pe_gcn_loss(g_low, g_high, torch.full((6,), -1), weight)) == 0.0
+    got = losses.pe_gcn_loss(g_low, g_high, pair_index, weight, tau=tau)
+    assert float(got) == pytest.approx(_pe_gcn_loop(g_low, g_high, pair_index, weight, tau), rel=1e-9)
+    assert float(losses.pe_gcn_loss(g_low, g_high, torch.full((6,), -1), weight, tau=tau)) == 0.0
 
 
 def test_revision_removes_only_the_conflicting_component():
@@ -147,9 +154,10 @@ def teacher(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("kd,revision", [("skd", True), ("skd", False), ("pe-gcn", True)])
-def test_each_rival_trains_and_its_extras_stay_out_of_the_model(kd, revision, teacher, tmp_path):
-    cfg = TrainConfig(stage="student", kd=kd, op=0.1, skd_revision=revision, **{**OVERFIT, "epochs": 12})
+@pytest.mark.parametrize("kd,variant", [("skd", dict(skd_revision=True)), ("skd", dict(skd_revision=False)),
+                                        ("pe-gcn", dict(pe_gcn_score="cosine")), ("pe-gcn", dict(pe_gcn_score="bilinear"))])
+def test_each_rival_trains_and_its_extras_stay_out_of_the_model(kd, variant, teacher, tmp_path):
+    cfg = TrainConfig(stage="student", kd=kd, op=0.1, **variant, **{**OVERFIT, "epochs": 12})
     train(cfg, make_split(paired_fraction=2 / 3), tmp_path / "s", teacher_dir=teacher)
     m = metrics(tmp_path / "s")
     assert m[-1]["ce"] < 0.5 * m[0]["ce"] and m[-1]["kd"] < m[0]["kd"]

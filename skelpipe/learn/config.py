@@ -22,10 +22,11 @@ STAGES = ("teacher", "student")
 KD_VARIANTS = ("none", "kl", "global-msc", "skd", "pe-gcn", "pmsc")
 INITS = ("random", "teacher")
 PROJECTIONS = ("none", "linear")
+PE_GCN_SCORES = ("cosine", "bilinear")
 
 # Settings that only the distillation term reads: a student without KD ignores them.
 KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", "part_pool", "projection",
-             "skd_revision")
+             "skd_revision", "pe_gcn_score")
 
 # Settings that only the occlusion reads: a run at OP 0 ignores them.
 OCCLUSION_FIELDS = ("occlusion_mode", "occlusion_draws", "occlusion_seed", "occlusion_channels",
@@ -38,7 +39,8 @@ RUNTIME_FIELDS = ("device", "compile", "eval_every", "teacher_features", "determ
 # Settings added after results were cached: in the key only away from their default, so that
 # adding them left every existing key (and cache entry) as it was.
 LATER_FIELDS = {"max_steps": 0, "occlusion_channels": "all", "occlusion_block": 15, "init": "random",
-                "projection": "none", "skd_revision": True}
+                "projection": "none", "skd_revision": True,
+                "pe_gcn_score": "cosine"}
 
 
 @dataclass
@@ -67,6 +69,7 @@ class TrainConfig:
     kl_temperature: float = 1.0            # temperature of the KL baseline
     hq_topup: int = 0                      # extra D_pair HQ instances added to every B_H
     skd_revision: bool = True              # skd only: revise each term's gradient against the cross-entropy's
+    pe_gcn_score: str = "cosine"           # pe-gcn only: cosine (of W g_L and g_H, / tau) | bilinear (CPC's g_H · W g_L)
     projection: str = "none"               # pmsc only: none | linear (a learned map per part, student → teacher channels)
     lq_data: str = "all"                   # student's LQ data: all (D_pair ∪ D_sol) | pair (D_pair)
     op: float = 0.0                        # occlusion probability of the LQ input (student)
@@ -101,6 +104,7 @@ class TrainConfig:
             (1 <= self.occlusion_block <= 100_000, f"occlusion_block must lie in [1, 100000], got {self.occlusion_block}"),
             (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
             (self.projection in PROJECTIONS, f"projection must be {' or '.join(PROJECTIONS)}, got {self.projection!r}"),
+            (self.pe_gcn_score in PE_GCN_SCORES, f"pe_gcn_score must be cosine or bilinear, got {self.pe_gcn_score!r}"),
             (self.stage == "student" or self.init == "random", "a teacher starts from random weights"),
             (self.teacher_features in ("cached", "online"), "teacher features: cached or online"),
             (0.0 <= self.op <= 1.0, f"op must lie in [0, 1], got {self.op}"),

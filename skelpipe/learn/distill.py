@@ -46,10 +46,10 @@ class Distiller:
         if len(data.pair_pool) == 0:
             raise SkelpipeError(f"--kd {cfg.kd}: the training split has no paired (HQ) instance to distil from")
         width = teacher.fc.in_features
-        hq = holding(data.split.hq, device,
-                     cfg.teacher_features == "online" and fits(device, data.split.hq))
+        online = cfg.teacher_features == "online" or cfg.kd == "skd"  # SKD reads joint features: online
+        hq = holding(data.split.hq, device, online and fits(device, data.split.hq))
         cached = None
-        if cfg.teacher_features == "cached" and cfg.kd != "skd":  # SKD reads joint features: online
+        if not online:
             cached = teacher_outputs(teacher, hq, data.pair_pool, cfg.eval_batch_size, device, amp)
             teacher = hq = None  # not needed any more
         part_e = None
@@ -95,7 +95,8 @@ class Distiller:
             self.terms = self.skd_terms(logits.float(), t_logits, pair_index)
             return sum(self.terms)
         if self.cfg.kd == "pe-gcn":
-            return losses.pe_gcn_loss(glob.float(), t_glob, pair_index, self.predictor.weight)
+            return losses.pe_gcn_loss(glob.float(), t_glob, pair_index, self.predictor.weight,
+                                      tau=self.cfg.tau if self.cfg.pe_gcn_score == "cosine" else None)
         parts = parts.float() if self.projection is None else self.projection(parts.float())
         return self.loss(logits.float(), glob.float(), parts, y, t_logits, t_glob, t_parts,
                          self.labels[hq_idx], pair_index, self.part_e)

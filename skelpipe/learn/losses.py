@@ -164,11 +164,12 @@ def skd_terms(logits, t_logits, z_low, z_high, pair_index, T=1.0):
     return kl, skd_distance_loss(low, high), F.mse_loss(low, high)
 
 
-def pe_gcn_loss(g_low, g_high, pair_index, weight):
-    """PE-GCN's predictive-encoding term (InfoNCE with a log-bilinear score, docs/method.md):
-    ``s[i, j] = g_high[j] · (W g_low[i])`` with ``W = weight (C_high, C_low)``; each paired LQ
-    instance i must pick its own HQ counterpart among the HQ batch:
-    ``-log softmax_j(s[i, :])[pair_index[i]]``, averaged over the paired instances."""
+def pe_gcn_loss(g_low, g_high, pair_index, weight, tau=None):
+    """PE-GCN's predictive-encoding term (InfoNCE, docs/method.md): a score ``s[i, j]`` of LQ
+    instance i's prediction ``W g_low[i]`` (``W = weight (C_high, C_low)``) against HQ instance j;
+    each paired i must pick its own HQ counterpart among the HQ batch:
+    ``-log softmax_j(s[i, :])[pair_index[i]]``, averaged over the paired instances. ``tau=None``:
+    CPC's log-bilinear score ``g_high[j] · W g_low[i]``; else ``cos(W g_low[i], g_high[j]) / tau``."""
     with torch.autocast(g_low.device.type, enabled=False):
         g_low = _float32_at_least(g_low)
         g_high, weight = g_high.to(g_low.dtype), weight.to(g_low.dtype)
@@ -176,7 +177,11 @@ def pe_gcn_loss(g_low, g_high, pair_index, weight):
             return _zero_like_inputs(g_low, g_high, weight)
         pair_index = pair_index.to(g_low.device).long()
         paired = pair_index >= 0
-        scores = (g_low @ weight.T) @ g_high.T                                  # (B, B_H)
+        predicted = g_low @ weight.T                                             # (B, C_high)
+        if tau is None:
+            scores = predicted @ g_high.T                                        # (B, B_H)
+        else:
+            scores = F.normalize(predicted, dim=-1, eps=1e-8) @ F.normalize(g_high, dim=-1, eps=1e-8).T / tau
         nll = F.cross_entropy(scores, pair_index.clamp_min(0), reduction="none")
         nll = torch.where(paired, nll, torch.zeros_like(nll))
         return nll.sum() / paired.sum().clamp_min(1).to(nll.dtype)
