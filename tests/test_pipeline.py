@@ -96,7 +96,7 @@ def test_override_parsing():
     assert parse_override("teacher.channels=[8, 16]") == (["teacher", "channels"], [8, 16])
     assert parse_override("extract.extractor=simulated") == (["extract", "extractor"], "simulated")
     cfg = load_pipeline("ntu", ["experiments.op=[0.3]"])
-    assert all(e["op"] == [0.3] for e in cfg["experiments"]) and len(cfg["experiments"]) == 5  # Tables 1-5
+    assert all(e["op"] == [0.3] for e in cfg["experiments"]) and len(cfg["experiments"]) == 7  # Tables 1-5, two for the rivals
 
 
 def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):
@@ -408,7 +408,7 @@ def test_bad_device_cache_root_and_empty_report_are_one_line_errors(tmp_path, mo
     ("teacher.epoch=3", "[teacher] unknown setting epoch = 3 (did you mean 'epochs'?)"),
     ("teacher.epochs=abc", "[teacher] epochs must be an integer, got 'abc'"),
     ("experiments.op=[1.5]", "experiments.op: 1.5 is outside [0.0, 1.0]"),
-    ("experiments.kd=['pmcs']", "experiments.kd: 'pmcs' is not one of none, kl, global-msc, pmsc (did you mean 'pmsc'?)"),
+    ("experiments.kd=['pmcs']", "experiments.kd: 'pmcs' is not one of none, kl, global-msc, skd, pe-gcn, pmsc (did you mean 'pmsc'?)"),
     ("teacher.epochs=0", "[teacher] epochs must be >= 1, got 0"),
     # more of the same kind
     ("student.epochs='ten'", "epochs must be an integer"),
