@@ -97,7 +97,7 @@ def test_override_parsing():
     assert parse_override("teacher.channels=[8, 16]") == (["teacher", "channels"], [8, 16])
     assert parse_override("extract.extractor=simulated") == (["extract", "extractor"], "simulated")
     cfg = load_pipeline("ntu", ["experiments.op=[0.3]"])
-    assert all(e["op"] == [0.3] for e in cfg["experiments"]) and len(cfg["experiments"]) == 5  # Tables 1-5
+    assert all(e["op"] == [0.3] for e in cfg["experiments"]) and len(cfg["experiments"]) == 7  # Tables 1-5, two for the rivals
 
 
 def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):
@@ -413,7 +413,7 @@ def test_a_report_of_an_empty_cache_is_a_one_line_error(tmp_path):
     ("teacher.epoch=3", "[teacher] unknown setting epoch = 3 (did you mean 'epochs'?)"),
     ("teacher.epochs=abc", "[teacher] epochs must be an integer, got 'abc'"),
     ("experiments.op=[1.5]", "experiments.op: 1.5 is outside [0.0, 1.0]"),
-    ("experiments.kd=['pmcs']", "experiments.kd: 'pmcs' is not one of none, kl, global-msc, pmsc (did you mean 'pmsc'?)"),
+    ("experiments.kd=['pmcs']", "experiments.kd: 'pmcs' is not one of none, kl, global-msc, skd, pe-gcn, pmsc (did you mean 'pmsc'?)"),
     ("teacher.epochs=0", "[teacher] epochs must be >= 1, got 0"),
     # more of the same kind
     ("student.epochs='ten'", "epochs must be an integer"),
@@ -531,7 +531,8 @@ def test_backbones_give_table_3(plan_of):
     assert teachers == {"stgcn", "agcn", "efficientgcn-b4"}
     table3 = [meta for _, meta in plan.records if meta.get("table") == 3]
     assert {(m["backbone"], m["kd"]) for m in table3 if m["model"] == "student"} == {
-        (b, kd) for b in ("stgcn", "agcn", "efficientgcn-b4") for kd in ("none", "pmsc")}
+        (b, kd) for b in ("stgcn", "agcn", "efficientgcn-b4") for kd in ("none", "pmsc")} | {
+        ("stgcn", "skd"), ("agcn", "pe-gcn")}  # the rivals on the backbones the paper gives them for Penn
     shared = {s.key for s, meta in plan.records if meta.get("table") == 1} & {
         s.key for s, meta in plan.records if meta.get("table") == 3}
     assert shared  # ST-GCN at OP 0 is the same evaluation in both tables
@@ -544,7 +545,11 @@ def test_table_3_rows_stand_beside_the_papers_figures():
              "lq_source": "r152", "benchmark": "default", "model": "student", "kd": kd, "op": 0.0,
              "hq_fraction": 1.0, "lq_data": "all", "backbone": b, "top1": 90.0, "top5": 98.0, "n": 2,
              "n_test": 100, "top1_sd": 1.0, "top5_sd": 0.5} for b in ("agcn", "efficientgcn-b4") for kd in ("none", "pmsc")]
+    rows += [{**rows[0], "backbone": "stgcn", "kd": "skd"}, {**rows[0], "kd": "pe-gcn"}]
     md = markdown(rows, "penn", "penn")
+    assert "| Student (SKD [18]) | r152 | ST-GCN | 0 | 90.00 ± 1.00 [paper 81.87]" in md
+    assert "| Student (PE-GCN [16]) | r152 | Js-AGCN | 0 | 90.00 ± 1.00 [paper 75.09]" in md
+    assert md.index("Student (PE-GCN [16])") < md.index("| Student (w/ KD) | r152 | Js-AGCN")
     assert "| GCN blocks |" in md and "| Student (w/ KD) | r152 | EfficientGCN-B4 | 0 | 90.00 ± 1.00 [paper 95.03]" in md
     assert "| Student (w/o KD) | r152 | EfficientGCN-B4 | 0 | 90.00 ± 1.00 [paper 93.45]" in md
     assert md.index("Js-AGCN") < md.index("EfficientGCN-B4")

@@ -18,12 +18,15 @@ from skelpipe.learn.models.stgcn import PART_POOLS
 from skelpipe.skeleton import noise
 
 STAGES = ("teacher", "student")
-KD_VARIANTS = ("none", "kl", "global-msc", "pmsc")
+# In the order of the report's rows: the baselines, the paper's rivals (Table 3), then PMSC.
+KD_VARIANTS = ("none", "kl", "global-msc", "skd", "pe-gcn", "pmsc")
 INITS = ("random", "teacher")
 PROJECTIONS = ("none", "linear")
+PE_GCN_SCORES = ("cosine", "bilinear")
 
 # Settings that only the distillation term reads: a student without KD ignores them.
-KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", "part_pool", "projection")
+KD_FIELDS = ("alpha", "alpha_warmup", "w", "tau", "kl_temperature", "hq_topup", "part_pool", "projection",
+             "skd_revision", "pe_gcn_score")
 
 # Settings that only the occlusion reads: a run at OP 0 ignores them.
 OCCLUSION_FIELDS = ("occlusion_mode", "occlusion_draws", "occlusion_seed", "occlusion_channels",
@@ -36,7 +39,8 @@ RUNTIME_FIELDS = ("device", "compile", "eval_every", "teacher_features", "determ
 # Settings whose default reproduces what a cache key meant without them: in the key only away from
 # that default, so that finished entries stay valid and are reused.
 LATER_FIELDS = {"max_steps": 0, "occlusion_channels": "all", "occlusion_block": 15, "init": "random",
-                "projection": "none"}
+                "projection": "none", "skd_revision": True,
+                "pe_gcn_score": "cosine"}
 
 
 @dataclass
@@ -71,6 +75,9 @@ class TrainConfig:
     tau: float = bounded(1.0, high=1e3, above=0.0, help="Temperature of the MSC losses.")
     kl_temperature: float = bounded(1.0, high=1e3, above=0.0, help="Temperature of the KL baseline.")
     hq_topup: int = bounded(0, 0, MAX_BATCH, help="Extra D_pair HQ instances added to every HQ batch.")
+    skd_revision: bool = bounded(True, help="SKD only: revise each term's gradient against the cross-entropy's.")
+    pe_gcn_score: str = bounded("cosine", choices=PE_GCN_SCORES,
+                                help="PE-GCN only: cosine (of W g_L and g_H, / tau) or bilinear (CPC's g_H · W g_L).")
     projection: str = bounded("none", choices=PROJECTIONS,
                               help="PMSC: a learned linear map per part from the student's features to the teacher's.")
     lq_data: str = bounded("all", choices=("all", "pair"),

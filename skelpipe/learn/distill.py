@@ -1,16 +1,19 @@
 """The student's distillation term (docs/method.md, §Losses): the frozen teacher, its outputs
 over the HQ training data (computed once: the teacher is frozen and its input is not
-augmented), the part matrix E, and the loss of ``kd`` (``kl``, ``global-msc`` or ``pmsc``).
+augmented), the part matrix E, and the loss of ``kd`` (``kl``, ``global-msc``, ``pmsc``, or the
+rivals ``skd`` and ``pe-gcn``), and the backward pass (SKD's gradient revision).
 """
 
 import functools
 
 import torch
+import torch.distributed as dist
 
 from skelpipe.core.device import fits, holding
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.learn import losses
 from skelpipe.learn.checkpoint import load_model
+from skelpipe.skeleton import layouts
 
 
 class Distiller:
@@ -22,6 +25,10 @@ class Distiller:
         self.teacher_key = teacher_meta["config_key"]
         self.teacher_width = teacher_width
         self.projection = None  # a PartProjection the student trains (projection = "linear")
+        self.predictor = None   # PE-GCN's W, trained with the student
+        self.student = None     # the student network (SKD reads its joint features)
+        self.terms = None       # SKD: the batch's separate terms, for the gradient revision
+        self.joints = None      # SKD: (student joints, teacher joints) compared one to one
         self.labels = labels
         self.loss = functools.partial(distillation_loss, cfg)
 
@@ -39,10 +46,10 @@ class Distiller:
         if len(data.pair_pool) == 0:
             raise SkelpipeError(f"--kd {cfg.kd}: the training split has no paired (HQ) instance to distil from")
         width = teacher.fc.in_features
-        hq = holding(data.split.hq, device,
-                     cfg.teacher_features == "online" and fits(device, data.split.hq))
+        online = cfg.teacher_features == "online" or cfg.kd == "skd"  # SKD reads joint features: online
+        hq = holding(data.split.hq, device, online and fits(device, data.split.hq))
         cached = None
-        if cfg.teacher_features == "cached":
+        if not online:
             cached = teacher_outputs(teacher, hq, data.pair_pool, cfg.eval_batch_size, device, amp)
             teacher = hq = None  # not needed any more
         part_e = None
@@ -53,7 +60,28 @@ class Distiller:
             if part_e.shape != (data.num_classes, 5):
                 raise SkelpipeError(f"part matrix: shape {tuple(part_e.shape)}, expected ({data.num_classes}, 5)")
             part_e = part_e.to(device)
-        return cls(cfg, teacher, meta, hq, cached, part_e, data.labels, width)
+        distiller = cls(cfg, teacher, meta, hq, cached, part_e, data.labels, width)
+        if cfg.kd == "skd":
+            distiller.joints = skd_joints(attrs["lq_layout"], attrs["hq_layout"])
+        return distiller
+
+    def attach(self, model, device):
+        """What the distillation term adds to the student ``model`` while it trains (optimised,
+        checkpointed and synced with it, left out of the saved model): PMSC's projection, PE-GCN's
+        W; SKD keeps the student's joint features."""
+        self.student = model
+        if self.cfg.kd == "pmsc" and self.cfg.projection == "linear":
+            self.projection = model.kd_projection = PartProjection(model.fc.in_features, self.teacher_width).to(device)
+        if self.cfg.kd == "pe-gcn":
+            self.predictor = model.kd_projection = torch.nn.Linear(
+                model.fc.in_features, self.teacher_width, bias=False).to(device)
+        if self.cfg.kd == "skd":
+            if not (hasattr(model, "keep_joint_features") and hasattr(self.teacher, "keep_joint_features")):
+                raise SkelpipeError("--kd skd: the student's or the teacher's backbone gives no joint features")
+            if self.cfg.skd_revision and dist.is_initialized() and dist.get_world_size() > 1:
+                raise SkelpipeError("--kd skd: the gradient revision runs in one process; "
+                                    "set skd_revision = false to train under torchrun")
+            model.keep_joint_features = self.teacher.keep_joint_features = True
 
     def __call__(self, logits, glob, parts, y, hq_idx, pair_index, device, amp) -> torch.Tensor:
         """The distillation term of one batch, given its HQ batch ``hq_idx``."""
@@ -63,9 +91,100 @@ class Distiller:
             with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 hx = self.hq[hq_idx.to(self.hq.device)].to(device, non_blocking=True).float()
                 t_logits, t_glob, t_parts = (t.float() for t in self.teacher(hx))
+        if self.cfg.kd == "skd":
+            self.terms = self.skd_terms(logits.float(), t_logits, pair_index)
+            return sum(self.terms)
+        if self.cfg.kd == "pe-gcn":
+            return losses.pe_gcn_loss(glob.float(), t_glob, pair_index, self.predictor.weight,
+                                      tau=self.cfg.tau if self.cfg.pe_gcn_score == "cosine" else None)
         parts = parts.float() if self.projection is None else self.projection(parts.float())
         return self.loss(logits.float(), glob.float(), parts, y, t_logits, t_glob, t_parts,
                          self.labels[hq_idx], pair_index, self.part_e)
+
+
+    def skd_terms(self, logits, t_logits, pair_index):
+        """SKD's (KL, distance, node) terms on the joints both networks see (``self.joints``)."""
+        z_s, z_t = self.student.joint_features, self.teacher.joint_features.float()
+        (low, high), m = self.joints, z_s.shape[0] // logits.shape[0]
+        z_s, z_t = z_s[..., low].float(), z_t[..., high]
+        z_s, z_t = z_s.view(logits.shape[0], m, *z_s.shape[1:]), z_t.view(t_logits.shape[0], m, *z_t.shape[1:])
+        if z_s.shape[2:] != z_t.shape[2:]:
+            raise SkelpipeError(f"--kd skd: the student's joint features {tuple(z_s.shape[2:4])} (channels, "
+                                f"frames) differ from the teacher's {tuple(z_t.shape[2:4])}; SKD compares "
+                                "them one to one (give both the same channels)")
+        return losses.skd_terms(logits, t_logits, z_s, z_t, pair_index, T=self.cfg.kl_temperature)
+
+    def backward(self, model, ce, loss, alpha, diagnose: bool):
+        """Backpropagate the step's ``loss`` = ce + alpha × kd into ``model``'s gradients: under SKD
+        (``skd_revision``) with each term's gradient revised against the cross-entropy's; the norms
+        of the two gradients when ``diagnose`` (once an epoch), else None."""
+        if self.terms is not None and self.cfg.skd_revision:
+            norms = revised_backward(model, ce, [alpha * t for t in self.terms])
+            return norms if diagnose else None
+        if diagnose:
+            return gradient_norms(model, ce, loss)
+        loss.backward()
+        return None
+
+
+def skd_joints(lq_layout: str, hq_layout: str) -> tuple[list[int], list[int]]:
+    """The joints SKD compares, in the student's and in the teacher's layout: every joint when the
+    two layouts are one, else the joints both layouts name (``layouts.shared_joints``)."""
+    low, high = layouts.get(lq_layout), layouts.get(hq_layout)
+    if low.name == high.name:
+        return list(range(low.num_joints)), list(range(high.num_joints))
+    joints = layouts.shared_joints(low, high)
+    if len(joints[0]) < 2:
+        raise SkelpipeError(f"--kd skd: layouts {lq_layout} and {hq_layout} share {len(joints[0])} "
+                            "joint(s); SKD needs at least 2 to compare")
+    return joints
+
+
+def revise(g_ce: torch.Tensor, g_terms: list[torch.Tensor]) -> torch.Tensor:
+    """SKD's gradient revision on flat gradients: a term's gradient at an obtuse angle to the
+    cross-entropy's loses its component along it, ``g - (g·g_ce / |g_ce|²) g_ce``; the step's
+    gradient is ``g_ce`` plus the (revised) terms'."""
+    total = g_ce.clone()
+    norm_sq = (g_ce @ g_ce).clamp_min(torch.finfo(g_ce.dtype).tiny)
+    for g in g_terms:
+        dot = g @ g_ce
+        total += torch.where(dot < 0, g - dot / norm_sq * g_ce, g)
+    return total
+
+
+def _flat_grad(loss, params) -> torch.Tensor:
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(params, grads)])
+
+
+def revised_backward(model, ce, terms) -> tuple[float, float]:
+    """Set ``model``'s gradients to ``revise`` of the cross-entropy's and the terms' gradients
+    (one backward pass each); the norms of the cross-entropy's and of the terms' revised sum."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_ce = _flat_grad(ce, params)
+    total = revise(g_ce, [_flat_grad(t, params) for t in terms])
+    start = 0
+    for p in params:
+        p.grad = total[start:start + p.numel()].view_as(p).clone()
+        start += p.numel()
+    return float(g_ce.norm()), float((total - g_ce).norm())
+
+
+def gradient_norms(model, ce, loss) -> tuple[float, float]:
+    """Backpropagate ``loss`` = ce + alpha × kd and return the L2 norms of the gradients of
+    ``ce`` and of ``alpha × kd`` with respect to the weights: the cross-entropy's gradient is
+    taken on its own first (one extra backward pass), the distillation term's is the rest."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
+    loss.backward()
+    ce_sq = kd_sq = 0.0
+    for p, g in zip(params, g_ce):
+        if p.grad is None:
+            continue
+        g = torch.zeros_like(p.grad) if g is None else g
+        ce_sq += float((g.float() ** 2).sum())
+        kd_sq += float(((p.grad - g).float() ** 2).sum())
+    return ce_sq ** 0.5, kd_sq ** 0.5
 
 
 class PartProjection(torch.nn.Module):

@@ -1,5 +1,6 @@
 """Distillation losses of docs/method.md (§Losses): part-level multi-sample contrastive (PMSC), its global
-variant, and KL distillation — batched over the instances and safe for empty sets.
+variant, KL distillation, and the rivals of the paper's Table 3 that differ only in their loss (SKD's
+joint-level terms, PE-GCN's predictive encoding) — batched over the instances and safe for empty sets.
 
 An LQ batch of B instances is matched against an HQ batch of B_H instances. ``pair_index[i]``
 is the row of instance i's own HQ counterpart in the HQ batch, or -1 when i is solitary.
@@ -120,3 +121,67 @@ def kl_distill_loss(student_logits, teacher_logits, pair_index, T=1.0):
         kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
         kl = torch.where(paired, kl, torch.zeros_like(kl))
         return kl.sum() / paired.sum().clamp_min(1).to(kl.dtype) * T * T
+
+
+def skd_distance_loss(z_low: torch.Tensor, z_high: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """SKD's structural (edge) term (docs/method.md, §Rival distillation terms): per row, the
+    Euclidean distances between every two nodes (a joint at a frame, its C channels) of the
+    student's joint features ``z_low (R, C, T, V)`` and of the teacher's ``z_high``, each divided by
+    the mean of its non-zero distances, compared by smooth L1 (mean over the node pairs, then over
+    the rows). The teacher's side carries no gradient."""
+    with torch.autocast(z_low.device.type, enabled=False):
+        if z_low.shape[0] == 0:
+            return _zero_like_inputs(z_low)
+
+        def distances(z):
+            nodes = _float32_at_least(z).permute(0, 3, 2, 1).flatten(1, 2)      # (R, V*T, C)
+            sq = nodes.pow(2).sum(-1)
+            d = (sq[:, :, None] + sq[:, None, :] - 2 * nodes @ nodes.transpose(1, 2)).clamp_min(eps).sqrt()
+            d = d * (1 - torch.eye(d.shape[1], device=d.device, dtype=d.dtype))  # a node's own distance is 0
+            mean = d.sum((1, 2)) / (d > 0).sum((1, 2)).clamp_min(1)
+            return d / mean.clamp_min(eps)[:, None, None]
+
+        with torch.no_grad():
+            t = distances(z_high)
+        s = distances(z_low)
+        return F.smooth_l1_loss(s, t.to(s.dtype), reduction="none").mean((1, 2)).mean()
+
+
+def skd_terms(logits, t_logits, z_low, z_high, pair_index, T=1.0):
+    """SKD's three distillation terms for one batch: (KL of the logits, structural distance term,
+    node term), each over the paired instances only. ``z_low (B, M, C, T', V)`` are the student's
+    joint features of the LQ batch, ``z_high (B_H, M, C, T', V)`` the teacher's of the HQ batch on
+    the same joints; the node term is the mean squared difference of every feature (all zero,
+    still connected to the inputs, when no instance is paired)."""
+    pair_index = pair_index.to(z_low.device).long()
+    paired = pair_index >= 0
+    kl = kl_distill_loss(logits, t_logits, pair_index, T=T)
+    if not bool(paired.any()):
+        zero = _zero_like_inputs(z_low, z_high)
+        return kl, zero, zero
+    low = _float32_at_least(z_low[paired]).flatten(0, 1)                        # (R, C, T', V)
+    high = _float32_at_least(z_high[pair_index[paired]]).flatten(0, 1).to(low.dtype)
+    return kl, skd_distance_loss(low, high), F.mse_loss(low, high)
+
+
+def pe_gcn_loss(g_low, g_high, pair_index, weight, tau=None):
+    """PE-GCN's predictive-encoding term (InfoNCE, docs/method.md): a score ``s[i, j]`` of LQ
+    instance i's prediction ``W g_low[i]`` (``W = weight (C_high, C_low)``) against HQ instance j;
+    each paired i must pick its own HQ counterpart among the HQ batch:
+    ``-log softmax_j(s[i, :])[pair_index[i]]``, averaged over the paired instances. ``tau=None``:
+    CPC's log-bilinear score ``g_high[j] · W g_low[i]``; else ``cos(W g_low[i], g_high[j]) / tau``."""
+    with torch.autocast(g_low.device.type, enabled=False):
+        g_low = _float32_at_least(g_low)
+        g_high, weight = g_high.to(g_low.dtype), weight.to(g_low.dtype)
+        if g_low.shape[0] == 0 or g_high.shape[0] == 0:
+            return _zero_like_inputs(g_low, g_high, weight)
+        pair_index = pair_index.to(g_low.device).long()
+        paired = pair_index >= 0
+        predicted = g_low @ weight.T                                             # (B, C_high)
+        if tau is None:
+            scores = predicted @ g_high.T                                        # (B, B_H)
+        else:
+            scores = F.normalize(predicted, dim=-1, eps=1e-8) @ F.normalize(g_high, dim=-1, eps=1e-8).T / tau
+        nll = F.cross_entropy(scores, pair_index.clamp_min(0), reduction="none")
+        nll = torch.where(paired, nll, torch.zeros_like(nll))
+        return nll.sum() / paired.sum().clamp_min(1).to(nll.dtype)

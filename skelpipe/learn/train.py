@@ -9,8 +9,8 @@ frozen teacher, its cached outputs, the part matrix E), model and optimiser, res
 - **Teacher** (``stage="teacher"``): cross-entropy on the HQ skeletons of ``D_pair`` (eq. 2).
 - **Student** (``stage="student"``): cross-entropy on the LQ skeletons of ``D_pair ∪ D_sol``,
   occluded on the fly with probability ``op``, plus ``alpha`` times a distillation term
-  (``kd``: ``none``, ``kl``, ``global-msc`` or ``pmsc``; docs/method.md, §Losses). The HQ batch ``B_H`` holds
-  the HQ counterparts of the paired instances of the LQ batch (optionally topped up with
+  (``kd``: ``none``, ``kl``, ``global-msc``, ``pmsc``, ``skd`` or ``pe-gcn``; docs/method.md,
+  §Losses). The HQ batch ``B_H`` holds the HQ counterparts of the paired instances of the LQ batch (optionally topped up with
   ``hq_topup`` extra ``D_pair`` instances); ``pair_index`` maps each LQ instance to its
   counterpart in ``B_H`` (-1 for a solitary one).
 - The teacher is frozen (eval mode, no gradients) and its HQ input is not augmented, so its
@@ -47,7 +47,7 @@ from skelpipe.learn import distributed, partmatrix
 from skelpipe.learn.batches import epoch_order, epoch_plan
 from skelpipe.learn.checkpoint import init_from_teacher, load_part_matrix, save_atomic, save_model
 from skelpipe.learn.config import TrainConfig, settings
-from skelpipe.learn.distill import Distiller, PartProjection
+from skelpipe.learn.distill import Distiller
 from skelpipe.learn.evaluate import predict, topk_accuracy
 from skelpipe.learn.models import build_model
 from skelpipe.skeleton import layouts, noise
@@ -111,9 +111,8 @@ def _train(cfg, split, test, data_key, where, out_dir, teacher_dir, part_matrix,
     model = build_model(cfg.backbone, data.layout, data.channels, data.num_classes, cfg.channels,
                         cfg.temporal_kernel, data.persons, cfg.dropout, cfg.part_pool).to(device)
     start = init_from_teacher(model, teacher_dir) if cfg.init == "teacher" else None
-    if cfg.projection == "linear" and cfg.kd == "pmsc":  # part of the student while it trains: optimised, checkpointed, synced
-        model.kd_projection = PartProjection(model.fc.in_features, distiller.teacher_width).to(device)
-        distiller.projection = model.kd_projection
+    if distiller is not None:
+        distiller.attach(model, device)
     key = cfg.key(data=data_key, teacher=distiller and distiller.teacher_key,
                   part_matrix=None if distiller is None or distiller.part_e is None
                   else distiller.part_e.cpu().numpy().round(6).tolist(),
@@ -304,10 +303,10 @@ def train_one_epoch(cfg, model, raw_model, optimizer, data: TrainData, distiller
                                pair_order[s0:s1], device, amp)
             loss = ce + alpha * kd
             optimizer.zero_grad(set_to_none=True)
-            if distiller is not None and step == 0 and world == 1:  # once an epoch: how hard each term pulls
-                grad_norms = _gradient_norms(raw_model, ce, loss)
-            else:
+            if distiller is None:
                 loss.backward()
+            else:  # once an epoch (one process): how hard each term pulls
+                grad_norms = distiller.backward(raw_model, ce, loss, alpha, step == 0 and world == 1) or grad_norms
             optimizer.step()
             with torch.no_grad():
                 n = float(s1 - s0)
@@ -348,24 +347,7 @@ def _batch(cfg, data: TrainData, idx, data_idx, draw_epoch, part_keep, device):
     return x, y
 
 
-# ----------------------------------------------------------------------------- losses and test
-
-def _gradient_norms(model, ce, loss) -> tuple[float, float]:
-    """Backpropagate ``loss`` = ce + alpha × kd and return the L2 norms of the gradients of
-    ``ce`` and of ``alpha × kd`` with respect to the weights: the cross-entropy's gradient is
-    taken on its own first (one extra backward pass), the distillation term's is the rest."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
-    loss.backward()
-    ce_sq = kd_sq = 0.0
-    for p, g in zip(params, g_ce):
-        if p.grad is None:
-            continue
-        g = torch.zeros_like(p.grad) if g is None else g
-        ce_sq += float((g.float() ** 2).sum())
-        kd_sq += float(((p.grad - g).float() ** 2).sum())
-    return ce_sq ** 0.5, kd_sq ** 0.5
-
+# ----------------------------------------------------------------------------- batches and test
 
 def _epoch_batches(cfg, data: TrainData, distill: bool, epoch, rank, world, device):
     """The epoch's plan: this rank's instance order (on the device, and where the data live)

@@ -26,7 +26,8 @@ CURVE_GROUP = ("setting", "benchmark", "hq_fraction", "backbone", "lq_data", "in
 TEACHER_GROUP = CURVE_GROUP[:4]  # a teacher serves every student start and LQ amount of its pack
 CURVES = {"training_accuracy.png": ("train_acc", 100.0, "training top-1 accuracy (%)"),
           "training_loss.png": ("ce", 1.0, "training cross-entropy loss")}
-KD_COLOURS = {"none": "tab:blue", "kl": "tab:green", "global-msc": "tab:purple", "pmsc": "tab:red"}
+KD_COLOURS = {"none": "tab:blue", "kl": "tab:green", "global-msc": "tab:purple", "skd": "tab:orange",
+              "pe-gcn": "tab:brown", "pmsc": "tab:red"}
 
 
 def training_curves(runs: list[tuple[dict, Path]], out_dir: Path, kd_names: dict) -> list[Path]:

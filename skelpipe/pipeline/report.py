@@ -2,7 +2,7 @@
 cell), ``results.md`` (tables shaped like the paper's: mean ± sd over seeds, the paired KD gain
 with its 95 % interval, the paper's figure beside ours where the setting matches) and plots.
 
-A record: ``{"benchmark", "model": "teacher"|"student", "kd": "none"|"kl"|"global-msc"|"pmsc"|null,
+A record: ``{"benchmark", "model": "teacher"|"student", "kd": one of KD_VARIANTS or null,
 "op", "hq_fraction", "hq_layout", "lq_layout", "extractor", "top1", "top5"}`` (accuracies in
 percent) plus ``setting``, ``table``, ``lq_data`` ("all" or "pair"), ``hq_source``, ``lq_source``,
 ``n_test`` (test instances) and ``aggregate``. A run record (``aggregate: false``) has its
@@ -28,6 +28,7 @@ from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data import datasets
 from skelpipe.data.split import FILE, decode_attr
+from skelpipe.learn.config import KD_VARIANTS
 from skelpipe.learn.partmatrix import agreement
 from skelpipe.pipeline import page, plots, stats
 from skelpipe.pipeline.cache import damage
@@ -110,12 +111,17 @@ PAPER_TABLE3 = {
     ("penn", "efficientgcn-b4", "none"): (93.45, 97.84), ("penn", "efficientgcn-b4", "pmsc"): (95.03, 98.22),
     ("sysu", "stgcn", "pmsc"): (87.58, 88.17), ("sysu", "agcn", "pmsc"): (88.31, 89.14),
     ("sysu", "efficientgcn-b4", "none"): (88.68, 89.31), ("sysu", "efficientgcn-b4", "pmsc"): (90.07, 91.00),
+    ("ntu", "stgcn", "skd"): (80.80, 84.42), ("penn", "stgcn", "skd"): (81.87, 95.44),
+    ("ntu", "stgcn", "pe-gcn"): (80.22, 84.91), ("ntu", "agcn", "pe-gcn"): (81.20, 88.74),
+    ("penn", "agcn", "pe-gcn"): (75.09, 94.85),
+    ("sysu", "stgcn", "pe-gcn"): (85.23, 85.08), ("sysu", "agcn", "pe-gcn"): (85.33, 85.92),
 }
 BACKBONE_NAMES = {"stgcn": "ST-GCN", "agcn": "Js-AGCN", "efficientgcn-b0": "EfficientGCN-B0",
                   "efficientgcn-b2": "EfficientGCN-B2", "efficientgcn-b4": "EfficientGCN-B4"}
 
 KD_NAMES = {None: "", "none": "Student (w/o KD)", "kl": "Student (KL)",
-            "global-msc": "Student (Global MSC)", "pmsc": "Student (w/ KD)"}
+            "global-msc": "Student (Global MSC)", "skd": "Student (SKD [18])", "pe-gcn": "Student (PE-GCN [16])",
+            "pmsc": "Student (w/ KD)"}
 
 
 def _pack_attrs(pack_dir: Path) -> dict:
@@ -262,7 +268,7 @@ def markdown(records: list[dict], dataset: str, name: str) -> str:
         lines.append("|" + "---|" * (3 + blocks + len(extra) + len(heads)))
         keys = sorted({(r.get("backbone", "stgcn"), r["hq_fraction"], r["model"] != "teacher", r["op"],
                         r.get("lq_data") or "", r.get("init") or "",   # "" (teacher), random, teacher
-                        ["none", "kl", "global-msc", "pmsc", None].index(r["kd"]),
+                        [*KD_VARIANTS, None].index(r["kd"]),
                         r["kd"], r["model"]) for r in rows},
                       key=lambda k: (list(BACKBONE_NAMES).index(k[0]), -k[1], k[2], k[3], k[4] == "all", k[5], k[6]))
         for backbone, fraction, _, op, data, init, _, kd, model in keys:

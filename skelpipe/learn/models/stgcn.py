@@ -104,7 +104,10 @@ class SkeletonNet(nn.Module):
     """What the backbones share: data_bn, the block stack, pooling and the classifier.
 
     ``forward(x (N, C, T, V, M))`` → ``(logits (N, K), global (N, C'), parts (N, 5, C'))``.
+    With ``keep_joint_features`` set, the last joint features stay in ``joint_features`` (SKD reads them).
     """
+
+    keep_joint_features = False
 
     def __init__(self, layout: Layout, in_channels: int, num_classes: int, channels,
                  num_persons: int, part_pool: str = "mean", data_bn: bool = True):
@@ -137,7 +140,10 @@ class SkeletonNet(nn.Module):
         x = self.data_bn(x)
         x = x.view(n, m, v, c, t).permute(0, 1, 3, 4, 2).reshape(n * m, c, t, v)
         x = x.contiguous(memory_format=torch.channels_last)
-        return self.blocks_forward(x)
+        z = self.blocks_forward(x)
+        if self.keep_joint_features:
+            self.joint_features = z
+        return z
 
     def pool(self, z: torch.Tensor, n: int, present: torch.Tensor | None = None):
         """Global feature (N, C) and part features (N, 5, C) of joint features z (N*M, C, T', V).
