@@ -65,7 +65,7 @@ def test_unset_train_options_give_the_config_defaults(tmp_path):
     (["--epochs", "0"], "Invalid value for '--epochs': 0 is not in the range 1<=x<=100000"),
     (["--lr", "0"], "Invalid value for '--lr': 0.0 is not in the range 0.0<x<=1000.0"),
     (["--op", "nan"], "Invalid value for '--op': 'nan' is not a finite number"),
-    (["--kd", "pmcs"], "Invalid value for '--kd': 'pmcs' is not one of 'none', 'kl', 'global-msc', 'pmsc'"),
+    (["--kd", "pmcs"], "Invalid value for '--kd': 'pmcs' is not one of 'none', 'kl', 'global-msc', 'skd', 'pe-gcn', 'pmsc'"),
     (["--channels", "8,x"], "expected comma-separated integers, got '8,x'"),
 ])
 def test_a_train_option_out_of_its_field_range_is_a_usage_error(args, message, tmp_path):
@@ -76,7 +76,7 @@ def test_a_train_option_out_of_its_field_range_is_a_usage_error(args, message, t
 
 
 def test_a_choice_outside_its_field_is_one_line_naming_it():
-    with pytest.raises(SkelpipeError, match=r"^training config: kd must be one of none, kl, global-msc, pmsc, "
+    with pytest.raises(SkelpipeError, match=r"^training config: kd must be one of none, kl, global-msc, skd, pe-gcn, pmsc, "
                                             r"got 'pmcs' \(did you mean 'pmsc'\?\)$"):
         TrainConfig(stage="student", kd="pmcs")
     with pytest.raises(SkelpipeError, match="projection must be none or linear, got 'mlp'"):
