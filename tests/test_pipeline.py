@@ -518,21 +518,24 @@ def test_backbones_give_table_3(tmp_path):
 
     plan = Plan(load_pipeline("penn"), Cache(tmp_path), None, "cpu").build()
     teachers = {s.config.get("backbone", "stgcn") for s in plan.steps.values() if s.stage == "teacher"}
-    assert teachers == {"stgcn", "agcn", "efficientgcn-b4"}
+    assert teachers == {"stgcn", "agcn", "efficientgcn-b4", "pa-resgcn-b19", "pr-gcn"}
     table3 = [meta for _, meta in plan.records if meta.get("table") == 3]
     assert {(m["backbone"], m["kd"]) for m in table3 if m["model"] == "student"} == {
-        (b, kd) for b in ("stgcn", "agcn", "efficientgcn-b4") for kd in ("none", "pmsc")}
+        (b, kd) for b in ("stgcn", "agcn", "efficientgcn-b4") for kd in ("none", "pmsc")} | {
+        ("pa-resgcn-b19", "none"), ("pr-gcn", "none")}   # the rivals, without distillation
     shared = {s.key for s, meta in plan.records if meta.get("table") == 1} & {
         s.key for s, meta in plan.records if meta.get("table") == 3}
     assert shared  # ST-GCN at OP 0 is the same evaluation in both tables
     rows = [{"aggregate": True, "table": 3, "setting": "heterogeneous", "hq_source": "annotated",
              "lq_source": "r152", "benchmark": "default", "model": "student", "kd": kd, "op": 0.0,
              "hq_fraction": 1.0, "lq_data": "all", "backbone": b, "top1": 90.0, "top5": 98.0, "n": 2,
-             "n_test": 100, "top1_sd": 1.0, "top5_sd": 0.5} for b in ("agcn", "efficientgcn-b4") for kd in ("none", "pmsc")]
+             "n_test": 100, "top1_sd": 1.0, "top5_sd": 0.5} for b in ("agcn", "efficientgcn-b4", "pa-resgcn-b19")
+            for kd in ("none", "pmsc")]
     md = markdown(rows, "penn", "penn")
     assert "| GCN blocks |" in md and "| Student (w/ KD) | r152 | EfficientGCN-B4 | 0 | 90.00 ± 1.00 [paper 95.03]" in md
     assert "| Student (w/o KD) | r152 | EfficientGCN-B4 | 0 | 90.00 ± 1.00 [paper 93.45]" in md
     assert md.index("Js-AGCN") < md.index("EfficientGCN-B4")
+    assert "| Student (w/o KD) | r152 | PA-ResGCN-B19 | 0 | 90.00 ± 1.00 [paper 92.79]" in md
 
 
 def test_init_axis_gives_four_cells_and_their_paired_gains(tmp_path):
