@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from skelpipe.learn.models import build_model
-from skelpipe.learn.models.prgcn import match_length
+from skelpipe.learn.models.prgcn import pool_frames
 from skelpipe.skeleton import layouts
 
 
@@ -47,12 +47,13 @@ def test_refinement_shifts_only_the_coordinates():
 
 def test_length_alignment_is_the_authors_max_pool_where_lengths_divide():
     torch.manual_seed(0)
-    a, b = torch.randn(2, 4, 12, 5), torch.randn(2, 4, 4, 5)
-    pooled, same = match_length(a, b)
-    assert torch.equal(same, b)
-    assert torch.equal(pooled, a.view(2, 4, 4, 3, 5).amax(dim=3))     # the authors' ``scale_T``
-    short, long_ = match_length(b, torch.randn(2, 4, 7, 5))
-    assert short.shape == long_.shape == (2, 4, 4, 5)
+    a = torch.randn(2, 4, 12, 5)
+    assert torch.equal(pool_frames(a, 3), a.view(2, 4, 4, 3, 5).amax(dim=3))       # the authors' ``scale_T``
+    assert torch.allclose(pool_frames(a, 4, "mean"), a.view(2, 4, 3, 4, 5).mean(dim=3))
+    odd = torch.randn(1, 4, 7, 5)
+    conv = torch.nn.Conv2d(4, 4, (3, 1), (3, 1), (1, 0))                            # a stride-3 temporal layer
+    assert pool_frames(odd, 3).shape[2] == conv(odd).shape[2] == 3
+    assert torch.equal(pool_frames(odd, 3)[:, :, 2], odd[:, :, 6])                  # the last, shorter run
 
 
 @pytest.mark.parametrize("name", sorted(layouts.LAYOUTS))

@@ -12,7 +12,8 @@ Followed from the authors' released code (sj-li/PR-GCN, ``pr_gcn.py``):
   zero at the first) each enter a ``3x1`` temporal layer to 64 channels. The motion branch is
   five layers (temporal, temporal strided 2, graph, temporal, temporal strided 3); after each,
   the position branch fuses it: a graph layer over the concatenation (128 channels) to 64
-  (the last to 128). Where the two differ in length the longer is max-pooled to the shorter.
+  (the last to 128). Where the motion branch strides, the position branch is max-pooled over
+  as many frames.
 - **Head**: average pooling over 5 frames, a channel attention (cSE: pooled, 1x1 to 2C, ReLU,
   1x1 to C, sigmoid) multiplied in, and a graph layer to 256 channels.
 
@@ -20,9 +21,10 @@ Graph layers are the authors' ``gcn``: ST-GCN's spatial-configuration adjacency,
 parameter (started at A + 1e-4), a 1x1 convolution per subset, BN, a residual, ReLU. Temporal
 layers are BN, convolution, BN, ReLU, without residual.
 
-Where this differs on purpose: the length alignment is an adaptive max pool (the authors' reshape
-needs lengths that divide, which the short clips of the CPU profiles do not give), the 5-frame
-pool shrinks to the clip's length where it is shorter, ``data_bn`` also normalises over the M
+Where this differs on purpose: where a stride does not divide the length, the pools (to the
+motion branch's length and the head's 5 frames) keep the last, shorter run of frames (the
+authors' reshape needs lengths that divide, which the short clips of the CPU profiles do not
+give; their head pool drops the remainder), ``data_bn`` also normalises over the M
 person slots, and the head pools persons by their mean (the authors take the max), as
 ``SkeletonNet`` does for every backbone so that global and part features mean the same thing.
 """
@@ -73,14 +75,14 @@ class ChannelSE(nn.Module):
         return torch.sigmoid(self.conv2(torch.relu(self.conv1(x.mean(dim=(2, 3), keepdim=True)))))
 
 
-def match_length(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max-pool the longer of ``a`` and ``b`` (N, C, T, V) in time to the other's length."""
-    ta, tb = a.shape[2], b.shape[2]
-    if ta > tb:
-        a = F.adaptive_max_pool2d(a, (tb, a.shape[3]))
-    elif tb > ta:
-        b = F.adaptive_max_pool2d(b, (ta, b.shape[3]))
-    return a, b
+def pool_frames(x: torch.Tensor, stride: int, mode: str = "max") -> torch.Tensor:
+    """Max (or average) over each run of ``stride`` frames of x (N, C, T, V), a last shorter run
+    included: ``ceil(T / stride)`` frames, the length of a stride-``stride`` ``3x1`` convolution.
+    Where ``stride`` divides T it is the authors' ``scale_T`` (and their ``avg_pool2d``)."""
+    if stride == 1:
+        return x
+    pool = F.max_pool2d if mode == "max" else F.avg_pool2d
+    return pool(x, (stride, 1), (stride, 1), ceil_mode=True)
 
 
 class PRGCN(SkeletonNet):
@@ -97,6 +99,7 @@ class PRGCN(SkeletonNet):
         self.motion_in = temporal_layer(in_channels, 64)
         self.motion = nn.ModuleList([temporal_layer(64, 64), temporal_layer(64, 64, 2), GraphLayer(64, 64, a),
                                      temporal_layer(64, 64), temporal_layer(64, 64, 3)])
+        self.motion_strides = (1, 2, 1, 1, 3)
         self.fuse = nn.ModuleList([GraphLayer(128, 64, a) for _ in range(4)] + [GraphLayer(128, 128, a)])
         self.attention = ChannelSE(128)
         self.head = GraphLayer(128, 256, a)
@@ -110,9 +113,8 @@ class PRGCN(SkeletonNet):
         motion = torch.zeros_like(x)
         motion[:, :, 1:] = x[:, :, 1:] - x[:, :, :-1]
         motion, x = self.motion_in(motion), self.position_in(x)
-        for layer, fuse in zip(self.motion, self.fuse):
+        for layer, stride, fuse in zip(self.motion, self.motion_strides, self.fuse):
             motion = layer(motion)
-            x, m = match_length(x, motion)
-            x = fuse(torch.cat([x, m], dim=1))
-        x = F.avg_pool2d(x, (min(HEAD_POOL, x.shape[2]), 1))
+            x = fuse(torch.cat([pool_frames(x, stride), motion], dim=1))
+        x = pool_frames(x, HEAD_POOL, "mean")
         return self.head(x * self.attention(x))
