@@ -34,7 +34,8 @@ def trained_like(tmp_path, backbone, stage="student", layout="coco17"):
 
 
 @pytest.mark.parametrize("backbone,stage", [("stgcn", "student"), ("stgcn", "teacher"), ("agcn", "student"),
-                                            ("efficientgcn-b0", "student")])
+                                            ("efficientgcn-b0", "student"), ("pa-resgcn-b19", "student"),
+                                            ("pr-gcn", "student")])
 def test_onnx_runtime_matches_pytorch_at_any_batch_and_length(backbone, stage, tmp_path):
     layout = "ntu25" if stage == "teacher" else "coco17"
     model_dir = trained_like(tmp_path, backbone, stage, layout)

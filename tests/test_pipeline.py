@@ -528,11 +528,12 @@ def test_backbones_give_table_3(plan_of):
     cells shared with Table 1."""
     plan = plan_of("penn")
     teachers = {s.config.get("backbone", "stgcn") for s in plan.steps.values() if s.stage == "teacher"}
-    assert teachers == {"stgcn", "agcn", "efficientgcn-b4"}
+    assert teachers == {"stgcn", "agcn", "efficientgcn-b4"}  # the rivals train without KD: no teacher
     table3 = [meta for _, meta in plan.records if meta.get("table") == 3]
     assert {(m["backbone"], m["kd"]) for m in table3 if m["model"] == "student"} == {
         (b, kd) for b in ("stgcn", "agcn", "efficientgcn-b4") for kd in ("none", "pmsc")} | {
-        ("stgcn", "skd"), ("agcn", "pe-gcn")}  # the rivals on the backbones the paper gives them for Penn
+        ("stgcn", "skd"), ("agcn", "pe-gcn"),  # the rivals on the backbones the paper gives them for Penn
+        ("pa-resgcn-b19", "none"), ("pr-gcn", "none")}  # the rival backbones, without distillation
     shared = {s.key for s, meta in plan.records if meta.get("table") == 1} & {
         s.key for s, meta in plan.records if meta.get("table") == 3}
     assert shared  # ST-GCN at OP 0 is the same evaluation in both tables
@@ -544,7 +545,8 @@ def test_table_3_rows_stand_beside_the_papers_figures():
     rows = [{"aggregate": True, "table": 3, "setting": "heterogeneous", "hq_source": "annotated",
              "lq_source": "r152", "benchmark": "default", "model": "student", "kd": kd, "op": 0.0,
              "hq_fraction": 1.0, "lq_data": "all", "backbone": b, "top1": 90.0, "top5": 98.0, "n": 2,
-             "n_test": 100, "top1_sd": 1.0, "top5_sd": 0.5} for b in ("agcn", "efficientgcn-b4") for kd in ("none", "pmsc")]
+             "n_test": 100, "top1_sd": 1.0, "top5_sd": 0.5} for b in ("agcn", "efficientgcn-b4", "pa-resgcn-b19")
+            for kd in ("none", "pmsc")]
     rows += [{**rows[0], "backbone": "stgcn", "kd": "skd"}, {**rows[0], "kd": "pe-gcn"}]
     md = markdown(rows, "penn", "penn")
     assert "| Student (SKD [18]) | r152 | ST-GCN | 0 | 90.00 ± 1.00 [paper 81.87]" in md
@@ -553,6 +555,7 @@ def test_table_3_rows_stand_beside_the_papers_figures():
     assert "| GCN blocks |" in md and "| Student (w/ KD) | r152 | EfficientGCN-B4 | 0 | 90.00 ± 1.00 [paper 95.03]" in md
     assert "| Student (w/o KD) | r152 | EfficientGCN-B4 | 0 | 90.00 ± 1.00 [paper 93.45]" in md
     assert md.index("Js-AGCN") < md.index("EfficientGCN-B4")
+    assert "| Student (w/o KD) | r152 | PA-ResGCN-B19 | 0 | 90.00 ± 1.00 [paper 92.79]" in md
 
 
 def test_init_axis_adds_teacher_init_students_that_depend_on_the_teacher(plan_of):

@@ -178,6 +178,8 @@ class Plan:
         teacher_cfg = {**cfg["teacher"], **({"backbone": backbone} if backbone else {})}
         student_cfg = {**cfg["student"], **({"backbone": backbone} if backbone else {})}
         tag = f" {backbone}" if backbone else ""
+        needs_teacher = (any(kd != "none" for kd in exp.get("kd", ["pmsc"]))
+                         or "teacher" in exp.get("init", [student_cfg.get("init", "random")]))
         for benchmark in exp.get("benchmarks", ["default"]):
             for split in range(int(exp.get("splits", 1))):
                 for fraction in exp.get("hq_fraction", [1.0]):
@@ -187,12 +189,13 @@ class Plan:
                                     f"{f' split {split}' if exp.get('splits') else ''} HQ {fraction:.0%}",
                                     pack_cfg, {"align": align}, build_pack)
                     where = {**common, "benchmark": benchmark, "split": split, "hq_fraction": fraction}
-                    teacher = self.add("teacher", f"teacher{tag} {setting['name']} {benchmark} HQ {fraction:.0%}",
-                                       teacher_cfg,
-                                       {"pack": pack}, build_train)
-                    self._evaluate(teacher, pack, 0.0, {**where, "model": "teacher", "kd": None, "op": 0.0,
-                                                        "seed": teacher_cfg.get("seed", 0),
-                                                        "backbone": teacher_cfg.get("backbone", "stgcn")})
+                    teacher = None
+                    if needs_teacher:  # a block of students without KD (Table 3's rivals) needs none
+                        teacher = self.add("teacher", f"teacher{tag} {setting['name']} {benchmark} HQ {fraction:.0%}",
+                                           teacher_cfg, {"pack": pack}, build_train)
+                        self._evaluate(teacher, pack, 0.0, {**where, "model": "teacher", "kd": None, "op": 0.0,
+                                                            "seed": teacher_cfg.get("seed", 0),
+                                                            "backbone": teacher_cfg.get("backbone", "stgcn")})
                     partmatrix = None
                     for op in exp.get("op", [0.0]):
                         for kd in exp.get("kd", ["pmsc"]):

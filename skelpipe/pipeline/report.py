@@ -103,7 +103,8 @@ PAPER_TABLE5 = {
     ("homogeneous", 0.7, "student", "pmsc", "all"): (81.31, 87.54),
 }
 # The paper's Table 3 (other backbones, OP 0): (dataset, backbone, kd) → its two columns. The paper
-# gives the students with KD for every backbone, and EfficientGCN-B4 without KD.
+# gives the students with KD for every backbone, and EfficientGCN-B4 and the rival
+# backbones PA-ResGCN-B19 [44] and PR-GCN [42] without KD.
 PAPER_TABLE3 = {
     ("ntu", "stgcn", "pmsc"): (83.31, 88.13), ("ntu", "agcn", "pmsc"): (83.25, 90.14),
     ("ntu", "efficientgcn-b4", "none"): (87.57, 91.81), ("ntu", "efficientgcn-b4", "pmsc"): (88.36, 92.12),
@@ -115,9 +116,13 @@ PAPER_TABLE3 = {
     ("ntu", "stgcn", "pe-gcn"): (80.22, 84.91), ("ntu", "agcn", "pe-gcn"): (81.20, 88.74),
     ("penn", "agcn", "pe-gcn"): (75.09, 94.85),
     ("sysu", "stgcn", "pe-gcn"): (85.23, 85.08), ("sysu", "agcn", "pe-gcn"): (85.33, 85.92),
+    ("ntu", "pa-resgcn-b19", "none"): (86.49, 91.27), ("ntu", "pr-gcn", "none"): (80.70, 87.83),
+    ("penn", "pa-resgcn-b19", "none"): (92.79, 97.21), ("penn", "pr-gcn", "none"): (87.89, 98.24),
+    ("sysu", "pa-resgcn-b19", "none"): (86.79, 88.21), ("sysu", "pr-gcn", "none"): (87.29, 88.46),
 }
 BACKBONE_NAMES = {"stgcn": "ST-GCN", "agcn": "Js-AGCN", "efficientgcn-b0": "EfficientGCN-B0",
-                  "efficientgcn-b2": "EfficientGCN-B2", "efficientgcn-b4": "EfficientGCN-B4"}
+                  "efficientgcn-b2": "EfficientGCN-B2", "efficientgcn-b4": "EfficientGCN-B4",
+                  "pa-resgcn-b19": "PA-ResGCN-B19", "pr-gcn": "PR-GCN"}
 
 KD_NAMES = {None: "", "none": "Student (w/o KD)", "kl": "Student (KL)",
             "global-msc": "Student (Global MSC)", "skd": "Student (SKD [18])", "pe-gcn": "Student (PE-GCN [16])",

@@ -1,5 +1,6 @@
 """Graph convolutional networks for skeleton sequences (ST-GCN, the 2s-AGCN joint stream
-(Js-AGCN), EfficientGCN-B0..B4).
+(Js-AGCN), EfficientGCN-B0..B4) and two of Table 3's rivals trained without distillation,
+PA-ResGCN-B19 and PR-GCN).
 
 ``build_model`` is the one entry point; every model maps ``x (N, C, T, V, M)`` to
 ``(logits (N, K), global feature (N, C'), part features (N, 5, C'))``, has ``model.layout``
@@ -9,10 +10,12 @@ and ``model.features(x)`` → joint features ``(N*M, C', T', V)``.
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.learn.models.agcn import AGCN
 from skelpipe.learn.models.efficientgcn import EfficientGCN
+from skelpipe.learn.models.prgcn import PRGCN
+from skelpipe.learn.models.resgcn import PAResGCN
 from skelpipe.learn.models.stgcn import DEFAULT_CHANNELS, STGCN
 from skelpipe.skeleton import layouts
 
-BACKBONES = ("stgcn", "agcn", "efficientgcn-b0", "efficientgcn-b2", "efficientgcn-b4")
+BACKBONES = ("stgcn", "agcn", "efficientgcn-b0", "efficientgcn-b2", "efficientgcn-b4", "pa-resgcn-b19", "pr-gcn")
 
 
 def build_model(backbone="stgcn", layout="coco17", in_channels=3, num_classes=60,
@@ -20,7 +23,9 @@ def build_model(backbone="stgcn", layout="coco17", in_channels=3, num_classes=60
                 part_pool="mean"):
     """The ``backbone`` network for skeletons of ``layout`` (name or Layout). EfficientGCN-Bx is
     sized by its scaling coefficient x (``channels`` and ``temporal_kernel`` are ST-GCN's and
-    AGCN's); its dropout before the classifier is its authors' 0.25 when ``dropout`` is 0."""
+    AGCN's); its dropout before the classifier is its authors' 0.25 when ``dropout`` is 0.
+    PA-ResGCN-B19 and PR-GCN have their authors' fixed sizes (``channels``, ``temporal_kernel``
+    and ``dropout`` do not apply)."""
     if isinstance(layout, str):
         layout = layouts.get(layout)
     kwargs = dict(in_channels=in_channels, num_classes=num_classes, channels=tuple(channels),
@@ -33,6 +38,10 @@ def build_model(backbone="stgcn", layout="coco17", in_channels=3, num_classes=60
     if backbone.startswith("efficientgcn-b") and backbone in BACKBONES:
         return EfficientGCN(layout, in_channels, num_classes, scale=int(backbone[-1]), num_persons=num_persons,
                             dropout=dropout or 0.25, part_pool=part_pool)
+    if backbone == "pa-resgcn-b19":
+        return PAResGCN(layout, in_channels, num_classes, num_persons=num_persons, part_pool=part_pool)
+    if backbone == "pr-gcn":
+        return PRGCN(layout, in_channels, num_classes, num_persons=num_persons, part_pool=part_pool)
     raise SkelpipeError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
 
 
