@@ -1,5 +1,5 @@
 """Graph convolutional networks for skeleton sequences (ST-GCN, the 2s-AGCN joint stream
-(Js-AGCN), EfficientGCN-B0..B4).
+(Js-AGCN), EfficientGCN-B0..B4, the rival 3S-RA-GCN).
 
 ``build_model`` is the one entry point; every model maps ``x (N, C, T, V, M)`` to
 ``(logits (N, K), global feature (N, C'), part features (N, 5, C'))``, has ``model.layout``
@@ -9,10 +9,11 @@ and ``model.features(x)`` → joint features ``(N*M, C', T', V)``.
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.learn.models.agcn import AGCN
 from skelpipe.learn.models.efficientgcn import EfficientGCN
+from skelpipe.learn.models.ragcn import RAGCN, classification_loss
 from skelpipe.learn.models.stgcn import DEFAULT_CHANNELS, STGCN
 from skelpipe.skeleton import layouts
 
-BACKBONES = ("stgcn", "agcn", "efficientgcn-b0", "efficientgcn-b2", "efficientgcn-b4")
+BACKBONES = ("stgcn", "agcn", "efficientgcn-b0", "efficientgcn-b2", "efficientgcn-b4", "3s-ra-gcn")
 
 
 def build_model(backbone="stgcn", layout="coco17", in_channels=3, num_classes=60,
@@ -30,10 +31,12 @@ def build_model(backbone="stgcn", layout="coco17", in_channels=3, num_classes=60
         return STGCN(layout, **kwargs)
     if backbone == "agcn":
         return AGCN(layout, **kwargs)
+    if backbone == "3s-ra-gcn":
+        return RAGCN(layout, **kwargs)
     if backbone.startswith("efficientgcn-b") and backbone in BACKBONES:
         return EfficientGCN(layout, in_channels, num_classes, scale=int(backbone[-1]), num_persons=num_persons,
                             dropout=dropout or 0.25, part_pool=part_pool)
     raise SkelpipeError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
 
 
-__all__ = ["BACKBONES", "DEFAULT_CHANNELS", "build_model"]
+__all__ = ["BACKBONES", "DEFAULT_CHANNELS", "build_model", "classification_loss"]
