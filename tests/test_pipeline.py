@@ -518,10 +518,10 @@ def test_backbones_give_table_3(tmp_path):
 
     plan = Plan(load_pipeline("penn"), Cache(tmp_path), None, "cpu").build()
     teachers = {s.config.get("backbone", "stgcn") for s in plan.steps.values() if s.stage == "teacher"}
-    assert teachers == {"stgcn", "agcn", "efficientgcn-b4"}
+    assert teachers == {"stgcn", "agcn", "efficientgcn-b4", "3s-ra-gcn"}
     table3 = [meta for _, meta in plan.records if meta.get("table") == 3]
     assert {(m["backbone"], m["kd"]) for m in table3 if m["model"] == "student"} == {
-        (b, kd) for b in ("stgcn", "agcn", "efficientgcn-b4") for kd in ("none", "pmsc")}
+        (b, kd) for b in ("stgcn", "agcn", "efficientgcn-b4") for kd in ("none", "pmsc")} | {("3s-ra-gcn", "none")}
     shared = {s.key for s, meta in plan.records if meta.get("table") == 1} & {
         s.key for s, meta in plan.records if meta.get("table") == 3}
     assert shared  # ST-GCN at OP 0 is the same evaluation in both tables

@@ -153,3 +153,26 @@ def test_training_as_a_student_and_with_distillation(tmp_path):
                       part_matrix=torch.full((3, 5), 0.2))
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["kd"] > 0 and np.isfinite(record["loss"])
+
+
+@pytest.mark.parametrize("name", ["ntu", "penn", "sysu", "demo-table3", "penn-cpu-table3"])
+def test_every_table_3_has_the_rival_row(name, tmp_path):
+    from skelpipe.pipeline.cache import Cache
+    from skelpipe.pipeline.config import load_pipeline
+    from skelpipe.pipeline.plan import Plan
+
+    plan = Plan(load_pipeline(name), Cache(tmp_path), None, "cpu").build()
+    rows = {(m["backbone"], m["kd"], m["op"]) for _, m in plan.records
+            if m.get("table") == 3 and m["model"] == "student" and m["backbone"] == "3s-ra-gcn"}
+    assert rows == {("3s-ra-gcn", "none", 0.0)}
+
+
+def test_report_shows_the_papers_figure_beside_the_rival():
+    from skelpipe.pipeline.report import markdown
+
+    row = {"aggregate": True, "table": 3, "setting": "heterogeneous", "hq_source": "annotated",
+           "lq_source": "r152", "benchmark": "default", "model": "student", "kd": "none", "op": 0.0,
+           "hq_fraction": 1.0, "lq_data": "all", "backbone": "3s-ra-gcn", "top1": 80.0, "top5": 96.0, "n": 3,
+           "n_test": 100, "top1_sd": 1.0, "top5_sd": 0.5}
+    md = markdown([row], "penn", "penn")
+    assert "| Student (w/o KD) | r152 | 3S-RA-GCN | 0 | 80.00 ± 1.00 [paper 77.43] | 96.00 ± 0.50 [paper 95.60]" in md

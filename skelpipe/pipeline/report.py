@@ -110,9 +110,12 @@ PAPER_TABLE3 = {
     ("penn", "efficientgcn-b4", "none"): (93.45, 97.84), ("penn", "efficientgcn-b4", "pmsc"): (95.03, 98.22),
     ("sysu", "stgcn", "pmsc"): (87.58, 88.17), ("sysu", "agcn", "pmsc"): (88.31, 89.14),
     ("sysu", "efficientgcn-b4", "none"): (88.68, 89.31), ("sysu", "efficientgcn-b4", "pmsc"): (90.07, 91.00),
+    ("ntu", "3s-ra-gcn", "none"): (76.35, 82.75), ("penn", "3s-ra-gcn", "none"): (77.43, 95.60),
+    ("sysu", "3s-ra-gcn", "none"): (80.04, 79.60),
 }
 BACKBONE_NAMES = {"stgcn": "ST-GCN", "agcn": "Js-AGCN", "efficientgcn-b0": "EfficientGCN-B0",
-                  "efficientgcn-b2": "EfficientGCN-B2", "efficientgcn-b4": "EfficientGCN-B4"}
+                  "efficientgcn-b2": "EfficientGCN-B2", "efficientgcn-b4": "EfficientGCN-B4",
+                  "3s-ra-gcn": "3S-RA-GCN"}
 
 KD_NAMES = {None: "", "none": "Student (w/o KD)", "kl": "Student (KL)",
             "global-msc": "Student (Global MSC)", "pmsc": "Student (w/ KD)"}
