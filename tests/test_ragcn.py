@@ -126,7 +126,7 @@ def test_every_stream_learns():
 
 def test_training_as_a_student_and_with_distillation(tmp_path):
     """A student without KD trains and reloads; asked for kd = pmsc it works too (the streams'
-    mean features against the teacher's)."""
+    mean features against the teacher's), with a 3S-RA-GCN teacher."""
     from skelpipe.commands.bench_runs import random_split
     from skelpipe.learn.checkpoint import load_model, save_model
     from skelpipe.learn.config import TrainConfig
@@ -143,8 +143,8 @@ def test_training_as_a_student_and_with_distillation(tmp_path):
     model, meta = load_model(out)
     assert meta["backbone"] == "3s-ra-gcn" and len(model.streams) == 3
 
-    teacher = build_model("stgcn", "ntu25", 3, 3, channels=(8, 8))
-    save_model(tmp_path / "t", teacher, {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3, "num_classes": 3,
+    teacher = build_model("3s-ra-gcn", "ntu25", 3, 3, channels=(8, 8))  # a 3S-RA-GCN teacher serves too
+    save_model(tmp_path / "t", teacher, {"backbone": "3s-ra-gcn", "layout": "ntu25", "in_channels": 3, "num_classes": 3,
                                          "channels": [8, 8], "temporal_kernel": 9, "num_persons": 2,
                                          "stage": "teacher", "config_key": "t"})
     kd_cfg = TrainConfig(stage="student", kd="pmsc", backbone="3s-ra-gcn", channels=(8, 8), epochs=1,
