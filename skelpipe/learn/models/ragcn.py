@@ -82,12 +82,7 @@ class RAGCN(nn.Module):
         outs, masks, total = [], [], 0
         for k, stream in enumerate(self.streams):
             mask = torch.ones_like(x[:, :1]) if keep is None else frame_mask(keep, frames).to(x.dtype)
-            xin = x * mask
-            z = stream.features(xin)                                   # (N*M, C', T', V)
-            present = (xin.detach().abs().amax(dim=(1, 2, 3)) > 0
-                       if stream.part_pool_mode == "present" else None)
-            glob, parts = stream.pool(z, n, present)
-            logits = stream.fc(glob)
+            logits, glob, parts, z = stream.forward_features(x * mask)   # z (N*M, C', T', V)
             outs.append((logits, glob, parts))
             masks.append(mask)
             total = total + logits.detach()
