@@ -176,3 +176,26 @@ def test_report_shows_the_papers_figure_beside_the_rival():
            "n_test": 100, "top1_sd": 1.0, "top5_sd": 0.5}
     md = markdown([row], "penn", "penn")
     assert "| Student (w/o KD) | r152 | 3S-RA-GCN | 0 | 80.00 ± 1.00 [paper 77.43] | 96.00 ± 0.50 [paper 95.60]" in md
+
+
+def test_exports_to_onnx_with_its_masks(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from skelpipe.learn.checkpoint import save_model
+    from skelpipe.pipeline.onnx import OnnxModel, export
+
+    torch.manual_seed(0)
+    model = build_model("3s-ra-gcn", "coco17", 3, 4, channels=(8, 16), num_persons=1).eval()
+    with torch.no_grad():  # peaked CAMs, so that the exported graph masks something
+        for stream in model.streams:
+            stream.fc.weight.mul_(1e7)
+    save_model(tmp_path / "m", model, {"backbone": "3s-ra-gcn", "layout": "coco17", "in_channels": 3,
+                                       "num_classes": 4, "channels": [8, 16], "temporal_kernel": 9,
+                                       "num_persons": 1, "stage": "student", "config_key": "m"})
+    x = torch.randn(2, 3, 12, 17, 1)
+    with torch.no_grad():
+        masks = model.run_streams(x)[3]
+        expected = model(x)[0].numpy()
+    assert (masks[1:] == 0).any()
+    onnx_model = OnnxModel(export(tmp_path / "m", tmp_path / "m.onnx", {}, frames=16))
+    np.testing.assert_allclose(onnx_model.logits(x.numpy()), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
