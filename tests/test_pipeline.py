@@ -533,7 +533,7 @@ def test_backbones_give_table_3(plan_of):
     assert {(m["backbone"], m["kd"]) for m in table3 if m["model"] == "student"} == {
         (b, kd) for b in ("stgcn", "agcn", "efficientgcn-b4") for kd in ("none", "pmsc")} | {
         ("stgcn", "skd"), ("agcn", "pe-gcn"),  # the rivals on the backbones the paper gives them for Penn
-        ("pa-resgcn-b19", "none"), ("pr-gcn", "none")}  # the rival backbones, without distillation
+        ("pa-resgcn-b19", "none"), ("pr-gcn", "none"), ("3s-ra-gcn", "none")}  # the rival backbones, without distillation
     shared = {s.key for s, meta in plan.records if meta.get("table") == 1} & {
         s.key for s, meta in plan.records if meta.get("table") == 3}
     assert shared  # ST-GCN at OP 0 is the same evaluation in both tables

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from skelpipe.core import atomic
@@ -49,7 +48,7 @@ from skelpipe.learn.checkpoint import init_from_teacher, load_part_matrix, save_
 from skelpipe.learn.config import TrainConfig, settings
 from skelpipe.learn.distill import Distiller
 from skelpipe.learn.evaluate import predict, topk_accuracy
-from skelpipe.learn.models import build_model
+from skelpipe.learn.models import build_model, classification_loss
 from skelpipe.skeleton import layouts, noise
 
 # ----------------------------------------------------------------------------- entry points
@@ -296,7 +295,7 @@ def train_one_epoch(cfg, model, raw_model, optimizer, data: TrainData, distiller
             x, y = _batch(cfg, data, order_dev[s0:s1], order_data[s0:s1], draw_epoch, part_keep, device)
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 logits, glob, parts = model(x)
-            ce = F.cross_entropy(logits.float(), y)
+            ce = classification_loss(raw_model, logits, y)  # a multi-stream model adds its streams'
             kd = torch.zeros((), device=device)
             if distiller is not None:
                 kd = distiller(logits, glob, parts, y, hq_order[hq_offsets[step]:hq_offsets[step + 1]],

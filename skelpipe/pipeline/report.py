@@ -119,10 +119,12 @@ PAPER_TABLE3 = {
     ("ntu", "pa-resgcn-b19", "none"): (86.49, 91.27), ("ntu", "pr-gcn", "none"): (80.70, 87.83),
     ("penn", "pa-resgcn-b19", "none"): (92.79, 97.21), ("penn", "pr-gcn", "none"): (87.89, 98.24),
     ("sysu", "pa-resgcn-b19", "none"): (86.79, 88.21), ("sysu", "pr-gcn", "none"): (87.29, 88.46),
+    ("ntu", "3s-ra-gcn", "none"): (76.35, 82.75), ("penn", "3s-ra-gcn", "none"): (77.43, 95.60),
+    ("sysu", "3s-ra-gcn", "none"): (80.04, 79.60),
 }
 BACKBONE_NAMES = {"stgcn": "ST-GCN", "agcn": "Js-AGCN", "efficientgcn-b0": "EfficientGCN-B0",
                   "efficientgcn-b2": "EfficientGCN-B2", "efficientgcn-b4": "EfficientGCN-B4",
-                  "pa-resgcn-b19": "PA-ResGCN-B19", "pr-gcn": "PR-GCN"}
+                  "pa-resgcn-b19": "PA-ResGCN-B19", "pr-gcn": "PR-GCN", "3s-ra-gcn": "3S-RA-GCN"}
 
 KD_NAMES = {None: "", "none": "Student (w/o KD)", "kl": "Student (KL)",
             "global-msc": "Student (Global MSC)", "skd": "Student (SKD [18])", "pe-gcn": "Student (PE-GCN [16])",

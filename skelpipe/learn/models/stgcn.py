@@ -164,10 +164,14 @@ class SkeletonNet(nn.Module):
         return glob, parts
 
     def forward(self, x: torch.Tensor):
+        return self.forward_features(x)[:3]
+
+    def forward_features(self, x: torch.Tensor):
+        """``forward``'s (logits, global, parts) and the joint features z they pool."""
         z = self.features(x)
         present = x.detach().abs().amax(dim=(1, 2, 3)) > 0 if self.part_pool_mode == "present" else None
         glob, parts = self.pool(z, x.shape[0], present)
-        return self.fc(glob), glob, parts
+        return self.fc(glob), glob, parts, z
 
 
 def reference_init(module: nn.Module):
