@@ -85,7 +85,7 @@ def test_check_ranges_names_the_setting_and_refuses_nan(values, message):
     ("teacher=5", "[teacher] must be a table of settings, got 5"),
     ("extract.max_people=100000", "extract.max_people: 100000 is outside [1, 16]"),
     ("extract.decoder={cif_neighbors=0}", "[extract] decoder: cif_neighbors = 0: expected an integer in [1, 64]"),
-    ("align.outlier=-1", "align.outlier: -1 is outside [0.0, 1000000.0]"),
+    ("align.outlier=-1", "[align] outlier must be >= 0.0, got -1"),
     ("experiments.seeds=[-1]", "experiments.seeds: -1 is outside [0, 4294967295]"),
     (f"experiments.seeds={list(range(201))}", "experiments.seeds: 201 values, at most 100"),
 ])

@@ -417,7 +417,7 @@ def test_bad_device_cache_root_and_empty_report_are_one_line_errors(tmp_path, mo
     ("student.occlusion_mode='random'", "occlusion mode must be one of"),
     ("data.subject=3", "data.subject = 3: unknown setting (did you mean 'subjects'?)"),
     ("pack.frames='64'", "[pack] frames must be an integer, got '64'"),
-    ("align.missing='keep'", "align.missing: 'keep' is not one of solitary, drop"),
+    ("align.missing='keep'", "[align] missing must be one of solitary, drop, not 'keep'"),
     ("experiments.seeds=[1, 1]", "the seeds must be distinct"),
     ("experiments.benchmarks=['xsubb']", "(did you mean 'xsub'?)"),
     ("experiments.settings=['other']", "experiments.settings: 'other' is not one of heterogeneous"),

@@ -18,7 +18,8 @@ DEFAULT = AlignConfig()
 
 def run_align(cache, hq_path, lq_path, config: AlignConfig = DEFAULT) -> Path:
     """Align through the cache (reused when done); returns the stage directory."""
-    st = entry(cache, "align", dataclasses.asdict(config), {"hq": input_key(hq_path), "lq": input_key(lq_path)})
+    inputs = {"hq": input_key(hq_path), "lq": input_key(lq_path)}
+    st = entry(cache, "align", dataclasses.asdict(config), inputs)
     st.ensure(lambda work: align_stores(hq_path, lq_path, work, config))
     return st.path
 
@@ -32,7 +33,8 @@ def run_align(cache, hq_path, lq_path, config: AlignConfig = DEFAULT) -> Path:
               help="An instance with no HQ skeleton or no detected person: keep it, or drop it.")
 @click.option("--outlier", default=DEFAULT.outlier, show_default=True, type=FiniteRange(*OUTLIER),
               help="Flag instances whose alignment error / body size exceeds this.")
-@click.option("--max-people", default=DEFAULT.max_people, show_default=True, type=click.IntRange(1, MAX_PEOPLE))
+@click.option("--max-people", default=DEFAULT.max_people, show_default=True,
+              type=click.IntRange(1, MAX_PEOPLE))
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Cache root.")
 def align_command(hq_path, lq_path, missing, outlier, max_people, cache_dir):
     """Pair LQ people and frames with HQ people and frames; print where the aligned pair is.

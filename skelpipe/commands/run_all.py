@@ -62,8 +62,9 @@ def print_plan(plan: Plan):
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes for the training stages (teachers, students) [default: on a CPU "
                    "min(cores, 4), on a GPU 1].")
-@click.option("--dry-run", is_flag=True, help="Print the plan of stages, their cache state and why each will run (the settings, inputs or "
-                   "code version that changed its key); run nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan of stages, their cache state and why each will run (the settings, inputs "
+                   "or code version that changed its key); run nothing.")
 def run_all_command(pipeline, data_root, only, until, overrides, cache_dir, report_dir, device, jobs, dry_run):
     """Run a whole pipeline (demo, ntu, penn, sysu or a .toml file) through the stage cache.
 

@@ -295,15 +295,17 @@ def _flat(settings: dict, prefix: str = "") -> dict:
 def changes(stage: Stage, manifest: dict) -> list[str]:
     """What makes ``stage``'s key differ from the key a manifest records: its code version, each
     setting (old → new) and each input whose key changed."""
-    out = [] if manifest.get("version") == stage.version else [f"version {manifest.get('version')} → {stage.version}"]
+    version = manifest.get("version")
+    out = [] if version == stage.version else [f"version {version} → {stage.version}"]
     old, new = _flat(manifest.get("config") or {}), _flat(stage.config)
     short = lambda v: v if len(v) <= 24 else v[:21] + "…"  # noqa: E731
     for name in sorted(old.keys() | new.keys()):
         if old.get(name) != new.get(name):
             out.append(f"{name} {short(old.get(name, 'unset'))} → {short(new.get(name, 'unset'))}")
     inputs = manifest.get("inputs") or {}
-    return out + [f"input {name} changed" for name in sorted(inputs.keys() | stage.inputs.keys())
-                  if inputs.get(name) != stage.inputs.get(name)]
+    changed = [name for name in sorted(inputs.keys() | stage.inputs.keys())
+               if inputs.get(name) != stage.inputs.get(name)]
+    return out + ([f"input{'s' * (len(changed) > 1)} {', '.join(changed)} changed"] if changed else [])
 
 
 class Cache:

@@ -72,8 +72,8 @@ class Plan:
         except SkelpipeError as e:
             raise ConfigError(f"{self.cfg['_path']}: [{stage}] {e}") from e
         if stage_entry.key not in self.steps:
-            self.steps[stage_entry.key] = Step(stage, label, stage_entry, deps, STAGES[stage].build, meta or {},
-                                               config)
+            self.steps[stage_entry.key] = Step(stage, label, stage_entry, deps, STAGES[stage].build,
+                                               meta or {}, config)
         return self.steps[stage_entry.key]
 
     # sources ---------------------------------------------------------------

@@ -75,7 +75,8 @@ def build_simulated(plan, step, work: Work):
 def build_extracted(plan, step, work: Work):
     cfg = step.entry.config
     videos = sources.dataset_videos(cfg["dataset"], cfg["options"], plan.root, work)
-    extract.extract_to_work(videos, work, backbone=cfg["backbone"], checkpoint=step.meta["checkpoint"] or None,
+    extract.extract_to_work(videos, work, backbone=cfg["backbone"],
+                            checkpoint=step.meta["checkpoint"] or None,
                             long_edge=cfg["long_edge"], max_people=cfg["max_people"],
                             decoder_config=cfg["decoder"] or None,
                             decoder_workers=plan.cfg.get("extract", {}).get("decoder_workers"),
