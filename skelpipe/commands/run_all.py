@@ -38,9 +38,9 @@ def print_plan(plan: Plan):
     for col in ("#", "stage", "what", "key", "state", "why"):
         table.add_column(col)
     colours = {"done": "green", "damaged": "red", "partial": "yellow", "missing": "dim"}
-    reasons = plan.cache.reasons(step.entry for step in plan.ordered())
-    for n, step in enumerate(plan.ordered(), 1):
-        state = step.entry.state
+    states = [(step, step.entry.state) for step in plan.ordered()]
+    reasons = plan.cache.reasons(step.entry for step, state in states if state != "done")
+    for n, (step, state) in enumerate(states, 1):
         table.add_row(str(n), step.stage, step.label, step.key, f"[{colours[state]}]{state}",
                       reasons.get(step.key, ""))
     console.print(table)

@@ -5,12 +5,11 @@ changed setting re-keys that stage and everything downstream, and nothing upstre
 stage is (its version, settings and build) is the caller's (``pipeline.stages``). Work
 happens in ``<key>.partial/``; only a finished stage is renamed into place, with a
 ``manifest.json`` (the key's ingredients — version, config, inputs — and the library versions,
-timings, counts, bad items). ``Cache.reasons`` compares a key's ingredients with those of the
-stage's finished entries: what changed since. Resume is per unit
-inside the partial directory. One process per key at a time (an ``fcntl`` lock whose file names
-the holder). The manifest records the stage's files (size and checksum, ``files_record``); a
-finished stage whose files no longer match is "damaged": never reused, reported in one line and
-recomputed.
+timings, counts, bad items); ``Cache.reasons`` compares a key's ingredients with those of the
+stage's finished entries. Resume is per unit inside the partial directory. One process per key
+at a time (an ``fcntl`` lock whose file names the holder). The manifest records the stage's
+files (size and checksum, ``files_record``); a finished stage whose files no longer match is
+"damaged": never reused, reported in one line and recomputed.
 
     cache = Cache()
     st = cache.stage("pack", version=1, config=cfg, inputs={"align": align.key})
@@ -335,21 +334,19 @@ class Cache:
                 yield stage_dir.name, d.name.removesuffix(".partial"), state, size, manifest, why
 
     def reasons(self, stages) -> dict:
-        """key → why each of ``stages`` not done will run, in one short line: what changed its key
-        compared with the closest finished entry of its stage (the fewest changes, the newest of
-        those), "new" when the stage has none."""
+        """key → why each of ``stages`` (stages that are not done) will run, in one short line:
+        what changed its key compared with the closest finished entry of its stage (the fewest
+        changes, the newest of those), "new" when the stage has none."""
         manifests, out = {}, {}
         for st in stages:
-            state = st.state
-            if state == "done":
-                continue
             if st.name not in manifests:
                 manifests[st.name] = sorted(self._manifests(st.name), key=lambda m: str(m.get("finished")),
                                             reverse=True)
             others = [changes(st, m) for m in manifests[st.name] if m.get("key") != st.key]
             closest = min(others, key=len) if others else ["new"]
             why = ", ".join(closest[:3]) + (f" and {len(closest) - 3} more" if len(closest) > 3 else "")
-            out[st.key] = {"damaged": "output damaged", "partial": f"resumes: {why}"}.get(state, why)
+            out[st.key] = ("output damaged" if st.path.is_dir() else f"resumes: {why}" if st.partial.exists()
+                           else why)
         return out
 
     def _manifests(self, stage: str):

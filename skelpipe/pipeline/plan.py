@@ -22,15 +22,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import torch
 
 from skelpipe.core.console import console
 from skelpipe.core.errors import ConfigError, SkelpipeError
 from skelpipe.core.fingerprint import content_key, files_key
 from skelpipe.core.process import die_with_parent
-from skelpipe.core.work import Work
 from skelpipe.data import datasets
 from skelpipe.pipeline.cache import Cache, Stage, damage
 from skelpipe.pipeline.stages import STAGE_ORDER, STAGES, entry
@@ -44,7 +41,6 @@ class Step:
     label: str
     entry: Stage
     deps: dict
-    build: Callable[["Step", Work], None]
     meta: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)   # the stage's settings, runtime fields included
 
@@ -72,8 +68,7 @@ class Plan:
         except SkelpipeError as e:
             raise ConfigError(f"{self.cfg['_path']}: [{stage}] {e}") from e
         if stage_entry.key not in self.steps:
-            self.steps[stage_entry.key] = Step(stage, label, stage_entry, deps, STAGES[stage].build,
-                                               meta or {}, config)
+            self.steps[stage_entry.key] = Step(stage, label, stage_entry, deps, meta or {}, config)
         return self.steps[stage_entry.key]
 
     # sources ---------------------------------------------------------------
@@ -285,7 +280,7 @@ class Plan:
         if step.stage == "extract":  # (under torchrun, one share of the videos per rank)
             run_kwargs = {"shard": self.shard,
                           "on_commit": lambda d: extract.merge_and_drop(d, "skeletons.h5")}
-        computed = step.entry.ensure(lambda work: step.build(self, step, work), **run_kwargs)
+        computed = step.entry.ensure(lambda work: STAGES[step.stage].build(self, step, work), **run_kwargs)
         how = "done" if computed else "reused (finished by another process)"
         console.print(f"[green]{how}[/] {step.label} in {time.time() - t0:.1f} s")
 
@@ -325,5 +320,5 @@ def _worker_run(key: str) -> float:
     plan = _WORKER["plan"]
     step = plan.steps[key]
     t0 = time.time()
-    step.entry.ensure(lambda work: step.build(plan, step, work))
+    step.entry.ensure(lambda work: STAGES[step.stage].build(plan, step, work))
     return time.time() - t0

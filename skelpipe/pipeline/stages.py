@@ -23,9 +23,10 @@ from skelpipe.pose import extract, simulate
 
 @dataclass(frozen=True)
 class StageKind:
+    """What a stage is, whatever its settings: the code that builds it and what keys it."""
     version: int
     settings: Callable[[dict], dict]  # a section's settings → the complete, checked config of its key
-    build: Callable                   # (plan, step, work): the output, from the config and the inputs
+    build: Callable[..., None]        # (plan, step, work): the output, from the config and the inputs
 
 
 def as_given(config: dict) -> dict:
