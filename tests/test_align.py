@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from skelpipe.cli import cli
 from skelpipe.commands.align import run_align
 from skelpipe.core.work import Work
-from skelpipe.data.align import align_stores, associate, time_index
+from skelpipe.data.align import AlignConfig, align_stores, associate, time_index
 from skelpipe.pipeline.cache import Cache
 from skelpipe.pose.simulate import to_coco17
 from skelpipe.skeleton import layouts
@@ -112,7 +112,7 @@ def test_frame_count_mismatch(tmp_path):
 def test_bad_instances_reported_and_kept_or_dropped(tmp_path, missing):
     bad = {"no_lq": "S001C001P001R001A002", "no_hq": "S001C001P001R001A003"}
     hq_path, lq_path = _scene(tmp_path, n=4, bad=bad)
-    path = run_align(Cache(tmp_path / "cache"), hq_path, lq_path, missing=missing)
+    path = run_align(Cache(tmp_path / "cache"), hq_path, lq_path, AlignConfig(missing=missing))
     manifest = json.loads((path / "manifest.json").read_text())
     reported = {b["item"]: b["reason"] for b in manifest["bad_items"]}
     assert set(reported) == set(bad.values())
@@ -137,7 +137,7 @@ def test_bad_instances_reported_and_kept_or_dropped(tmp_path, missing):
 
 def test_outlier_flagged(tmp_path):
     hq_path, lq_path = _scene(tmp_path)
-    stats = align_stores(hq_path, lq_path, Work(tmp_path / "out"), outlier=0.001)
+    stats = align_stores(hq_path, lq_path, Work(tmp_path / "out"), AlignConfig(outlier=0.001))
     assert [o["id"] for o in stats["outliers"]] == ["S001C001P001R001A001"]
     with open_store(tmp_path / "out" / "lq.h5") as lq:
         assert lq.read("S001C001P001R001A001").attrs["align_outlier"] is True

@@ -115,3 +115,15 @@ def test_imports_inside_functions_only_for_heavy_optional_dependencies():
                         if (mod or "").split(".")[0] not in allowed:
                             found.append(f"{name}:{sub.lineno} imports {mod}")
     assert not found, "\n".join(found)
+
+
+def test_the_cache_knows_no_stage():
+    """pipeline/cache.py keys, locks and records entries of any stage: what a stage is (its
+    version, settings, build) lives in pipeline/stages.py, so the cache imports no stage's code."""
+    stage_code = ("skelpipe.pose", "skelpipe.data", "skelpipe.learn")
+    found = []
+    for node in ast.walk(ast.parse((PACKAGE / "pipeline" / "cache.py").read_text())):
+        names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                 else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        found += [f"line {node.lineno}: {n}" for n in names if n.startswith(stage_code)]
+    assert not found, "\n".join(found)

@@ -10,15 +10,17 @@ import pytest
 from skelpipe.core.errors import ConfigError, SkelpipeError
 from skelpipe.core.fields import MAX_CLASSES, bounded, check_ranges
 from skelpipe.data import datasets
+from skelpipe.data.align import AlignConfig
 from skelpipe.data.pack import PackConfig
 from skelpipe.learn.config import TrainConfig
+from skelpipe.learn.partmatrix import PartMatrixConfig
 from skelpipe.pipeline import config
 from skelpipe.skeleton.store import label_problem
 
 SHIPPED = ("demo", "demo-table3", "ntu", "penn", "penn-cpu", "penn-cpu-table3", "sysu")
 
 
-@pytest.mark.parametrize("cls", [TrainConfig, PackConfig])
+@pytest.mark.parametrize("cls", [TrainConfig, PackConfig, AlignConfig, PartMatrixConfig])
 def test_every_numeric_setting_of_a_stage_has_an_upper_bound(cls):
     for f in dataclasses.fields(cls):
         if f.type in (int, float, tuple):
@@ -26,8 +28,7 @@ def test_every_numeric_setting_of_a_stage_has_an_upper_bound(cls):
 
 
 def test_every_numeric_setting_of_a_pipeline_section_has_an_upper_bound():
-    schemas = {"sources": config.SOURCE, "extract": config.EXTRACT, "align": config.ALIGN,
-               "partmatrix": config.PARTMATRIX, "experiments": config.EXPERIMENT}
+    schemas = {"sources": config.SOURCE, "extract": config.EXTRACT, "experiments": config.EXPERIMENT}
     for dataset in datasets.DATASETS.values():
         schemas[f"data ({dataset.name})"] = {k: (type(v), *dataset.limits.get(k, ()))
                                              for k, v in dataset.options.items()}
@@ -85,7 +86,7 @@ def test_check_ranges_names_the_setting_and_refuses_nan(values, message):
     ("teacher=5", "[teacher] must be a table of settings, got 5"),
     ("extract.max_people=100000", "extract.max_people: 100000 is outside [1, 16]"),
     ("extract.decoder={cif_neighbors=0}", "[extract] decoder: cif_neighbors = 0: expected an integer in [1, 64]"),
-    ("align.outlier=-1", "align.outlier: -1 is outside [0.0, 1000000.0]"),
+    ("align.outlier=-1", "[align] outlier must be >= 0.0, got -1"),
     ("experiments.seeds=[-1]", "experiments.seeds: -1 is outside [0, 4294967295]"),
     (f"experiments.seeds={list(range(201))}", "experiments.seeds: 201 values, at most 100"),
 ])

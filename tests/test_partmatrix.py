@@ -12,6 +12,7 @@ from torch import nn
 from skelpipe.commands.partmatrix import partmatrix_command
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.learn.partmatrix import (
+    PartMatrixConfig,
     agreement,
     compute_part_matrix,
     occluded_logits,
@@ -140,7 +141,7 @@ def teacher_and_pack(tmp_path, monkeypatch):
 def test_compute_part_matrix_stage(tmp_path, teacher_and_pack):
     teacher_dir, split, model = teacher_and_pack
     out = tmp_path / "out"
-    e = compute_part_matrix(teacher_dir, tmp_path / "pack", out, batch_size=10, device="cpu")
+    e = compute_part_matrix(teacher_dir, tmp_path / "pack", out, PartMatrixConfig(batch_size=10), device="cpu")
     idx = np.flatnonzero(split.has_hq)
     preds = occluded_predictions(model, split.hq[idx], model.layout, 10)
     want = part_matrix_from_predictions(split.label[idx], preds, 3).numpy()
@@ -208,12 +209,13 @@ def test_agreement_counts_classes_whose_expected_part_ranks_first():
 
 def test_compute_part_matrix_measures(tmp_path, teacher_and_pack):
     teacher_dir, _, _ = teacher_and_pack
-    err = compute_part_matrix(teacher_dir, tmp_path / "pack", tmp_path / "err", batch_size=12, device="cpu")
-    drop = compute_part_matrix(teacher_dir, tmp_path / "pack", tmp_path / "drop", batch_size=12, device="cpu",
-                               measure="prob_drop")
+    err = compute_part_matrix(teacher_dir, tmp_path / "pack", tmp_path / "err", PartMatrixConfig(batch_size=12),
+                              device="cpu")
+    drop = compute_part_matrix(teacher_dir, tmp_path / "pack", tmp_path / "drop",
+                               PartMatrixConfig(batch_size=12, measure="prob_drop"), device="cpu")
     info = json.loads((tmp_path / "drop" / "part_matrix.json").read_text())
     assert info["measure"] == "prob_drop"
     np.testing.assert_allclose(drop, part_matrix_from_scores(info["probability_drops"], info["counts"]).numpy(), atol=1e-5)
     np.testing.assert_allclose(err, part_matrix_from_scores(info["error_rates"], info["counts"]).numpy(), atol=1e-5)
-    with pytest.raises(SkelpipeError, match="measure"):
-        compute_part_matrix(teacher_dir, tmp_path / "pack", tmp_path / "x", device="cpu", measure="bogus")
+    with pytest.raises(SkelpipeError, match="measure must be one of error, prob_drop, got 'bogus'"):
+        PartMatrixConfig(measure="bogus")

@@ -1,5 +1,6 @@
 """``skelpipe align``: pair an HQ and an LQ pose store through the cache."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,16 +9,18 @@ import click
 from skelpipe.core.console import console
 from skelpipe.core.fingerprint import input_key
 from skelpipe.core.fields import MAX_PEOPLE, FiniteRange
-from skelpipe.data.align import MISSING, OUTLIER, align_stores
-from skelpipe.pipeline.cache import VERSIONS, Cache, stage_settings
+from skelpipe.data.align import MISSING, OUTLIER, AlignConfig, align_stores
+from skelpipe.pipeline.cache import Cache
+from skelpipe.pipeline.stages import entry
+
+DEFAULT = AlignConfig()
 
 
-def run_align(cache, hq_path, lq_path, missing="solitary", outlier=0.5, max_people=2) -> Path:
+def run_align(cache, hq_path, lq_path, config: AlignConfig = DEFAULT) -> Path:
     """Align through the cache (reused when done); returns the stage directory."""
-    config = {"missing": missing, "outlier": outlier, "max_people": max_people}
-    st = cache.stage("align", VERSIONS["align"], config=stage_settings("align", config),
-                     inputs={"hq": input_key(hq_path), "lq": input_key(lq_path)})
-    st.ensure(lambda work: align_stores(hq_path, lq_path, work, **config))
+    inputs = {"hq": input_key(hq_path), "lq": input_key(lq_path)}
+    st = entry(cache, "align", dataclasses.asdict(config), inputs)
+    st.ensure(lambda work: align_stores(hq_path, lq_path, work, config))
     return st.path
 
 
@@ -26,11 +29,12 @@ def run_align(cache, hq_path, lq_path, missing="solitary", outlier=0.5, max_peop
               help="HQ pose store (dataset skeletons).")
 @click.option("--lq", "lq_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="LQ pose store (extracted or simulated).")
-@click.option("--missing", default="solitary", show_default=True, type=click.Choice(MISSING),
+@click.option("--missing", default=DEFAULT.missing, show_default=True, type=click.Choice(MISSING),
               help="An instance with no HQ skeleton or no detected person: keep it, or drop it.")
-@click.option("--outlier", default=0.5, show_default=True, type=FiniteRange(*OUTLIER),
+@click.option("--outlier", default=DEFAULT.outlier, show_default=True, type=FiniteRange(*OUTLIER),
               help="Flag instances whose alignment error / body size exceeds this.")
-@click.option("--max-people", default=2, show_default=True, type=click.IntRange(1, MAX_PEOPLE))
+@click.option("--max-people", default=DEFAULT.max_people, show_default=True,
+              type=click.IntRange(1, MAX_PEOPLE))
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Cache root.")
 def align_command(hq_path, lq_path, missing, outlier, max_people, cache_dir):
     """Pair LQ people and frames with HQ people and frames; print where the aligned pair is.
@@ -39,7 +43,7 @@ def align_command(hq_path, lq_path, missing, outlier, max_people, cache_dir):
     Example:
       skelpipe align --hq cache/skeletons/KEY/skeletons.h5 --lq cache/extract/KEY/skeletons.h5
     """
-    path = run_align(Cache(cache_dir), hq_path, lq_path, missing, outlier, max_people)
+    path = run_align(Cache(cache_dir), hq_path, lq_path, AlignConfig(missing, outlier, max_people))
     stats = json.loads((path / "manifest.json").read_text()).get("align", {})
     err = stats.get("align_error")
     console.print(f"{stats.get('written', 0)} of {stats.get('instances', 0)} instances written, "

@@ -13,7 +13,8 @@ from skelpipe.core import atomic
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.fields import MAX_PEOPLE, FiniteRange, parse_assignment
-from skelpipe.pipeline.cache import VERSIONS, Cache, Lock
+from skelpipe.pipeline.cache import Cache, Lock
+from skelpipe.pipeline.stages import entry
 from skelpipe.pose import blazepose
 from skelpipe.pose.extract import (
     NothingExtracted,
@@ -59,7 +60,7 @@ def extract_file(video_paths, out, *, backbone: str, checkpoint: str | None = No
     config = {"videos": [[v.id, str(v.path.resolve())] for v in videos], "backbone": resolve_backbone(backbone),
               "checkpoint": checkpoint_key(backbone, checkpoint, root / ".hashes"),
               "long_edge": long_edge, "max_people": max_people, "decoder": decoder_config or {}}
-    stage = Cache(root).stage("extract", VERSIONS["extract"], config)
+    stage = entry(Cache(root), "extract", config)
     manifest_path = out.with_name(out.name + ".manifest.json")
     if out.exists() and manifest_path.exists() and json.loads(manifest_path.read_text()).get("key") == stage.key:
         console.print(f"{out}: up to date (same videos and settings); nothing to do")

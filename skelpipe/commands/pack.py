@@ -9,13 +9,13 @@ import click
 from skelpipe.core.console import console
 from skelpipe.core.fingerprint import input_key
 from skelpipe.data.pack import BENCHMARKS, SPLITS, PackConfig, pack
-from skelpipe.pipeline.cache import VERSIONS, Cache, stage_settings
+from skelpipe.pipeline.cache import Cache
+from skelpipe.pipeline.stages import entry
 
 
 def pack_stage(cache, aligned_dir, cfg: PackConfig):
     """The cache stage that packs ``aligned_dir`` with ``cfg``."""
-    return cache.stage("pack", VERSIONS["pack"], config=stage_settings("pack", dataclasses.asdict(cfg)),
-                       inputs={"align": input_key(aligned_dir)})
+    return entry(cache, "pack", dataclasses.asdict(cfg), {"align": input_key(aligned_dir)})
 
 
 def run_pack(cache, aligned_dir, cfg: PackConfig) -> Path:

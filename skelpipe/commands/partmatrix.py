@@ -3,7 +3,9 @@
 import click
 
 from skelpipe.core.fields import MAX_BATCH
-from skelpipe.learn.partmatrix import MEASURES, compute_part_matrix
+from skelpipe.learn.partmatrix import MEASURES, PartMatrixConfig, compute_part_matrix
+
+DEFAULT = PartMatrixConfig()
 
 
 @click.command("partmatrix")
@@ -13,9 +15,10 @@ from skelpipe.learn.partmatrix import MEASURES, compute_part_matrix
               help="Packed data directory (its HQ training instances are occluded).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Where to write part_matrix.{npy,json,png} (default: the teacher directory).")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, MAX_BATCH), help="Occluded copies per forward pass.")
+@click.option("--batch-size", default=DEFAULT.batch_size, show_default=True,
+              type=click.IntRange(1, MAX_BATCH), help="Occluded copies per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<index>.")
-@click.option("--measure", type=click.Choice(MEASURES), default="error", show_default=True,
+@click.option("--measure", type=click.Choice(MEASURES), default=DEFAULT.measure, show_default=True,
               help="error: misclassification rate (the paper); prob_drop: drop of the true-class probability.")
 def partmatrix_command(teacher_dir, pack_dir, out_dir, batch_size, device, measure):
     """Compute the action-specific part matrix E of a teacher (docs/method.md, §Part matrix).
@@ -27,4 +30,5 @@ def partmatrix_command(teacher_dir, pack_dir, out_dir, batch_size, device, measu
     Example:
       skelpipe partmatrix --teacher runs/teacher --pack cache/pack/ab12cd --out runs/teacher
     """
-    compute_part_matrix(teacher_dir, pack_dir, out_dir or teacher_dir, batch_size, device, measure)
+    compute_part_matrix(teacher_dir, pack_dir, out_dir or teacher_dir, PartMatrixConfig(batch_size, measure),
+                        device)

@@ -33,13 +33,16 @@ def _check_data(plan: Plan, steps):
 
 
 def print_plan(plan: Plan):
+    """The plan's stages, their cache state and why each that is not done will run."""
     table = Table(title=f"plan of {plan.cfg['name']} ({len(plan.steps)} stages) — cache {plan.cache.root}")
-    for col in ("#", "stage", "what", "key", "state"):
+    for col in ("#", "stage", "what", "key", "state", "why"):
         table.add_column(col)
     colours = {"done": "green", "damaged": "red", "partial": "yellow", "missing": "dim"}
-    for n, step in enumerate(plan.ordered(), 1):
-        state = step.entry.state
-        table.add_row(str(n), step.stage, step.label, step.key, f"[{colours[state]}]{state}")
+    states = [(step, step.entry.state) for step in plan.ordered()]
+    reasons = plan.cache.reasons(step.entry for step, state in states if state != "done")
+    for n, (step, state) in enumerate(states, 1):
+        table.add_row(str(n), step.stage, step.label, step.key, f"[{colours[state]}]{state}",
+                      reasons.get(step.key, ""))
     console.print(table)
 
 
@@ -59,7 +62,9 @@ def print_plan(plan: Plan):
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes for the training stages (teachers, students) [default: on a CPU "
                    "min(cores, 4), on a GPU 1].")
-@click.option("--dry-run", is_flag=True, help="Print the plan of stages and their cache state; run nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan of stages, their cache state and why each will run (the settings, inputs "
+                   "or code version that changed its key); run nothing.")
 def run_all_command(pipeline, data_root, only, until, overrides, cache_dir, report_dir, device, jobs, dry_run):
     """Run a whole pipeline (demo, ntu, penn, sysu or a .toml file) through the stage cache.
 

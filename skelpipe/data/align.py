@@ -33,6 +33,7 @@ count mismatches.
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,8 @@ from scipy.optimize import linear_sum_assignment
 
 from skelpipe.core import atomic
 from skelpipe.core.console import progress
-from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.errors import SkelpipeError, did_you_mean
+from skelpipe.core.fields import MAX_PEOPLE, bounded, check_known, check_ranges, check_types
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.geometry import body_size, image_points
 from skelpipe.skeleton.store import PoseWriter, open_store
@@ -49,6 +51,26 @@ MISSING = ("solitary", "drop")
 OUTLIER = (0.0, 1e6)  # the range of the outlier threshold (alignment error / body size)
 # HQ sample attributes that describe the action instance (not the recording): the LQ copy gets them.
 INSTANCE_ATTRS = ("label", "label_name", "split", "subject")
+
+
+@dataclass
+class AlignConfig:
+    """Settings of the align stage (all part of its cache key; names as in pipelines/*.toml [align])."""
+    missing: str = "solitary"   # an instance without HQ or without an LQ person: one of MISSING
+    outlier: float = bounded(0.5, *OUTLIER)  # flag instances whose alignment error / body size exceeds this
+    max_people: int = bounded(2, 1, MAX_PEOPLE)
+
+    def __post_init__(self):
+        if self.missing not in MISSING:
+            raise SkelpipeError(f"align: missing must be one of {', '.join(MISSING)}, not {self.missing!r}"
+                                f"{did_you_mean(self.missing, MISSING)}")
+        check_ranges("align", self)
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "AlignConfig":
+        check_known("align", cls, config, list_known=True)
+        check_types("align", cls, config)
+        return cls(**config)
 
 
 def time_index(frames_hq: int, frames_lq: int) -> np.ndarray:
@@ -176,15 +198,13 @@ def align_instance(h, l, hq_layout, lq_layout, hq_attrs, lq_attrs, max_people: i
     return _persons(h.keypoints, M), lq_out, arrays, info
 
 
-def align_stores(hq_path, lq_path, work, missing: str = "solitary", outlier: float = 0.5,
-                 max_people: int = 2) -> dict:
+def align_stores(hq_path, lq_path, work, config: AlignConfig | None = None) -> dict:
     """Align an HQ store with an LQ store into ``hq.h5`` + ``lq.h5`` in ``work.dir``.
 
     ``work``: the stage's ``Work`` (bad instances reported, statistics noted in the manifest).
-    Returns the statistics.
+    ``config``: the settings (default: ``AlignConfig()``). Returns the statistics.
     """
-    if missing not in MISSING:
-        raise SkelpipeError(f"align: missing must be one of {', '.join(MISSING)}, not {missing!r}")
+    config = config or AlignConfig()
     out_dir = work.dir
     for stale in out_dir.glob("*.partial-*"):  # left by a killed run
         stale.unlink()
@@ -214,15 +234,15 @@ def align_stores(hq_path, lq_path, work, missing: str = "solitary", outlier: flo
                 l = lq.read(sid) if sid in lq_ids else None
                 no_hq, no_lq = _is_empty_hq(h), _is_empty_lq(l, lq_3d)
                 if no_hq or no_lq:
-                    _write_unpaired(sid, h, l, no_hq, no_lq, missing, max_people, (lq.layout, C_L),
-                                    (hw, lw), stats, rows, work)
+                    _write_unpaired(sid, h, l, no_hq, no_lq, config, (lq.layout, C_L), (hw, lw), stats, rows,
+                                    work)
                     continue
-                _write_paired(sid, h, l, (hq, lq), max_people, outlier, (hw, lw), stats, rows, errors)
+                _write_paired(sid, h, l, (hq, lq), config, (hw, lw), stats, rows, errors)
     if errors:
         e = np.asarray(errors)
         stats["align_error"] = {"n": len(e), "mean": float(e.mean()), "median": float(np.median(e)),
                                 "p95": float(np.percentile(e, 95)), "max": float(e.max())}
-    stats["outlier_threshold"] = outlier
+    stats["outlier_threshold"] = config.outlier
     stats["per_instance"] = "alignment.csv"
     _write_csv(out_dir / "alignment.csv", rows)
     stats["frame_mismatches"] = stats["frame_mismatches"][:200]
@@ -231,10 +251,11 @@ def align_stores(hq_path, lq_path, work, missing: str = "solitary", outlier: flo
     return stats
 
 
-def _write_unpaired(sid, h, l, no_hq, no_lq, missing, max_people, lq_shape, writers, stats, rows, work):
+def _write_unpaired(sid, h, l, no_hq, no_lq, config: AlignConfig, lq_shape, writers, stats, rows, work):
     """An instance with no HQ skeleton or no detected LQ person: reported, then kept (as a
     solitary LQ instance, or HQ with an empty LQ sequence) or dropped, per ``missing``."""
     (lq_layout, C_L), (hw, lw) = lq_shape, writers
+    missing, max_people = config.missing, config.max_people
     what = "no HQ skeleton" if no_hq else "no detected person in the LQ poses"
     if no_hq and no_lq:
         what = "neither an HQ skeleton nor a detected LQ person"
@@ -262,11 +283,12 @@ def _write_unpaired(sid, h, l, no_hq, no_lq, missing, max_people, lq_shape, writ
     stats["written"] += 1
 
 
-def _write_paired(sid, h, l, stores, max_people, outlier, writers, stats, rows, errors):
+def _write_paired(sid, h, l, stores, config: AlignConfig, writers, stats, rows, errors):
     """An instance with both sides: people and frames aligned, then written with what was measured."""
     (hq, lq), (hw, lw) = stores, writers
-    hq_kp, lq_kp, lq_arrays, info = align_instance(h, l, hq.layout, lq.layout, hq.attrs, lq.attrs, max_people)
-    flagged = bool(np.isfinite(info["align_error"]) and info["align_error"] > outlier)
+    hq_kp, lq_kp, lq_arrays, info = align_instance(h, l, hq.layout, lq.layout, hq.attrs, lq.attrs,
+                                                   config.max_people)
+    flagged = bool(np.isfinite(info["align_error"]) and info["align_error"] > config.outlier)
     info["align_outlier"] = flagged
     if flagged:
         stats["outliers"].append({"id": sid, "align_error": round(info["align_error"], 4)})

@@ -19,6 +19,7 @@ generator parts).
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,33 @@ import torch
 from skelpipe.core import atomic
 from skelpipe.core.console import console, progress
 from skelpipe.core.device import resolve
-from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.errors import SkelpipeError, did_you_mean
+from skelpipe.core.fields import MAX_BATCH, bounded, check_known, check_ranges, check_types
 from skelpipe.data.split import load_split
 from skelpipe.learn.checkpoint import load_model
 from skelpipe.skeleton.layouts import PARTS, Layout
 
 MEASURES = ("error", "prob_drop")
+
+
+@dataclass
+class PartMatrixConfig:
+    """Settings of the part-matrix stage (all part of its cache key; names as in pipelines/*.toml
+    [partmatrix]). The device is not one: it changes where E is computed, not E."""
+    batch_size: int = bounded(256, 1, MAX_BATCH)  # occluded copies per forward pass
+    measure: str = "error"  # one of MEASURES: what is averaged per class and part (module docstring)
+
+    def __post_init__(self):
+        if self.measure not in MEASURES:
+            raise SkelpipeError(f"part matrix: measure must be one of {', '.join(MEASURES)}, got "
+                                f"{self.measure!r}{did_you_mean(self.measure, MEASURES)}")
+        check_ranges("part matrix", self)
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "PartMatrixConfig":
+        check_known("part matrix", cls, config, list_known=True)
+        check_types("part matrix", cls, config)
+        return cls(**config)
 
 
 def part_error_rates(labels, predictions, num_classes) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,14 +190,14 @@ def plot_part_matrix(E, class_names, part_names=PARTS, path="part_matrix.png") -
     return path
 
 
-def compute_part_matrix(teacher_dir, pack_dir, out_dir, batch_size=256, device="auto",
-                        measure="error") -> np.ndarray:
+def compute_part_matrix(teacher_dir, pack_dir, out_dir, config: PartMatrixConfig | None = None,
+                        device="auto") -> np.ndarray:
     """Occlude each part of the HQ training instances (D_pair), classify with the teacher and
     write ``part_matrix.npy``, ``part_matrix.json`` (classes, parts, the per-class scores of
     ``measure`` and both measures' raw values, counts) and ``part_matrix.png`` to ``out_dir``.
-    Returns E (num_classes, 5)."""
-    if measure not in MEASURES:
-        raise SkelpipeError(f"part matrix: measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+    ``config``: the settings (default: ``PartMatrixConfig()``). Returns E (num_classes, 5)."""
+    config = config or PartMatrixConfig()
+    measure = config.measure
 
     device = resolve(device) if isinstance(device, str) else torch.device(device)
     model, meta = load_model(teacher_dir, device)
@@ -194,7 +216,7 @@ def compute_part_matrix(teacher_dir, pack_dir, out_dir, batch_size=256, device="
         raise SkelpipeError(f"{pack_dir}: training labels span 0..{int(labels.max())} but the teacher "
                             f"({teacher_dir}) has {num_classes} classes")
     console.print(f"part matrix: teacher {teacher_dir}, {len(index)} HQ training instances × 5 parts")
-    logits = occluded_logits(model, sp.hq, model.layout, batch_size, device, index=index)
+    logits = occluded_logits(model, sp.hq, model.layout, config.batch_size, device, index=index)
     rates, counts = part_error_rates(labels, logits[:, 1:].argmax(-1), num_classes)
     drops, _ = part_probability_drops(labels, logits, num_classes)
     out_dir = Path(out_dir)

@@ -1,13 +1,15 @@
 """The stage cache: every pipeline stage's output lives in ``<root>/<stage>/<key>/``.
 
 ``key`` is a short hash of (stage name, stage version, stage config, keys of its inputs), so a
-changed setting re-keys that stage and everything downstream, and nothing upstream. Work
+changed setting re-keys that stage and everything downstream, and nothing upstream; what each
+stage is (its version, settings and build) is the caller's (``pipeline.stages``). Work
 happens in ``<key>.partial/``; only a finished stage is renamed into place, with a
-``manifest.json`` (config, inputs, versions, timings, counts, bad items). Resume is per unit
-inside the partial directory. One process per key at a time (an ``fcntl`` lock whose file names
-the holder). The manifest records the stage's files (size and checksum, ``files_record``); a
-finished stage whose files no longer match is "damaged": never reused, reported in one line and
-recomputed.
+``manifest.json`` (the key's ingredients — version, config, inputs — and the library versions,
+timings, counts, bad items); ``Cache.reasons`` compares a key's ingredients with those of the
+stage's finished entries. Resume is per unit inside the partial directory. One process per key
+at a time (an ``fcntl`` lock whose file names the holder). The manifest records the stage's
+files (size and checksum, ``files_record``); a finished stage whose files no longer match is
+"damaged": never reused, reported in one line and recomputed.
 
     cache = Cache()
     st = cache.stage("pack", version=1, config=cfg, inputs={"align": align.key})
@@ -21,11 +23,9 @@ recomputed.
 """
 
 import contextlib
-import dataclasses
 import datetime
 import fcntl
 import hashlib
-import inspect
 import json
 import os
 import platform
@@ -44,41 +44,10 @@ from skelpipe.core.disk import check_free, disk_full_error, is_disk_full
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.fingerprint import files_record, record_problem
 from skelpipe.core.work import Work
-from skelpipe.data.align import align_stores
-from skelpipe.data.pack import PackConfig
-from skelpipe.learn.config import TrainConfig, settings
-from skelpipe.learn.partmatrix import compute_part_matrix
 
 MANIFEST = "manifest.json"
 # What a partial directory holds besides its work: nothing a rerun could resume from.
 BOOKKEEPING = (".started", ".units", ".bad")
-
-# Bump a stage's version when its code changes what it writes: that re-keys it and everything
-# downstream.
-VERSIONS = {"skeletons": 1, "import": 1, "extract": 2, "simulate": 1, "align": 1, "pack": 1, "teacher": 2,
-            "partmatrix": 2, "student": 3, "evaluate": 2}
-
-
-def stage_settings(stage: str, config: dict) -> dict:
-    """The settings that define a stage's output, completed with their defaults and checked: the
-    config of its cache key. Runtime-only training fields (device, eval_every, …) are left out,
-    and so are the distillation settings of a student without distillation, so that the same
-    settings key the same entry from run-all, ``skelpipe pack`` / ``align`` or a ``--set``."""
-    if stage in ("teacher", "student"):
-        return settings(TrainConfig.from_dict({**config, "stage": stage}).to_dict())
-    if stage == "pack":
-        return dataclasses.asdict(PackConfig.from_dict(config))
-    if stage == "align":
-        return {**_defaults(align_stores), **config}
-    if stage == "partmatrix":
-        return {**_defaults(compute_part_matrix, skip=("device",)), **config}
-    return config
-
-
-def _defaults(function, skip=()) -> dict:
-    """A function's keyword defaults (its settings), as the stage's defaults."""
-    return {name: p.default for name, p in inspect.signature(function).parameters.items()
-            if p.default is not inspect.Parameter.empty and name not in skip}
 
 
 def default_root() -> Path:
@@ -302,7 +271,6 @@ class Stage:
 
 
 def _versions() -> dict:
-
     out = {"python": platform.python_version(), "skelpipe": skelpipe.__version__,
            "numpy": numpy.__version__}
     for name in ("torch", "h5py", "openpifpaf"):
@@ -310,6 +278,33 @@ def _versions() -> dict:
         if module is not None:
             out[name] = getattr(module, "__version__", "?")
     return out
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """Nested settings as dotted names → values, each as its JSON text (as the key hashes it)."""
+    out = {}
+    for name, value in settings.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = json.dumps(value, sort_keys=True, default=str)
+    return out
+
+
+def changes(stage: Stage, manifest: dict) -> list[str]:
+    """What makes ``stage``'s key differ from the key a manifest records: its code version, each
+    setting (old → new) and each input whose key changed."""
+    version = manifest.get("version")
+    out = [] if version == stage.version else [f"version {version} → {stage.version}"]
+    old, new = _flat(manifest.get("config") or {}), _flat(stage.config)
+    short = lambda v: v if len(v) <= 24 else v[:21] + "…"  # noqa: E731
+    for name in sorted(old.keys() | new.keys()):
+        if old.get(name) != new.get(name):
+            out.append(f"{name} {short(old.get(name, 'unset'))} → {short(new.get(name, 'unset'))}")
+    inputs = manifest.get("inputs") or {}
+    changed = [name for name in sorted(inputs.keys() | stage.inputs.keys())
+               if inputs.get(name) != stage.inputs.get(name)]
+    return out + ([f"input{'s' * (len(changed) > 1)} {', '.join(changed)} changed"] if changed else [])
 
 
 class Cache:
@@ -337,6 +332,29 @@ class Cache:
                 size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
                 state = "partial" if partial else "damaged" if why else "done"
                 yield stage_dir.name, d.name.removesuffix(".partial"), state, size, manifest, why
+
+    def reasons(self, stages) -> dict:
+        """key → why each of ``stages`` (stages that are not done) will run, in one short line:
+        what changed its key compared with the closest finished entry of its stage (the fewest
+        changes, the newest of those), "new" when the stage has none."""
+        manifests, out = {}, {}
+        for st in stages:
+            if st.name not in manifests:
+                manifests[st.name] = sorted(self._manifests(st.name), key=lambda m: str(m.get("finished")),
+                                            reverse=True)
+            others = [changes(st, m) for m in manifests[st.name] if m.get("key") != st.key]
+            closest = min(others, key=len) if others else ["new"]
+            why = ", ".join(closest[:3]) + (f" and {len(closest) - 3} more" if len(closest) > 3 else "")
+            out[st.key] = ("output damaged" if st.path.is_dir() else f"resumes: {why}" if st.partial.exists()
+                           else why)
+        return out
+
+    def _manifests(self, stage: str):
+        folder = self.root / stage
+        for d in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if d.is_dir() and not d.name.endswith(".partial"):
+                with contextlib.suppress(SkelpipeError):
+                    yield read_manifest(d)
 
     def hold(self, stages) -> contextlib.ExitStack:
         """Shared "in use" locks on ``stages`` while the returned context is open: a running plan

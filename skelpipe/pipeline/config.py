@@ -12,11 +12,11 @@ from pathlib import Path
 from skelpipe.core.errors import ConfigError, SkelpipeError, did_you_mean
 from skelpipe.core.fields import MAX_BATCH, MAX_CLASSES, MAX_PEOPLE, MAX_SEED, WANTED, of_kind, parse_assignment
 from skelpipe.data import datasets
-from skelpipe.data.align import MISSING, OUTLIER
+from skelpipe.data.align import AlignConfig
 from skelpipe.data.pack import BENCHMARKS, PackConfig
 from skelpipe.learn.config import INITS, KD_VARIANTS, TrainConfig
 from skelpipe.learn.models import BACKBONES
-from skelpipe.learn.partmatrix import MEASURES
+from skelpipe.learn.partmatrix import PartMatrixConfig
 from skelpipe.pose.decoding import check_config
 from skelpipe.pose.settings import DECODER_WORKERS, LONG_EDGE
 
@@ -142,8 +142,6 @@ SETTING = {"name": (str,), "hq": (str,), "lq": (str,)}
 EXTRACT = {"extractor": (str, ("openpifpaf", "simulated")), "simulate_from": (str,), "seed": (int, None, 0, MAX_SEED),
            "long_edge": (int, None, *LONG_EDGE), "max_people": (int, None, 1, MAX_PEOPLE),
            "decoder": (dict,), "decoder_workers": (int, None, *DECODER_WORKERS)}
-ALIGN = {"missing": (str, MISSING), "outlier": (float, None, *OUTLIER), "max_people": (int, None, 1, MAX_PEOPLE)}
-PARTMATRIX = {"measure": (str, MEASURES), "batch_size": (int, None, 1, MAX_BATCH)}
 EXPERIMENT = {"table": ((int, str),), "settings": ([str],), "benchmarks": ([str], BENCHMARKS),
               "splits": (int, None, 1, 30), "op": ([float], None, 0.0, 1.0), "kd": ([str], KD_VARIANTS),
               "hq_fraction": ([float], None, 0.0, 1.0), "student_data": ([str], ("all", "pair")),
@@ -202,8 +200,6 @@ def check(cfg: dict, path) -> None:
                 raise ConfigError(f"{path}: a [[settings]] table without {side}")
         for side in ("hq", "lq"):
             _value(f"{path}: settings.{s['name']}.", side, s[side], str, tuple(cfg["sources"]))
-    _section(f"{path}: align.", cfg.get("align", {}), ALIGN)
-    _section(f"{path}: partmatrix.", cfg.get("partmatrix", {}), PARTMATRIX)
     _tables(path, "experiments", cfg["experiments"], EXPERIMENT)
     for exp in cfg["experiments"]:
         seeds = exp.get("seeds", [])
@@ -213,7 +209,8 @@ def check(cfg: dict, path) -> None:
             _value(f"{path}: experiments.", "settings", name, str, tuple(s["name"] for s in cfg["settings"]))
     for stage in ("teacher", "student"):
         _wrapped(path, stage, lambda: TrainConfig.from_dict({**cfg[stage], "stage": stage}))
-    _wrapped(path, "pack", lambda: PackConfig.from_dict(cfg.get("pack", {})))
+    for section, settings in (("align", AlignConfig), ("pack", PackConfig), ("partmatrix", PartMatrixConfig)):
+        _wrapped(path, section, lambda: settings.from_dict(cfg.get(section, {})))
 
 
 def _source_inputs(path, cfg: dict, name: str, source: dict):
@@ -243,7 +240,9 @@ def _wrapped(path, section: str, make):
     try:
         make()
     except SkelpipeError as e:
-        message = str(e).removeprefix("training config: ").removeprefix("pack: ")
+        message = str(e)
+        for prefix in ("training config: ", "pack: ", "align: ", "part matrix: "):
+            message = message.removeprefix(prefix)
         raise ConfigError(f"{path}: [{section}] {message}") from e
 
 

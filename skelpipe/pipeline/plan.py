@@ -22,7 +22,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -30,19 +29,13 @@ from skelpipe.core.console import console
 from skelpipe.core.errors import ConfigError, SkelpipeError
 from skelpipe.core.fingerprint import content_key, files_key
 from skelpipe.core.process import die_with_parent
-from skelpipe.core.work import Work
-from skelpipe.data import align, datasets, pack, pyskl, sources
-from skelpipe.learn import evaluate, partmatrix, train
-from skelpipe.learn.config import TrainConfig
-from skelpipe.pipeline.cache import VERSIONS, Cache, Stage, damage, stage_settings
+from skelpipe.data import datasets
+from skelpipe.pipeline.cache import Cache, Stage, damage
+from skelpipe.pipeline.stages import STAGE_ORDER, STAGES, entry
 from skelpipe.pose import blazepose, extract, simulate
 from skelpipe.pose.extract import shard_from_env
 from skelpipe.pose.settings import DEFAULT_LONG_EDGE, DEFAULT_MAX_PEOPLE, checkpoint_key
 
-STAGE_ORDER = ("skeletons", "import", "extract", "simulate", "align", "pack", "teacher", "partmatrix",
-               "student", "evaluate", "report")
-
-# --------------------------------------------------------------------------- the plan
 
 @dataclass
 class Step:
@@ -50,7 +43,6 @@ class Step:
     label: str
     entry: Stage
     deps: dict
-    build: Callable[["Plan", "Step", Work], None]
     meta: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)   # the stage's settings, runtime fields included
 
@@ -67,20 +59,19 @@ class Plan:
         self.records: list[tuple[Step, dict]] = []  # (evaluate step, what it reports), in report order
         self._data_keys: dict = {}
 
-    def add(self, stage, label, config, deps, build, meta=None, data=None) -> Step:
+    def add(self, stage, label, config, deps, meta=None, data=None) -> Step:
         """The step of ``stage`` with these settings and inputs (``data``: the key of the user
         files it reads), shared with any experiment that needs the same."""
-        try:
-            keyed = stage_settings(stage, config)
-        except SkelpipeError as e:
-            raise ConfigError(f"{self.cfg['_path']}: [{stage}] {e}") from e
         inputs = {name: dep.key for name, dep in deps.items()}
         if data is not None:
             inputs["data"] = data
-        entry = self.cache.stage(stage, VERSIONS[stage], keyed, inputs)
-        if entry.key not in self.steps:
-            self.steps[entry.key] = Step(stage, label, entry, deps, build, meta or {}, config)
-        return self.steps[entry.key]
+        try:
+            stage_entry = entry(self.cache, stage, config, inputs)
+        except SkelpipeError as e:
+            raise ConfigError(f"{self.cfg['_path']}: [{stage}] {e}") from e
+        if stage_entry.key not in self.steps:
+            self.steps[stage_entry.key] = Step(stage, label, stage_entry, deps, meta or {}, config)
+        return self.steps[stage_entry.key]
 
     # sources ---------------------------------------------------------------
     def source(self, name: str) -> Step:
@@ -91,7 +82,7 @@ class Plan:
         extract_cfg = cfg.get("extract", {})
         if src["kind"] == "dataset":
             config = {"dataset": cfg["dataset"], "options": cfg.get("data", {})}
-            return self.add("skeletons", f"{cfg['dataset']} skeletons", config, {}, build_skeletons,
+            return self.add("skeletons", f"{cfg['dataset']} skeletons", config, {},
                             {"source": name, "label": src.get("label", name)}, self._data_key("skeletons"))
         if src["kind"] == "estimator":
             extractor = src.get("extractor", extract_cfg.get("extractor", "openpifpaf"))
@@ -104,7 +95,7 @@ class Plan:
                 if "simulated" not in label:  # simulated data say so in every table
                     label += " (simulated)"
                 return self.add("simulate", f"simulated {src['backbone']}", config, {"hq": base},
-                                build_simulated, {"source": name, "label": label, "extractor": "simulated"})
+                                {"source": name, "label": label, "extractor": "simulated"})
             if extractor != "openpifpaf":
                 raise SkelpipeError(f"{cfg['_path']}: extract.extractor must be openpifpaf or "
                                     f"simulated, not {extractor!r}")
@@ -116,7 +107,6 @@ class Plan:
                       "max_people": extract_cfg.get("max_people", DEFAULT_MAX_PEOPLE),
                       "decoder": extract_cfg.get("decoder", {})}
             return self.add("extract", "BlazePose" if bp else f"OpenPifPaf {src['backbone']}", config, {},
-                            build_extracted,
                             {"source": name, "label": src.get("label", name),
                              "extractor": "mediapipe" if bp else "openpifpaf",
                              "checkpoint": src.get("checkpoint", "")}, self._data_key("videos"))
@@ -126,7 +116,7 @@ class Plan:
                 raise SkelpipeError(f"{cfg['_path']}: sources.{name}.file: {file} does not exist")
             config = {"file": "sha256:" + content_key(file, self.cache.root / ".hashes"),
                       "split": src.get("split"), "num_classes": src.get("num_classes")}
-            return self.add("import", f"pyskl {file.name}", config, {}, build_imported,
+            return self.add("import", f"pyskl {file.name}", config, {},
                             {"source": name, "label": src.get("label", name), "extractor": "pyskl",
                              "file": str(file)})
         raise SkelpipeError(f"{cfg['_path']}: source {name!r} has unknown kind {src['kind']!r}")
@@ -165,7 +155,7 @@ class Plan:
         cfg = self.cfg
         hq, lq = self.source(setting["hq"]), self.source(setting["lq"])
         align = self.add("align", f"align {setting['name']}", dict(cfg.get("align", {})),
-                         {"hq": hq, "lq": lq}, build_align)
+                         {"hq": hq, "lq": lq})
         seeds = exp.get("seeds", [cfg["student"].get("seed", 0)])  # checked by pipeline.config.check
         common = {"setting": setting["name"], "table": exp.get("table"),
                   "hq_source": hq.meta["label"], "lq_source": lq.meta["label"],
@@ -187,12 +177,12 @@ class Plan:
                                 "hq_fraction": fraction}
                     pack = self.add("pack", f"pack {setting['name']} {benchmark}"
                                     f"{f' split {split}' if exp.get('splits') else ''} HQ {fraction:.0%}",
-                                    pack_cfg, {"align": align}, build_pack)
+                                    pack_cfg, {"align": align})
                     where = {**common, "benchmark": benchmark, "split": split, "hq_fraction": fraction}
                     teacher = None
                     if needs_teacher:  # a block of students without KD (Table 3's rivals) needs none
                         teacher = self.add("teacher", f"teacher{tag} {setting['name']} {benchmark} HQ {fraction:.0%}",
-                                           teacher_cfg, {"pack": pack}, build_train)
+                                           teacher_cfg, {"pack": pack})
                         self._evaluate(teacher, pack, 0.0, {**where, "model": "teacher", "kd": None, "op": 0.0,
                                                             "seed": teacher_cfg.get("seed", 0),
                                                             "backbone": teacher_cfg.get("backbone", "stgcn")})
@@ -207,8 +197,7 @@ class Plan:
                                 if kd == "pmsc":
                                     partmatrix = partmatrix or self.add(
                                         "partmatrix", f"part matrix{tag} {setting['name']} {benchmark} HQ {fraction:.0%}",
-                                        dict(cfg.get("partmatrix", {})), {"teacher": teacher, "pack": pack},
-                                        build_partmatrix)
+                                        dict(cfg.get("partmatrix", {})), {"teacher": teacher, "pack": pack})
                                     deps["partmatrix"] = partmatrix
                                 for seed in seeds:
                                     scfg = {**student_cfg, "kd": kd, "op": op, "lq_data": data, "seed": seed,
@@ -219,7 +208,7 @@ class Plan:
                                         "student", f"student{tag} {setting['name']} kd={kd}"
                                         f"{' init=teacher' if init == 'teacher' else ''} OP {op} {benchmark} "
                                         f"HQ {fraction:.0%}{' (pairs only)' if data == 'pair' else ''}"
-                                        f"{f' seed {seed}' if len(seeds) > 1 else ''}", scfg, deps, build_train)
+                                        f"{f' seed {seed}' if len(seeds) > 1 else ''}", scfg, deps)
                                     self._evaluate(student, pack, op, {**where, "model": "student", "kd": kd,
                                                                        "op": op, "lq_data": data, "seed": seed,
                                                                        "init": init,
@@ -233,7 +222,7 @@ class Plan:
         if op > 0:  # at OP 0 nothing is occluded: one evaluation serves every reading (as its student)
             config["occlusion_mode"] = scfg.get("occlusion_mode", "track")
         step = self.add("evaluate", f"evaluate {model.label}", config, {"model": model, "pack": pack},
-                        build_evaluate, meta)
+                        meta)
         if (step, meta) not in self.records:
             self.records.append((step, meta))
 
@@ -290,7 +279,7 @@ class Plan:
         if step.stage == "extract":  # (under torchrun, one share of the videos per rank)
             run_kwargs = {"shard": self.shard,
                           "on_commit": lambda d: extract.merge_and_drop(d, "skeletons.h5")}
-        computed = step.entry.ensure(lambda work: step.build(self, step, work), **run_kwargs)
+        computed = step.entry.ensure(lambda work: STAGES[step.stage].build(self, step, work), **run_kwargs)
         how = "done" if computed else "reused (finished by another process)"
         console.print(f"[green]{how}[/] {step.label} in {time.time() - t0:.1f} s")
 
@@ -330,69 +319,5 @@ def _worker_run(key: str) -> float:
     plan = _WORKER["plan"]
     step = plan.steps[key]
     t0 = time.time()
-    step.entry.ensure(lambda work: step.build(plan, step, work))
+    step.entry.ensure(lambda work: STAGES[step.stage].build(plan, step, work))
     return time.time() - t0
-
-
-# --------------------------------------------------------------------------- stage builders
-# Each builds one stage's output into ``work.dir`` from its config and its inputs' outputs.
-
-def build_skeletons(plan: Plan, step: Step, work: Work):
-    sources.write_dataset_store(plan.cfg["dataset"], step.entry.config["options"], plan.root,
-                                work.dir / "skeletons.h5", work)
-
-
-def build_imported(plan: Plan, step: Step, work: Work):
-    cfg = step.entry.config
-    pyskl.import_store(step.meta["file"], work.dir / "skeletons.h5", cfg["split"], cfg["num_classes"],
-                       work=work)
-
-
-def build_simulated(plan: Plan, step: Step, work: Work):
-    cfg = step.entry.config
-    simulate.simulate_store(step.deps["hq"].entry.path / "skeletons.h5", work.dir / "skeletons.h5",
-                            profile=cfg["profile"], seed=cfg["seed"], work=work,
-                            overrides=cfg.get("overrides"))
-
-
-def build_extracted(plan: Plan, step: Step, work: Work):
-    cfg = step.entry.config
-    videos = sources.dataset_videos(cfg["dataset"], cfg["options"], plan.root, work)
-    extract.extract_to_work(videos, work, backbone=cfg["backbone"], checkpoint=step.meta["checkpoint"] or None,
-                            long_edge=cfg["long_edge"], max_people=cfg["max_people"],
-                            decoder_config=cfg["decoder"] or None,
-                            decoder_workers=plan.cfg.get("extract", {}).get("decoder_workers"),
-                            device=plan.device, shard=plan.shard, out_name=None)
-
-
-def build_align(plan: Plan, step: Step, work: Work):
-    align.align_stores(step.deps["hq"].entry.path / "skeletons.h5",
-                       step.deps["lq"].entry.path / "skeletons.h5", work, **step.entry.config)
-
-
-def build_pack(plan: Plan, step: Step, work: Work):
-    pack.pack(step.deps["align"].entry.path, work, **step.entry.config)
-
-
-def build_train(plan: Plan, step: Step, work: Work):
-    cfg = {**step.config, "stage": step.stage}
-    teacher = step.deps.get("teacher")
-    partmatrix = step.deps.get("partmatrix")
-    train.train(TrainConfig.from_dict({**cfg, "device": plan.device}),
-                step.deps["pack"].entry.path, work.dir,
-                teacher_dir=teacher.entry.path if teacher else None,
-                part_matrix=partmatrix.entry.path / "part_matrix.npy" if partmatrix else None)
-
-
-def build_partmatrix(plan: Plan, step: Step, work: Work):
-    partmatrix.compute_part_matrix(step.deps["teacher"].entry.path, step.deps["pack"].entry.path,
-                                   work.dir, device=plan.device, **step.entry.config)
-
-
-def build_evaluate(plan: Plan, step: Step, work: Work):
-    cfg = step.entry.config
-    model = step.deps["model"]
-    evaluate.evaluate(model.entry.path, step.deps["pack"].entry.path, split="test",
-                      which="hq" if model.stage == "teacher" else "lq", op=cfg["op"],
-                      mode=cfg.get("occlusion_mode"), seed=None, out_dir=work.dir,
-                      device=plan.device)
