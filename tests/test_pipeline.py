@@ -97,7 +97,7 @@ def test_override_parsing():
     assert parse_override("teacher.channels=[8, 16]") == (["teacher", "channels"], [8, 16])
     assert parse_override("extract.extractor=simulated") == (["extract", "extractor"], "simulated")
     cfg = load_pipeline("ntu", ["experiments.op=[0.3]"])
-    assert all(e["op"] == [0.3] for e in cfg["experiments"]) and len(cfg["experiments"]) == 7  # Tables 1-5, two for the rivals
+    assert all(e["op"] == [0.3] for e in cfg["experiments"]) and len(cfg["experiments"]) == 8  # Tables 1-5, three for the rivals
 
 
 def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):

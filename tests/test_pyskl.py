@@ -272,7 +272,7 @@ kd = ["none", "pmsc"]
     again = Plan(load_pipeline(str(toml)), Cache(tmp_path / "cache"), None, "cpu").build()
     assert [s.key for s in again.ordered() if s.stage == "import"] != [step.key]
     from skelpipe.core.work import Work
-    from skelpipe.pipeline.plan import build_imported
+    from skelpipe.pipeline.stages import build_imported
     work = Work(tmp_path / "w")
     build_imported(plan, step, work)
     with open_store(work.dir / "skeletons.h5") as s:
