@@ -422,7 +422,7 @@ def test_a_report_of_an_empty_cache_is_a_one_line_error(tmp_path):
     ("student.occlusion_mode='random'", "occlusion_mode must be one of track, joint, block, got 'random'"),
     ("data.subject=3", "data.subject = 3: unknown setting (did you mean 'subjects'?)"),
     ("pack.frames='64'", "[pack] frames must be an integer, got '64'"),
-    ("align.missing='keep'", "[align] missing must be one of solitary, drop, not 'keep'"),
+    ("align.missing='keep'", "[align] missing must be solitary or drop, got 'keep'"),
     ("experiments.seeds=[1, 1]", "the seeds must be distinct"),
     ("experiments.benchmarks=['xsubb']", "(did you mean 'xsub'?)"),
     ("experiments.settings=['other']", "experiments.settings: 'other' is not one of heterogeneous"),

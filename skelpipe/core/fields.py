@@ -68,6 +68,14 @@ def check_types(what: str, cls, values: dict):
             raise SkelpipeError(f"{what}: {f.name} must be a finite number, got {value!r}")
 
 
+def from_section(what: str, cls, config: dict):
+    """A settings dataclass from a pipeline section: unknown keys (listing the known ones) and
+    wrong types are one line naming ``what``, before the dataclass checks its ranges."""
+    check_known(what, cls, config, list_known=True)
+    check_types(what, cls, config)
+    return cls(**config)
+
+
 def bounded(default, low=None, high=None, *, above=None, length=None, choices=None, help=""):
     """A dataclass field with the values it may take, checked by ``check_ranges``: ``low`` <= value
     <= ``high`` (``above``: value > it); a tuple's items each, and its ``length`` (min, max); or one

@@ -41,8 +41,7 @@ from scipy.optimize import linear_sum_assignment
 
 from skelpipe.core import atomic
 from skelpipe.core.console import progress
-from skelpipe.core.errors import SkelpipeError, did_you_mean
-from skelpipe.core.fields import MAX_PEOPLE, bounded, check_known, check_ranges, check_types
+from skelpipe.core.fields import MAX_PEOPLE, bounded, check_ranges, from_section
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.geometry import body_size, image_points
 from skelpipe.skeleton.store import PoseWriter, open_store
@@ -56,21 +55,16 @@ INSTANCE_ATTRS = ("label", "label_name", "split", "subject")
 @dataclass
 class AlignConfig:
     """Settings of the align stage (all part of its cache key; names as in pipelines/*.toml [align])."""
-    missing: str = "solitary"   # an instance without HQ or without an LQ person: one of MISSING
+    missing: str = bounded("solitary", choices=MISSING)  # an instance without HQ or without an LQ person
     outlier: float = bounded(0.5, *OUTLIER)  # flag instances whose alignment error / body size exceeds this
     max_people: int = bounded(2, 1, MAX_PEOPLE)
 
     def __post_init__(self):
-        if self.missing not in MISSING:
-            raise SkelpipeError(f"align: missing must be one of {', '.join(MISSING)}, not {self.missing!r}"
-                                f"{did_you_mean(self.missing, MISSING)}")
         check_ranges("align", self)
 
     @classmethod
     def from_dict(cls, config: dict) -> "AlignConfig":
-        check_known("align", cls, config, list_known=True)
-        check_types("align", cls, config)
-        return cls(**config)
+        return from_section("align", cls, config)
 
 
 def time_index(frames_hq: int, frames_lq: int) -> np.ndarray:

@@ -45,7 +45,7 @@ import numpy as np
 from skelpipe.core import atomic
 from skelpipe.core.disk import check_free
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.core.fields import MAX_FRAMES, MAX_PEOPLE, MAX_SEED, bounded, check_known, check_ranges, check_types
+from skelpipe.core.fields import MAX_FRAMES, MAX_PEOPLE, MAX_SEED, bounded, check_ranges, from_section
 from skelpipe.data import datasets
 from skelpipe.data.pairing import draw_pairs
 from skelpipe.data.split import FILE, SPLITS
@@ -79,9 +79,7 @@ class PackConfig:
 
     @classmethod
     def from_dict(cls, config: dict) -> "PackConfig":
-        check_known("pack", cls, config, list_known=True)
-        check_types("pack", cls, config)
-        return cls(**config)
+        return from_section("pack", cls, config)
 
     @property
     def length(self) -> int:

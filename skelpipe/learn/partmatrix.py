@@ -28,8 +28,8 @@ import torch
 from skelpipe.core import atomic
 from skelpipe.core.console import console, progress
 from skelpipe.core.device import resolve
-from skelpipe.core.errors import SkelpipeError, did_you_mean
-from skelpipe.core.fields import MAX_BATCH, bounded, check_known, check_ranges, check_types
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.core.fields import MAX_BATCH, bounded, check_ranges, from_section
 from skelpipe.data.split import load_split
 from skelpipe.learn.checkpoint import load_model
 from skelpipe.skeleton.layouts import PARTS, Layout
@@ -42,19 +42,14 @@ class PartMatrixConfig:
     """Settings of the part-matrix stage (all part of its cache key; names as in pipelines/*.toml
     [partmatrix]). The device is not one: it changes where E is computed, not E."""
     batch_size: int = bounded(256, 1, MAX_BATCH)  # occluded copies per forward pass
-    measure: str = "error"  # one of MEASURES: what is averaged per class and part (module docstring)
+    measure: str = bounded("error", choices=MEASURES)  # what is averaged per class and part (module docstring)
 
     def __post_init__(self):
-        if self.measure not in MEASURES:
-            raise SkelpipeError(f"part matrix: measure must be one of {', '.join(MEASURES)}, got "
-                                f"{self.measure!r}{did_you_mean(self.measure, MEASURES)}")
         check_ranges("part matrix", self)
 
     @classmethod
     def from_dict(cls, config: dict) -> "PartMatrixConfig":
-        check_known("part matrix", cls, config, list_known=True)
-        check_types("part matrix", cls, config)
-        return cls(**config)
+        return from_section("part matrix", cls, config)
 
 
 def part_error_rates(labels, predictions, num_classes) -> tuple[torch.Tensor, torch.Tensor]:
