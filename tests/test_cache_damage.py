@@ -9,8 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
+from conftest import DEMO_TINY_NETS, run_outcome
 
 from skelpipe.cli import cli
 from skelpipe.core.errors import SkelpipeError
@@ -138,10 +138,8 @@ def test_gc_removes_damaged_stages_and_keeps_sound_ones(tmp_path):
 
 # --------------------------------------------------------------------------- a whole run
 
-SMALL = ["data.subjects=6", "data.reps=1", "data.test_reps=1", "pack.frames=32", "experiments.seeds=[0]",
-         "teacher.channels=[8, 8, 16]", "student.channels=[8, 8, 16]", "teacher.epochs=2", "student.epochs=2",
-         "teacher.milestones=[1]", "student.milestones=[1]", "teacher.batch_size=16", "student.batch_size=16",
-         "experiments.init=['random']", "experiments.op=[0.3]", "experiments.kd=['pmsc']"]
+SMALL = ["data.subjects=6", "data.reps=1", "data.test_reps=1", *DEMO_TINY_NETS, "experiments.op=[0.3]",
+         "experiments.kd=['pmsc']"]
 
 
 def run_all(tmp_path, cache, *extra):
@@ -151,25 +149,13 @@ def run_all(tmp_path, cache, *extra):
     return result
 
 
-def outcome(cache):
-    """What a run leaves: results (cache paths masked), each model's weights, pack, part matrix."""
-    text = (cache.parent / f"{cache.name}-report" / "results.json").read_text()
-    out = {"results": json.loads(text.replace(str(cache), "CACHE"))}
-    for model in sorted(cache.glob("*/*/model.pt")):
-        state = torch.load(model, weights_only=True)
-        out[str(model.relative_to(cache))] = {k: v.numpy().tobytes() for k, v in state.items()}
-    for f in sorted(cache.glob("pack/*/data.h5")) + sorted(cache.glob("partmatrix/*/part_matrix.npy")):
-        out[str(f.relative_to(cache))] = f.read_bytes()
-    return out
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """One undamaged reduced demo (about 10 s on 2 cores)."""
     cache = tmp_path_factory.mktemp("ref") / "cache"
     result = run_all(cache.parent, cache)
     assert result.exit_code == 0, result.output
-    return cache, outcome(cache)
+    return cache, run_outcome(cache)
 
 
 def _one(cache, stage, name):
@@ -199,7 +185,7 @@ def test_a_damaged_stage_of_a_finished_run_is_recomputed_to_the_same_result(
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("damaged")]
     assert len(lines) == 1 and f"{stage}/{key}: " in lines[0] and name in lines[0], result.output
-    assert outcome(cache) == expected
+    assert run_outcome(cache) == expected
     assert not list(cache.glob("*/*.partial"))
 
 
