@@ -78,12 +78,18 @@ def openpifpaf_status(python: str = sys.executable) -> dict:
 
     Runs in a subprocess, so the calling process never imports openpifpaf (nor crashes with it).
     """
-    proc = subprocess.run([python, "-c", _CHECK_SCRIPT], capture_output=True, text=True)
+    return run_check(python, _CHECK_SCRIPT, cpp=False)
+
+
+def run_check(python: str, script: str, **failed) -> dict:
+    """What ``script`` prints after ``SKELPIPE-CHECK `` (JSON), run by ``python`` in a subprocess;
+    when it crashes, no version, ``failed`` and the last line it wrote as the error."""
+    proc = subprocess.run([python, "-c", script], capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("SKELPIPE-CHECK "):
             return json.loads(line[len("SKELPIPE-CHECK "):])
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"version": None, "cpp": False, "error": f"check crashed (exit {proc.returncode}): {tail}"}
+    return {"version": None, **failed, "error": f"check crashed (exit {proc.returncode}): {tail}"}
 
 
 def is_ready(status: dict) -> bool:

@@ -16,7 +16,6 @@ attrs and protobuf, so this command:
 Nothing is done when a working mediapipe is already installed.
 """
 
-import json
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from skelpipe.commands.install import _pip
+from skelpipe.commands.install import _pip, run_check
 from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.pose.blazepose import MEDIAPIPE_VERSION
@@ -63,12 +62,7 @@ print("SKELPIPE-CHECK " + json.dumps(out))
 def mediapipe_status(python: str = sys.executable) -> dict:
     """``{"version": str|None, "ok": bool, "location": str, "error": str}`` of mediapipe in ``python``'s
     environment, checked in a subprocess (its native code never runs in this process)."""
-    proc = subprocess.run([python, "-c", _CHECK_SCRIPT], capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("SKELPIPE-CHECK "):
-            return json.loads(line[len("SKELPIPE-CHECK "):])
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"version": None, "ok": False, "error": f"check crashed (exit {proc.returncode}): {tail}"}
+    return run_check(python, _CHECK_SCRIPT, ok=False)
 
 
 def patch_solution_base(path: Path) -> bool:
