@@ -127,17 +127,14 @@ def make_split(n=48, num_classes=3, frames=16, seed=0, paired_fraction=1.0, nois
 def save_random_teacher(out_dir: Path, num_classes=3, seed=0) -> Path:
     """An untrained (random) TINY ntu25 teacher saved as a finished run: enough for the mechanics."""
     from skelpipe.learn.checkpoint import save_model
-    from skelpipe.learn.models import build_model
+    from skelpipe.learn.models import ModelConfig, build_model
 
     import torch
 
     torch.manual_seed(seed)
-    model = build_model("stgcn", "ntu25", 3, num_classes, TINY["channels"], TINY["temporal_kernel"])
+    model = build_model(ModelConfig("stgcn", "ntu25", 3, num_classes, TINY["channels"], TINY["temporal_kernel"]))
     out_dir.mkdir(parents=True)
-    save_model(out_dir, model, {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3,
-                                "num_classes": num_classes, "channels": list(TINY["channels"]),
-                                "temporal_kernel": TINY["temporal_kernel"], "num_persons": 2,
-                                "stage": "teacher", "config_key": f"random-{seed}"})
+    save_model(out_dir, model, {"stage": "teacher", "config_key": f"random-{seed}"})
     return out_dir
 
 
@@ -351,10 +348,9 @@ def fake_extraction(monkeypatch, keypoints, calls=None):
     """Replace OpenPifPaf by fixed poses (the extraction itself is tested in test_extract)."""
     from skelpipe.pipeline import predict
 
-    def extract_poses(video, backbone, checkpoint=None, device="auto", batch_size=None, long_edge=641,
-                      max_people=2, decoder_workers=None, decoder_config=None):
+    def extract_poses(video, config):
         if calls is not None:
-            calls.append(backbone)
+            calls.append(config.backbone)
         return keypoints, {"image_size": [CLIP_W, CLIP_H], "fps": 25.0, "num_frames": keypoints.shape[1]}
 
     monkeypatch.setattr(predict, "extract_poses", extract_poses)

@@ -5,10 +5,10 @@ import pytest
 from click.testing import CliRunner
 
 from skelpipe.cli import cli
-from skelpipe.commands.align import run_align
 from skelpipe.core.work import Work
 from skelpipe.data.align import AlignConfig, align_stores, associate, time_index
 from skelpipe.pipeline.cache import Cache
+from skelpipe.pipeline.stages import run_align
 from skelpipe.pose.simulate import to_coco17
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.store import PoseWriter, open_store

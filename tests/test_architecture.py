@@ -9,7 +9,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "skelpipe"
 
 # Lower folders first: a module may import from its own folder and the ones before it.
-LAYERS = ("core", "skeleton", "pose", "data", "learn", "pipeline", "commands")
+LAYERS = ("core", "skeleton", "pose", "data", "learn", "pipeline", "bench", "commands")
 
 MAX_MODULE_LINES = 420
 MAX_FUNCTION_LINES = 60
@@ -18,6 +18,11 @@ LONG_FUNCTIONS = {
     "data/datasets/ntu_skeleton.py:read_skeleton_file": "the .skeleton format, line by line, as the dataset's MATLAB reader",
     "data/datasets/penn.py:read_label_file": "checks every field of a Penn Action .mat file in one place",
 }
+
+MAX_PARAMETERS = 8  # self / cls not counted; *args and **kwargs count one each
+# More on purpose, each with its reason (none at present). A click command is exempt by rule: it
+# receives one parameter per command-line option.
+MANY_PARAMETERS: dict[str, str] = {}
 
 
 def module_name(path: Path) -> str:
@@ -100,6 +105,61 @@ def test_modules_and_functions_are_of_readable_size():
                 if n > MAX_FUNCTION_LINES and f"{rel}:{node.name}" not in LONG_FUNCTIONS:
                     too_long.append(f"{rel}:{node.name}: {n} lines")
     assert not too_long, "\n".join(too_long)
+
+
+def functions(tree: ast.AST, prefix: str = ""):
+    """(qualified name, node) of every function and method in a module, nested ones included."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            name = prefix + node.name
+            if not isinstance(node, ast.ClassDef):
+                yield name, node
+            yield from functions(node, name + ".")
+        else:
+            yield from functions(node, prefix)
+
+
+def parameters(node) -> int:
+    args = node.args
+    names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+    names += [a.arg for a in (args.vararg, args.kwarg) if a is not None]
+    return len(names) - (names[:1] in (["self"], ["cls"]))
+
+
+def is_click_command(node) -> bool:
+    """Decorated with ``@click.command(...)``, ``@click.group(...)`` or ``@<group>.command(...)``."""
+    calls = (d.func if isinstance(d, ast.Call) else d for d in node.decorator_list)
+    return any(isinstance(f, ast.Attribute) and f.attr in ("command", "group") for f in calls)
+
+
+def too_many_parameters() -> dict[str, int]:
+    found = {}
+    for path in modules().values():
+        rel = path.relative_to(PACKAGE).as_posix()
+        for name, node in functions(ast.parse(path.read_text())):
+            if parameters(node) > MAX_PARAMETERS and not is_click_command(node):
+                found[f"{rel}:{name}"] = parameters(node)
+    return found
+
+
+def test_functions_take_few_parameters():
+    """State a function needs is grouped in an object that means something (a config, a run, an
+    output), not threaded through as loose parameters."""
+    found = too_many_parameters()
+    named = MANY_PARAMETERS
+    over = [f"{name}: {n} parameters" for name, n in sorted(found.items()) if name not in named]
+    assert not over, "\n".join(over)
+    fixed = [f"{name}: no longer over {MAX_PARAMETERS}, take it off the list"
+             for name in named if name not in found]
+    assert not fixed, "\n".join(fixed)
+
+
+def test_the_parameter_count_leaves_out_self_and_exempts_click_commands():
+    tree = ast.parse("class A:\n    def m(self, a, b, *c, d, **e): pass\n"
+                     "@click.command('x')\n@click.option('--a')\ndef cmd(a, b, c, d, e, f, g, h, i): pass\n"
+                     "def f(a, b, c, d, e, f, g, h, i):\n    def inner(x): pass\n")
+    found = {name: (parameters(node), is_click_command(node)) for name, node in functions(tree)}
+    assert found == {"A.m": (5, False), "cmd": (9, True), "f": (9, False), "f.inner": (1, False)}
 
 
 def test_imports_inside_functions_only_for_heavy_optional_dependencies():

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from skelpipe.bench import suite
+from skelpipe.bench.report import README_MARK, figures, markdown
 from skelpipe.commands import bench
-from skelpipe.commands.bench_report import README_MARK, figures, markdown
-from skelpipe.commands.bench_runs import bench_memory, bench_train
+from skelpipe.commands.bench import bench_memory, bench_train
 from skelpipe.data import split as split_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,9 +81,9 @@ def test_markdown_table_and_the_readme_it_is_written_into(tmp_path):
 
 def test_child_merges_json_lines_and_reports_failures():
     code = "import json; print('noise'); print(json.dumps({'a': 1})); print(json.dumps({'b': 2}))"
-    got = bench.child([sys.executable, "-c", code])
+    got = suite.child([sys.executable, "-c", code])
     assert got["a"] == 1 and got["b"] == 2 and got["wall_s"] >= 0
-    failed = bench.child([sys.executable, "-c", "import sys; print('broken input'); sys.exit(3)"])
+    failed = suite.child([sys.executable, "-c", "import sys; print('broken input'); sys.exit(3)"])
     assert failed["error"].startswith("exit 3") and "broken input" in failed["error"]
 
 
@@ -110,7 +111,7 @@ def test_bench_memory_trains_from_a_sparse_pack_read_from_disk(tmp_path, monkeyp
 
 
 def test_sparse_pack_reads_as_zeros_and_takes_no_disk(tmp_path):
-    from skelpipe.commands.bench_runs import sparse_pack
+    from skelpipe.bench.inputs import sparse_pack
     from skelpipe.data.split import load_split
 
     pack = sparse_pack(tmp_path / "p", samples=2000, frames=300)
@@ -169,10 +170,10 @@ def test_bench_all_runs_every_section_beside_the_reference(tmp_path, monkeypatch
                          "print(json.dumps({'reference': 'st-gcn', 'argv': sys.argv[1:], "
                          "'train_samples_per_s': 2.0, 'infer_samples_per_s': 8.0}))\n")
     tiny = {"batch": 4, "frames": 8, "steps": 2}
-    monkeypatch.setattr(bench, "plan", lambda device, quick: {
+    monkeypatch.setattr(suite, "plan", lambda device, quick: {
         "train": tiny, "demo": tiny, "extract": {},
         "memory": {"steps": 1, "batch": 4, "samples": 64, "frames": 8, "channels": "8,16"}})
-    monkeypatch.setattr(bench, "extract_section", lambda *a: {"skipped": "not in this test"})
+    monkeypatch.setattr(suite, "extract_section", lambda *a: {"skipped": "not in this test"})
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(bench.bench_command, ["all", "--device", "cpu", "--quick", "--out", str(out),
                                                       "--reference", str(reference)], catch_exceptions=False)

@@ -15,10 +15,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import SHARED_DATA
 
-from skelpipe.commands.extract import extract_file
 from skelpipe.commands.install_mediapipe import RUNTIME_NEEDS, patch_solution_base
 from skelpipe.core.errors import SkelpipeError
+from skelpipe.pipeline.extraction import extract_file
 from skelpipe.pose import blazepose
+from skelpipe.pose.settings import ExtractConfig
 from skelpipe.pose.video import first_frames
 from skelpipe.skeleton.layouts import COCO17
 from skelpipe.skeleton.store import PoseWriter, open_store
@@ -91,7 +92,7 @@ def extracted(tmp_path_factory):
              for sid, name in CLIPS.items()}
     broken = tmp / "broken.avi"
     broken.write_bytes(b"not a video")
-    manifest = extract_file([*clips.values(), broken], tmp / "poses.h5", backbone="blazepose")
+    manifest = extract_file([*clips.values(), broken], tmp / "poses.h5", ExtractConfig("blazepose"))
     with open_store(tmp / "poses.h5") as s:
         samples = {sid: s.read(sid) for sid in s.ids()}
         attrs = dict(s.attrs)
@@ -164,8 +165,9 @@ def test_store_has_the_format_of_openpifpafs(extracted, tmp_path):
 
     ckpt = network.random_checkpoint("mobilenetv3small", tmp_path / "mnv3s.pkl", biased=True)
     clip = extracted["clips"]["ta_chi"]
-    extract_file([clip], tmp_path / "pifpaf.h5", backbone="mobilenetv3small", checkpoint=str(ckpt), device="cpu",
-                 long_edge=65, decoder_workers=0, decoder_config=decoding.BIASED_CONFIG)
+    extract_file([clip], tmp_path / "pifpaf.h5",
+                 ExtractConfig("mobilenetv3small", checkpoint=str(ckpt), device="cpu", long_edge=65,
+                               decoder_workers=0, decoder_config=decoding.BIASED_CONFIG))
     with open_store(tmp_path / "pifpaf.h5") as s:
         pifpaf, pifpaf_attrs = s.read(s.ids()[0]), dict(s.attrs)
     ours = extracted["samples"]["ta_chi"]
@@ -183,7 +185,7 @@ def test_store_has_the_format_of_openpifpafs(extracted, tmp_path):
 
 def test_same_videos_again_is_nothing_to_do(extracted):
     again = extract_file(list(extracted["clips"].values()) + [extracted["out"].parent / "broken.avi"],
-                         extracted["out"], backbone="blazepose")
+                         extracted["out"], ExtractConfig("blazepose"))
     assert again["key"] == extracted["manifest"]["key"]
     assert again["config"]["checkpoint"] == blazepose.checkpoint_key()
 
@@ -193,11 +195,11 @@ def test_same_videos_again_is_nothing_to_do(extracted):
 
 def blazepose_student(tmp: Path) -> Path:
     """A 1-epoch student whose pack says its LQ poses came from BlazePose."""
-    from skelpipe.commands.pack import run_pack
     from skelpipe.data.pack import PackConfig
     from skelpipe.learn.config import TrainConfig
     from skelpipe.learn.train import train
     from skelpipe.pipeline.cache import Cache
+    from skelpipe.pipeline.stages import run_pack
 
     names = ["wave", "walk", "sit"]
     rng = np.random.default_rng(0)

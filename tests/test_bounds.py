@@ -17,7 +17,7 @@ from skelpipe.learn.partmatrix import PartMatrixConfig
 from skelpipe.pipeline import config
 from skelpipe.skeleton.store import label_problem
 
-SHIPPED = ("demo", "demo-table3", "ntu", "penn", "penn-cpu", "penn-cpu-table3", "sysu")
+SHIPPED = ("demo", "demo-table3", "ntu", "penn", "penn-cpu", "penn-cpu-table3", "penn-cpu-rivals", "sysu")
 
 
 @pytest.mark.parametrize("cls", [TrainConfig, PackConfig, AlignConfig, PartMatrixConfig])

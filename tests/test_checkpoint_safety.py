@@ -114,11 +114,13 @@ def test_named_checkpoint_is_fetched_and_loaded_offline_from_a_local_file(people
 
 def test_predict_extraction_refuses_a_hostile_checkpoint_unrun(tmp_path):
     from skelpipe.pipeline.predict import extract_poses
+    from skelpipe.pose.settings import ExtractConfig
 
     marker = tmp_path / "pwned"
     evil = hostile(tmp_path, marker)["zip, open"]
     video = tmp_path / "v.avi"
     video.write_bytes(b"x")
     with pytest.raises(SkelpipeError, match=r"it names (io|builtins)\.open, which an OpenPifPaf network never needs"):
-        extract_poses(video, "mobilenetv3small", checkpoint=evil, device="cpu", decoder_workers=0)
+        extract_poses(video, ExtractConfig("mobilenetv3small", checkpoint=evil, device="cpu",
+                                           decoder_workers=0))
     assert not marker.exists()

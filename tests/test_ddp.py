@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DDP_SCRIPT = textwrap.dedent("""
     import os, sys, torch
     import skelpipe.learn.train as T
-    from skelpipe.commands.bench_runs import random_split
+    from skelpipe.bench.inputs import random_split
     out, teacher, weights_dir = sys.argv[1:4]
     torch.set_num_threads(1)
     seen = {}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from skelpipe.learn.models import build_model
+from skelpipe.learn.models import ModelConfig, build_model
 from skelpipe.learn.models.efficientgcn import distance_adjacency, input_branches, parents, scaled_blocks
 from skelpipe.skeleton import layouts
 
@@ -17,7 +17,7 @@ def test_compound_scaling_gives_the_published_b4_blocks():
 
 def test_sizes_at_ntu_shapes():
     """Trainable parameters with 60 classes, ntu25, 3 channels (the README's table)."""
-    count = {b: sum(p.numel() for p in build_model(b, "ntu25", 3, 60).parameters() if p.requires_grad)
+    count = {b: sum(p.numel() for p in build_model(ModelConfig(b, "ntu25", 3, 60)).parameters() if p.requires_grad)
              for b in ("stgcn", "agcn", "efficientgcn-b0", "efficientgcn-b4")}
     # EfficientGCN as its T-PAMI paper sizes it: B0 0.29 M, B4 1.10 M (the sandglass layers of the
     # released configurations; the first arXiv version's larger layers gave B4 2.03 M)
@@ -40,7 +40,7 @@ def test_sandglass_temporal_layer():
 def test_efficientgcn_every_layout(name):
     torch.manual_seed(0)
     v = layouts.get(name).num_joints
-    model = build_model("efficientgcn-b0", layout=name, in_channels=3, num_classes=7)
+    model = build_model(ModelConfig("efficientgcn-b0", layout=name, in_channels=3, num_classes=7))
     x = torch.randn(2, 3, 16, v, 2)
     logits, glob, parts = model(x)
     assert logits.shape == (2, 7) and glob.shape == (2, 128) and parts.shape == (2, 5, 128)
@@ -68,7 +68,7 @@ def test_input_branches_are_joint_velocity_and_bone():
 @pytest.mark.parametrize("backbone", ["agcn", "efficientgcn-b0"])
 def test_every_parameter_learns(backbone):
     torch.manual_seed(0)
-    model = build_model(backbone, "penn13", 3, 4, channels=(8, 8, 16, 16))
+    model = build_model(ModelConfig(backbone, "penn13", 3, 4, channels=(8, 8, 16, 16)))
     logits, glob, parts = model(torch.randn(3, 3, 12, 13, 2))
     (logits.sum() + glob.sum() + parts.sum()).backward()
     dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
@@ -77,7 +77,7 @@ def test_every_parameter_learns(backbone):
 
 def test_agcn_graph_is_adaptive_a_plus_b_plus_c():
     """Js-AGCN: A fixed (a buffer), B learned (a parameter, starting near 0), C from the input."""
-    model = build_model("agcn", "ntu25", 3, 5, channels=(8, 8))
+    model = build_model(ModelConfig("agcn", "ntu25", 3, 5, channels=(8, 8)))
     gcn = model.blocks[0].gcn
     assert "A" in dict(gcn.named_buffers()) and "A" not in dict(gcn.named_parameters())
     assert gcn.B.requires_grad and float(gcn.B.detach().abs().max()) <= 1e-6
@@ -86,16 +86,14 @@ def test_agcn_graph_is_adaptive_a_plus_b_plus_c():
 
 @pytest.mark.parametrize("backbone", ["stgcn", "agcn", "efficientgcn-b0", "efficientgcn-b4"])
 def test_distillation_runs_with_each_backbone(backbone, tmp_path):
-    from skelpipe.commands.bench_runs import random_split
+    from skelpipe.bench.inputs import random_split
     from skelpipe.learn.checkpoint import save_model
     from skelpipe.learn.config import TrainConfig
     from skelpipe.learn.train import train_split
 
     split = random_split(12, "ntu25", frames=12, num_classes=3, seed=1)
-    teacher = build_model(backbone, "ntu25", 3, 3, channels=(8, 8))
-    save_model(tmp_path / "t", teacher, {"backbone": backbone, "layout": "ntu25", "in_channels": 3, "num_classes": 3,
-                                         "channels": [8, 8], "temporal_kernel": 9, "num_persons": 2,
-                                         "stage": "teacher", "config_key": "t"})
+    teacher = build_model(ModelConfig(backbone, "ntu25", 3, 3, channels=(8, 8)))
+    save_model(tmp_path / "t", teacher, {"stage": "teacher", "config_key": "t"})
     cfg = TrainConfig(stage="student", kd="pmsc", backbone=backbone, channels=(8, 8), epochs=1, batch_size=6,
                       device="cpu", op=0.3)
     out = train_split(cfg, split, tmp_path / "s", teacher_dir=tmp_path / "t", part_matrix=torch.full((3, 5), 0.2))

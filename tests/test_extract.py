@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,9 +19,10 @@ from conftest import noise_video
 
 pytest.importorskip("openpifpaf", reason="OpenPifPaf is not installed (skelpipe install-openpifpaf)")
 
-from skelpipe.commands.extract import extract_file  # noqa: E402
 from skelpipe.core.errors import SkelpipeError  # noqa: E402
+from skelpipe.pipeline.extraction import extract_file  # noqa: E402
 from skelpipe.pose import decoding, extract, network  # noqa: E402
+from skelpipe.pose.settings import ExtractConfig  # noqa: E402
 from skelpipe.skeleton.store import open_store  # noqa: E402
 
 BIASED = decoding.BIASED_CONFIG
@@ -144,9 +146,9 @@ def test_extract_with_only_bad_videos_fails_and_leaves_nothing(biased_ckpt, tmp_
 def test_decoder_crash_costs_one_frame(biased_ckpt, tmp_path):
     """A worker killed by SIGSEGV while decoding frame 2: that frame has nobody, the rest is intact."""
     v = noise_video(tmp_path / "v.avi", n=5)
-    manifest = extract_file([v], tmp_path / "p.h5", backbone="mobilenetv3small", checkpoint=str(biased_ckpt),
-                                    device="cpu", long_edge=65, decoder_workers=1,
-                                    decoder_config={**BIASED, decoding.CRASH_TAG: "v:2"})
+    config = ExtractConfig("mobilenetv3small", checkpoint=str(biased_ckpt), device="cpu", long_edge=65,
+                           decoder_workers=1, decoder_config={**BIASED, decoding.CRASH_TAG: "v:2"})
+    manifest = extract_file([v], tmp_path / "p.h5", config)
     (item,) = manifest["bad_items"]
     assert item["item"] == "v frame 2" and "SIGSEGV" in item["reason"]
     with open_store(tmp_path / "p.h5") as s:
@@ -211,15 +213,15 @@ def test_sharding_covers_every_video_once(biased_ckpt, tmp_path):
         extract.parse_shard("3/3")
 
     videos = [noise_video(tmp_path / f"s{i}.avi", n=2) for i in range(3)]
-    kw = dict(backbone="mobilenetv3small", checkpoint=str(biased_ckpt), device="cpu", long_edge=65,
-              decoder_workers=0, decoder_config=BIASED)
-    first = extract_file(videos, tmp_path / "p.h5", shard=(1, 2), **kw)
+    config = ExtractConfig("mobilenetv3small", checkpoint=str(biased_ckpt), device="cpu", long_edge=65,
+                           decoder_workers=0, decoder_config=BIASED)
+    first = extract_file(videos, tmp_path / "p.h5", config, shard=(1, 2))
     assert first.get("waiting_for_shards") and not (tmp_path / "p.h5").exists()
-    last = extract_file(videos, tmp_path / "p.h5", shard=(0, 2), **kw)
+    last = extract_file(videos, tmp_path / "p.h5", config, shard=(0, 2))
     assert last["units"] == 3
     with open_store(tmp_path / "p.h5") as s:
         assert sorted(s.ids()) == ["s0", "s1", "s2"]
-    again = extract_file(videos, tmp_path / "p.h5", **kw)  # same videos and settings: nothing to do
+    again = extract_file(videos, tmp_path / "p.h5", config)  # same videos and settings: nothing to do
     assert again["key"] == last["key"]
 
 
@@ -256,8 +258,9 @@ def test_resume_after_sigkill(biased_ckpt, tmp_path):
 
 def test_real_clips(shared_data, biased_ckpt, tmp_path):
     clips = [shared_data / "videos" / "ta_chi.mp4", shared_data / "videos" / "S001C001P001R001A001_rgb.avi"]
-    extract_file(clips, tmp_path / "real.h5", backbone="mobilenetv3small", checkpoint=str(biased_ckpt),
-                         device="cpu", long_edge=65, batch_size=16, decoder_workers=0, decoder_config=BIASED)
+    extract_file(clips, tmp_path / "real.h5",
+                 ExtractConfig("mobilenetv3small", checkpoint=str(biased_ckpt), device="cpu", long_edge=65,
+                               batch_size=16, decoder_workers=0, decoder_config=BIASED))
     with open_store(tmp_path / "real.h5") as s:
         tai, ntu = s.read("ta_chi"), s.read("S001C001P001R001A001")
     assert tai.keypoints.shape == (2, 300, 17, 3) and tai.attrs["image_size"] == [340, 256]
@@ -289,11 +292,11 @@ def test_extraction_is_bit_identical_however_it_is_split(biased_ckpt, tmp_path, 
     never depend on what else was in flight before it."""
     # 5, 6, 7 frames: ragged batches
     videos = [noise_video(tmp_path / f"v{i}.avi", n=5 + i) for i in range(3)]
-    kw = dict(backbone="mobilenetv3small", checkpoint=str(biased_ckpt), device="cpu", long_edge=65,
-              decoder_workers=0, decoder_config=BIASED, batch_size=4)
-    extract_file(videos, tmp_path / "straight.h5", **kw)
-    extract_file(videos, tmp_path / "sharded.h5", shard=(1, 2), **kw)
-    extract_file(videos, tmp_path / "sharded.h5", shard=(0, 2), **kw)
+    config = ExtractConfig("mobilenetv3small", checkpoint=str(biased_ckpt), device="cpu", long_edge=65,
+                           decoder_workers=0, decoder_config=BIASED, batch_size=4)
+    extract_file(videos, tmp_path / "straight.h5", config)
+    extract_file(videos, tmp_path / "sharded.h5", config, shard=(1, 2))
+    extract_file(videos, tmp_path / "sharded.h5", config, shard=(0, 2))
 
     real_write, calls = extract._write_video, []
 
@@ -305,14 +308,14 @@ def test_extraction_is_bit_identical_however_it_is_split(biased_ckpt, tmp_path, 
 
     monkeypatch.setattr(extract, "_write_video", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        extract_file(videos, tmp_path / "resumed.h5", **kw)
+        extract_file(videos, tmp_path / "resumed.h5", config)
     monkeypatch.setattr(extract, "_write_video", real_write)
-    extract_file(videos, tmp_path / "resumed.h5", **kw)  # resumes: the first video is not redone
-    extract_file(videos, tmp_path / "pool.h5", **{**kw, "decoder_workers": 2})  # frames to any worker
+    extract_file(videos, tmp_path / "resumed.h5", config)  # resumes: the first video is not redone
+    extract_file(videos, tmp_path / "pool.h5", replace(config, decoder_workers=2))  # frames to any worker
     for rank in (1, 0):  # as torchrun's ranks see it: the shard comes from RANK / WORLD_SIZE
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        extract_file(videos, tmp_path / "torchrun.h5", **kw)
+        extract_file(videos, tmp_path / "torchrun.h5", config)
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
     straight = (tmp_path / "straight.h5").read_bytes()

@@ -9,6 +9,7 @@
 2. A catalogue of bad inputs, each with the one line it must give and its exit status.
 """
 
+import json
 import os
 import pickle
 import random
@@ -143,17 +144,18 @@ def _pack(t: Path, label=(0, 1), drop=None) -> Path:
     return t / "pack"
 
 
-def _model(t: Path, weights: bytes | None = None, classes: int = 2, **meta) -> Path:
-    """A trained-model folder (a small random ST-GCN of ``classes``); ``meta`` overrides model.json (None
-    removes a key)."""
+def _model(t: Path, weights: bytes | None = None, classes: int = 2, net=None, **meta) -> Path:
+    """A trained-model folder (a small random ST-GCN of ``classes``); ``meta`` overrides model.json and
+    ``net`` its model section (None removes a key)."""
     from skelpipe.learn.checkpoint import save_model
-    from skelpipe.learn.models import build_model
+    from skelpipe.learn.models import ModelConfig, build_model
 
-    info = {"backbone": "stgcn", "layout": "coco17", "in_channels": 3, "num_classes": classes, "channels": [8],
-            "temporal_kernel": 3, "num_persons": 1, "stage": "student", "T": 8,
-            "config": {"op": 0.0, "occlusion_mode": "track"}}
-    model = build_model("stgcn", "coco17", 3, classes, (8,), 3, 1)
+    info = {"stage": "student", "T": 8, "config": {"op": 0.0, "occlusion_mode": "track"}}
+    model = build_model(ModelConfig("stgcn", "coco17", 3, classes, (8,), 3, 1))
     save_model(t / "m", model, {k: v for k, v in {**info, **meta}.items() if v is not None})
+    saved = json.loads((t / "m" / "model.json").read_text())
+    saved["model"] = {k: v for k, v in {**saved["model"], **(net or {})}.items() if v is not None}
+    (t / "m" / "model.json").write_text(json.dumps(saved))
     if weights is not None:
         (t / "m" / "model.pt").write_bytes(weights)
     return t / "m"
@@ -424,10 +426,10 @@ CATALOGUE = [
      lambda t: (["export", "onnx", "--model", str(_model(t, weights=b"")), "--out", str(t / "m.onnx")], {}),
      1, "model.pt: cannot load the weights (EOFError)"),
     ("model.json without backbone",
-     lambda t: (["export", "onnx", "--model", str(_model(t, backbone=None)), "--out", str(t / "m.onnx")], {}),
-     1, "model.json: missing backbone"),
+     lambda t: (["export", "onnx", "--model", str(_model(t, net={"backbone": None})), "--out", str(t / "m.onnx")], {}),
+     1, "model.json: the model section lacks backbone"),
     ("model.json of 10^12 classes",
-     lambda t: (["evaluate", "--model", str(_model(t, num_classes=10**12)), "--pack", str(t), "--out", str(t / "e")],
+     lambda t: (["evaluate", "--model", str(_model(t, net={"num_classes": 10**12})), "--pack", str(t), "--out", str(t / "e")],
                 {}), 1, "model.json: num_classes must be an integer in [1, 10000], got 1000000000000"),
     ("model.json without its training config, given to evaluate",
      lambda t: (["evaluate", "--model", str(_model(t, config=None)), "--pack", str(t), "--out", str(t / "e")], {}),
@@ -499,13 +501,11 @@ def _pyskl(t: Path, frame_dirs=("s1", "s2"), split=None) -> Path:
 def _nan_model(out: Path) -> Path:
     """A finished training run (model.json, model.pt) of a tiny teacher with one NaN weight."""
     from skelpipe.learn.checkpoint import save_model
-    from skelpipe.learn.models import build_model
-    model = build_model("stgcn", "ntu25", 3, 3, (8, 8, 16, 16), 3, 2, 0.0, "mean")
+    from skelpipe.learn.models import ModelConfig, build_model
+    model = build_model(ModelConfig("stgcn", "ntu25", 3, 3, (8, 8, 16, 16), 3, 2, 0.0, "mean"))
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] = float("nan")
-    meta = {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3, "num_classes": 3,
-            "channels": [8, 8, 16, 16], "temporal_kernel": 3, "num_persons": 2, "config_key": "nan"}
-    save_model(out, model, meta)
+    save_model(out, model, {"config_key": "nan"})
     return out
 
 

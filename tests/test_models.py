@@ -1,10 +1,15 @@
-"""ST-GCN and 2s-AGCN: shapes for every layout, the graph product, pooling, and overfitting."""
+"""ST-GCN and 2s-AGCN: shapes for every layout, the graph product, pooling, and overfitting; every
+backbone built from its ModelConfig, which model.json stores."""
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from skelpipe.learn.models import build_model
+from skelpipe.core.errors import SkelpipeError
+from skelpipe.learn.checkpoint import load_model, save_model
+from skelpipe.learn.models import BACKBONES, ModelConfig, build_model
 from skelpipe.learn.models.stgcn import block_strides, graph_conv
 from skelpipe.skeleton import layouts
 
@@ -14,7 +19,7 @@ TINY = (8, 8, 16, 16)
 @pytest.mark.parametrize("name", sorted(layouts.LAYOUTS))
 def test_stgcn_shapes_every_layout(name):
     torch.manual_seed(0)
-    model = build_model("stgcn", layout=name, in_channels=3, num_classes=7, channels=TINY)
+    model = build_model(ModelConfig("stgcn", layout=name, in_channels=3, num_classes=7, channels=TINY))
     v = layouts.get(name).num_joints
     x = torch.randn(3, 3, 16, v, 2)
     logits, glob, parts = model(x)
@@ -50,7 +55,7 @@ def test_default_strides():
 @pytest.mark.parametrize("name", sorted(layouts.LAYOUTS))
 def test_agcn_shapes_every_layout(name):
     torch.manual_seed(0)
-    model = build_model("agcn", layout=name, in_channels=3, num_classes=5, channels=TINY, dropout=0.1)
+    model = build_model(ModelConfig("agcn", layout=name, in_channels=3, num_classes=5, channels=TINY, dropout=0.1))
     v = layouts.get(name).num_joints
     x = torch.randn(2, 3, 16, v, 2)
     logits, glob, parts = model(x)
@@ -59,7 +64,7 @@ def test_agcn_shapes_every_layout(name):
 
 
 def test_default_network_is_the_reference_stack():
-    model = build_model("stgcn", "ntu25", in_channels=3, num_classes=60)
+    model = build_model(ModelConfig("stgcn", "ntu25", in_channels=3, num_classes=60))
     assert len(model.blocks) == 10 and model.blocks[0].residual is None
     assert [b.tcn[2].stride[0] for b in model.blocks] == [1, 1, 1, 1, 2, 1, 1, 2, 1, 1]
     assert [b.tcn[2].out_channels for b in model.blocks] == [64, 64, 64, 64, 128, 128, 128, 256, 256, 256]
@@ -74,7 +79,7 @@ def test_default_network_is_the_reference_stack():
 def test_pooling_is_the_mean_over_time_joints_persons():
     """Global = mean of z over T', V, M; part p = mean of z over T', the joints of p, and M."""
     torch.manual_seed(0)
-    model = build_model("stgcn", "coco17", num_classes=3, channels=(4, 8)).eval()
+    model = build_model(ModelConfig("stgcn", "coco17", num_classes=3, channels=(4, 8))).eval()
     x = torch.randn(2, 3, 8, 17, 2)
     z = model.features(x).view(2, 2, 8, 4, 17)                        # N, M, C, T', V
     logits, glob, parts = model(x)
@@ -86,7 +91,7 @@ def test_pooling_is_the_mean_over_time_joints_persons():
 
 
 def test_input_of_another_layout_is_refused():
-    model = build_model("stgcn", "coco17", channels=(4,))
+    model = build_model(ModelConfig("stgcn", "coco17", channels=(4,)))
     with pytest.raises(ValueError, match="coco17"):
         model(torch.randn(1, 3, 8, 25, 2))
 
@@ -95,7 +100,7 @@ def test_edge_importance_and_adjacency_reach_the_graph():
     """Zeroing every edge importance leaves the graph convolutions no input: the output no
     longer depends on x."""
     torch.manual_seed(0)
-    model = build_model("stgcn", "penn13", num_classes=3, channels=(4, 4)).eval()
+    model = build_model(ModelConfig("stgcn", "penn13", num_classes=3, channels=(4, 4))).eval()
     with torch.no_grad():
         for e in model.edge_importance:
             e.zero_()
@@ -123,7 +128,7 @@ def synthetic_set(n_per_class=3, classes=4, t=16, layout="penn13", seed=0):
 def test_small_network_overfits_a_tiny_set(backbone):
     torch.manual_seed(0)
     x, y = synthetic_set()
-    model = build_model(backbone, "penn13", num_classes=4, channels=(16, 16, 32))
+    model = build_model(ModelConfig(backbone, "penn13", num_classes=4, channels=(16, 16, 32)))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(40):
         loss = torch.nn.functional.cross_entropy(model(x)[0], y)
@@ -162,7 +167,7 @@ def test_agcn_adjacency_points_bones_inward():
 @pytest.mark.parametrize("backbone", ["stgcn", "agcn"])
 def test_bf16_autocast_runs_and_stays_close(backbone):
     torch.manual_seed(0)
-    model = build_model(backbone, "coco17", num_classes=4, channels=(8, 16)).eval()
+    model = build_model(ModelConfig(backbone, "coco17", num_classes=4, channels=(8, 16))).eval()
     x = torch.randn(2, 3, 16, 17, 2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits, glob, parts = model(x)
@@ -174,8 +179,8 @@ def test_part_pool_present_ignores_an_empty_person_slot():
     torch.manual_seed(0)
     x = torch.randn(3, 3, 12, 17, 2)
     x[:2, ..., 1] = 0                                  # instances 0 and 1 have one person
-    literal = build_model("stgcn", "coco17", num_classes=4, channels=(8, 16)).eval()
-    present = build_model("stgcn", "coco17", num_classes=4, channels=(8, 16), part_pool="present").eval()
+    literal = build_model(ModelConfig("stgcn", "coco17", num_classes=4, channels=(8, 16))).eval()
+    present = build_model(ModelConfig("stgcn", "coco17", num_classes=4, channels=(8, 16), part_pool="present")).eval()
     present.load_state_dict(literal.state_dict())
     logits_a, glob_a, parts_a = literal(x)
     logits_b, glob_b, parts_b = present(x)
@@ -187,4 +192,36 @@ def test_part_pool_present_ignores_an_empty_person_slot():
     z = present.features(x).mean(dim=2).view(3, 2, 16, 17)[:, 0]
     torch.testing.assert_close(parts_b[:2], torch.einsum("ncv,pv->npc", z, present.part_pool)[:2])
     with pytest.raises(ValueError, match="part_pool"):
-        build_model("stgcn", "coco17", part_pool="max")
+        build_model(ModelConfig("stgcn", "coco17", part_pool="max"))
+
+
+def test_every_registered_backbone_is_built_from_its_config():
+    assert BACKBONES == ("stgcn", "agcn", "efficientgcn-b0", "efficientgcn-b2", "efficientgcn-b4", "pa-resgcn-b19",
+                         "pr-gcn", "3s-ra-gcn")
+    for backbone in BACKBONES:
+        cfg = ModelConfig(backbone, "penn13", num_classes=4, channels=(8, 16))
+        model = build_model(cfg)
+        assert model.config == cfg and model.layout.name == "penn13"
+        assert model(torch.randn(2, 3, 16, 13, 2))[0].shape == (2, 4)
+    with pytest.raises(SkelpipeError, match="unknown backbone 'gcn'; known: stgcn, agcn, efficientgcn-b0"):
+        build_model(ModelConfig("gcn"))
+
+
+def test_model_json_rebuilds_the_network_also_from_the_top_level_keys_of_older_files(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig("agcn", "penn13", 3, 4, (8, 16), 3, 1)
+    save_model(tmp_path / "m", build_model(cfg), {"stage": "teacher"})
+    path = tmp_path / "m" / "model.json"
+    meta = json.loads(path.read_text())
+    assert meta == {"model": {**cfg.to_dict(), "channels": [8, 16]}, "stage": "teacher"}
+    model, _ = load_model(tmp_path / "m")
+    assert model.config == cfg
+    # older files: the section's keys at the top level, without dropout and part_pool (then 0 and "mean")
+    older = {k: v for k, v in meta["model"].items() if k not in ("dropout", "part_pool")}
+    path.write_text(json.dumps({**older, "stage": "teacher"}))
+    again, meta = load_model(tmp_path / "m")
+    assert again.config == cfg and meta["model"]["layout"] == "penn13"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    path.write_text(json.dumps({"model": {**older, "width": 2}}))
+    with pytest.raises(SkelpipeError, match=r"model.json: the model section lacks dropout, part_pool; has unknown width$"):
+        load_model(tmp_path / "m")

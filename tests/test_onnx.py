@@ -13,22 +13,20 @@ pytest.importorskip("onnxscript", reason="the onnx extra is not installed (pip i
 from skelpipe.cli import cli  # noqa: E402
 from skelpipe.core.errors import SkelpipeError  # noqa: E402
 from skelpipe.learn.checkpoint import load_model, save_model  # noqa: E402
-from skelpipe.learn.models import build_model  # noqa: E402
+from skelpipe.learn.models import ModelConfig, build_model  # noqa: E402
 from skelpipe.pipeline.onnx import OnnxModel  # noqa: E402
 
 
 def trained_like(tmp_path, backbone, stage="student", layout="coco17"):
     """A model with weights of a trained network's scale (random, not the tiny initial ones)."""
     torch.manual_seed(0)
-    model = build_model(backbone, layout, 3, 6, channels=(8, 16), temporal_kernel=3)
+    model = build_model(ModelConfig(backbone, layout, 3, 6, channels=(8, 16), temporal_kernel=3))
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.3)
     model.eval()
     out = tmp_path / f"{backbone}-{stage}"
-    save_model(out, model, {"backbone": backbone, "layout": layout, "in_channels": 3, "num_classes": 6,
-                            "class_names": [f"a{i}" for i in range(6)], "channels": [8, 16],
-                            "temporal_kernel": 3, "num_persons": 2, "T": 16, "stage": stage, "kd": "none",
+    save_model(out, model, {"class_names": [f"a{i}" for i in range(6)], "T": 16, "stage": stage, "kd": "none",
                             "config_key": "k", "data": {}})
     return out
 
@@ -43,7 +41,7 @@ def test_onnx_runtime_matches_pytorch_at_any_batch_and_length(backbone, stage, t
                                       str(tmp_path / "m.onnx")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     runner = OnnxModel(tmp_path / "m.onnx")
-    assert runner.meta["backbone"] == backbone and runner.meta["stage"] == stage
+    assert runner.meta["model"]["backbone"] == backbone and runner.meta["stage"] == stage
     model, _ = load_model(model_dir)
     v = 25 if layout == "ntu25" else 17
     for shape in [(1, 3, 16, v, 2), (3, 3, 40, v, 2), (2, 3, 9, v, 2)]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from skelpipe.learn.models import build_model
+from skelpipe.learn.models import ModelConfig, build_model
 from skelpipe.learn.models.resgcn import PartAttention, part_of_joint, resgcn_adjacency
 from skelpipe.skeleton import layouts
 
@@ -20,14 +20,14 @@ def test_size_is_the_papers_at_ntu_shapes():
     """The paper gives PA-ResGCN-B19 3.64 M parameters (NTU: 25 joints, 60 classes, three 6-channel
     input branches). The authors' edge weights span their whole max_hop=3 graph (4 subsets) though
     the graph convolution uses 3; counting that unused subset (15 modules x 25 x 25) gives theirs."""
-    model = build_model("pa-resgcn-b19", "ntu25", 3, 60)
+    model = build_model(ModelConfig("pa-resgcn-b19", "ntu25", 3, 60))
     count = _trainable(model)
     assert count == 3_632_957
     assert round((count + 15 * 25 * 25) / 1e6, 2) == 3.64
 
 
 def test_structure():
-    model = build_model("pa-resgcn-b19", "ntu25", 3, 60)
+    model = build_model(ModelConfig("pa-resgcn-b19", "ntu25", 3, 60))
     assert [[(m.gcn.gcn.in_channels, m.tcn.out_channels) for m in b] for b in model.branches] == \
         [[(6, 64), (64, 64), (64, 32)]] * 3
     assert [(m.gcn.gcn.in_channels, m.tcn.out_channels, m.tcn.stride[0]) for m in model.main] == \
@@ -74,7 +74,7 @@ def test_part_attention_against_a_per_joint_loop():
 def test_every_layout(name):
     torch.manual_seed(0)
     v = layouts.get(name).num_joints
-    model = build_model("pa-resgcn-b19", name, 3, 7)
+    model = build_model(ModelConfig("pa-resgcn-b19", name, 3, 7))
     x = torch.randn(2, 3, 16, v, 2)
     logits, glob, parts = model(x)
     assert logits.shape == (2, 7) and glob.shape == (2, 256) and parts.shape == (2, 5, 256)
@@ -83,7 +83,7 @@ def test_every_layout(name):
 
 def test_every_parameter_learns():
     torch.manual_seed(0)
-    model = build_model("pa-resgcn-b19", "penn13", 3, 4)
+    model = build_model(ModelConfig("pa-resgcn-b19", "penn13", 3, 4))
     logits, glob, parts = model(torch.randn(3, 3, 12, 13, 2))
     (logits.sum() + glob.sum() + parts.sum()).backward()
     dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
@@ -94,17 +94,15 @@ def test_every_parameter_learns():
 def test_trains_as_a_student(kd, tmp_path):
     """Without distillation (the rival as the paper runs it); PMSC also works, as the backbone gives
     part features like every other."""
-    from skelpipe.commands.bench_runs import random_split
+    from skelpipe.bench.inputs import random_split
     from skelpipe.learn.checkpoint import save_model
     from skelpipe.learn.config import TrainConfig
     from skelpipe.learn.train import train_split
 
     torch.manual_seed(0)
     split = random_split(12, "ntu25", frames=12, num_classes=3, seed=1)
-    teacher = build_model("pa-resgcn-b19", "ntu25", 3, 3)
-    save_model(tmp_path / "t", teacher, {"backbone": "pa-resgcn-b19", "layout": "ntu25", "in_channels": 3,
-                                         "num_classes": 3, "channels": [8, 8], "temporal_kernel": 9,
-                                         "num_persons": 2, "stage": "teacher", "config_key": "t"})
+    teacher = build_model(ModelConfig("pa-resgcn-b19", "ntu25", 3, 3))
+    save_model(tmp_path / "t", teacher, {"stage": "teacher", "config_key": "t"})
     cfg = TrainConfig(stage="student", kd=kd, backbone="pa-resgcn-b19", epochs=1, batch_size=6, device="cpu", op=0.3)
     extra = dict(teacher_dir=tmp_path / "t", part_matrix=torch.full((3, 5), 0.2)) if kd == "pmsc" else {}
     out = train_split(cfg, split, tmp_path / "s", **extra)

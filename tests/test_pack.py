@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from skelpipe.commands.pack import run_pack
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.core.work import Work
 from skelpipe.data.pack import PackConfig, frame_indices, normalise_2d, normalise_3d, pack
 from skelpipe.data.split import DiskRows, degrade, load_split
 from skelpipe.pipeline.cache import Cache
+from skelpipe.pipeline.stages import run_pack
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.noise import instance_seeds, occlusion_mask, sample_keys
 from skelpipe.skeleton.store import PoseWriter

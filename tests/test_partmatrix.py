@@ -93,10 +93,10 @@ def test_occluded_predictions_zero_exactly_one_part_each():
 
 
 def test_occluded_predictions_of_a_real_model_do_not_depend_on_batch_size():
-    from skelpipe.learn.models import build_model
+    from skelpipe.learn.models import ModelConfig, build_model
 
     torch.manual_seed(0)
-    model = build_model("stgcn", "penn13", num_classes=4, channels=(8, 8, 16))
+    model = build_model(ModelConfig("stgcn", "penn13", num_classes=4, channels=(8, 8, 16)))
     x = torch.randn(6, 3, 8, 13, 2)
     a = occluded_predictions(model, x, None, batch_size=5)
     b = occluded_predictions(model, x, None, batch_size=30)
@@ -116,14 +116,12 @@ def teacher_and_pack(tmp_path, monkeypatch):
     """A saved tiny teacher (train.save_model) and a stand-in for load_split."""
     from skelpipe.data.split import Split
     from skelpipe.learn import checkpoint, partmatrix
-    from skelpipe.learn.models import build_model
+    from skelpipe.learn.models import ModelConfig, build_model
 
     torch.manual_seed(0)
     channels = (8, 8)
-    model = build_model("stgcn", "penn13", in_channels=3, num_classes=3, channels=channels)
-    meta = {"backbone": "stgcn", "layout": "penn13", "in_channels": 3, "num_classes": 3,
-            "class_names": ["run", "jump", "sit"], "channels": list(channels), "temporal_kernel": 9,
-            "num_persons": 2, "dropout": 0.0}
+    model = build_model(ModelConfig("stgcn", "penn13", in_channels=3, num_classes=3, channels=channels))
+    meta = {"class_names": ["run", "jump", "sit"]}
     teacher_dir = tmp_path / "teacher"
     teacher_dir.mkdir()
     checkpoint.save_model(teacher_dir, model, meta)

@@ -458,8 +458,8 @@ def test_skelpipe_pack_and_run_all_key_the_same_pack_the_same_way(plan_of, cache
     plan = plan_of("demo")
     pack_step = next(s for s in plan.ordered() if s.stage == "pack")
     aligned = tmp_path / "aligned"
-    from skelpipe.commands.pack import pack_stage
     from skelpipe.data.pack import PackConfig
+    from skelpipe.pipeline.stages import pack_stage
     (aligned).mkdir()
     (aligned / "manifest.json").write_text(json.dumps({"key": pack_step.deps["align"].key}))
     cli_stage = pack_stage(cache, aligned, PackConfig(**{k: v for k, v in pack_step.config.items()}))
@@ -589,3 +589,19 @@ def test_init_axis_gives_four_cells_and_their_paired_gains():
         "Student (w/o KD)", "Student (w/ KD)", "Student (w/o KD, teacher init)", "Student (w/ KD, teacher init)")]
     assert order == sorted(order)
     assert "(vs random init w/o KD +11.00" in md
+
+
+def test_an_experiment_block_overrides_its_students_settings(plan_of, tmp_path):
+    """``student = {...}`` in a block reaches that block's students only, and is checked as the
+    [student] section is."""
+    path = tmp_path / "warm.toml"
+    path.write_text('base = "demo"\nname = "warm"\n[[experiments]]\ntable = 1\nsettings = ["heterogeneous"]\n'
+                    'op = [0.0]\nkd = ["none"]\nseeds = [0]\n'
+                    '[[experiments]]\ntable = 3\nsettings = ["heterogeneous"]\nop = [0.0]\nkd = ["none"]\n'
+                    'backbones = ["pa-resgcn-b19"]\nseeds = [0]\nstudent = {lr_warmup = 4}\n')
+    students = [s for s in plan_of(str(path)).steps.values() if s.stage == "student"]
+    assert {(s.config.get("backbone", "stgcn"), s.config.get("lr_warmup", 0)) for s in students} == {
+        ("stgcn", 0), ("pa-resgcn-b19", 4)}
+    path.write_text(path.read_text().replace("lr_warmup = 4", "lr_wramup = 4"))
+    with pytest.raises(ConfigError, match=r"warm.toml: \[experiments.student\].*lr_wramup"):
+        plan_of(str(path))

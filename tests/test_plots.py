@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from skelpipe.pipeline import plots, report
-from skelpipe.skeleton import layouts
-from skelpipe.skeleton.store import Sample
+from skelpipe.skeleton.store import PoseWriter, open_store
 
 
 def _video(path, n=12, size=(64, 48)):
@@ -35,12 +34,13 @@ def test_real_ntu_video_frames(shared_data):
 
 def test_skeleton_figure_over_video(tmp_path):
     rng = np.random.default_rng(0)
-    hq = Sample("x", rng.uniform(1, 40, (2, 12, 25, 3)).astype(np.float32),
-                {"color_xy": rng.uniform(1, 40, (2, 12, 25, 2))}, {})
-    lq = Sample("x", np.concatenate([rng.uniform(1, 40, (2, 12, 17, 2)), np.ones((2, 12, 17, 1))], -1),
-                {}, {"image_size": [64, 48]})
-    out = plots.skeleton_figure(hq, lq, layouts.get("ntu25"), layouts.get("coco17"), {}, {},
-                                tmp_path / "sk.png", video=_video(tmp_path / "v.avi"))
+    with PoseWriter(tmp_path / "hq.h5", "ntu25") as w:
+        w.add("x", rng.uniform(1, 40, (2, 12, 25, 3)), {"color_xy": rng.uniform(1, 40, (2, 12, 25, 2))})
+    with PoseWriter(tmp_path / "lq.h5", "coco17") as w:
+        w.add("x", np.concatenate([rng.uniform(1, 40, (2, 12, 17, 2)), np.ones((2, 12, 17, 1))], -1),
+              image_size=[64, 48])
+    with open_store(tmp_path / "hq.h5") as hq, open_store(tmp_path / "lq.h5") as lq:
+        out = plots.skeleton_figure(hq, lq, "x", tmp_path / "sk.png", video=_video(tmp_path / "v.avi"))
     assert out.exists() and cv2.imread(str(out)).shape[0] > 100
 
 

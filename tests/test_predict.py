@@ -15,22 +15,24 @@ from conftest import CLIP_H as H
 from conftest import CLIP_W as W
 from conftest import coco_people, fake_extraction, stick_figure_video
 
-from skelpipe.commands.pack import run_pack
 from skelpipe.commands.predict import predict_command
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.data.pack import PackConfig
 from skelpipe.data.split import load_split
 from skelpipe.learn.checkpoint import save_model
 from skelpipe.learn.config import TrainConfig
-from skelpipe.learn.models import build_model
+from skelpipe.learn.models import ModelConfig, build_model
 from skelpipe.learn.train import train
 from skelpipe.pipeline import predict
 from skelpipe.pipeline.cache import Cache
+from skelpipe.pipeline.stages import run_pack
+from skelpipe.pose.settings import ExtractConfig
 from skelpipe.skeleton.store import PoseWriter
 
 NUM_CLASSES = 6
 NAMES = [f"action{k}" for k in range(NUM_CLASSES)]
 BIAS = torch.tensor([1.0, 3.0, 0.5, 2.0, -1.0, 2.5])   # constant model: action1 > action5 > action3 ...
+CPU = ExtractConfig(device="cpu")  # the estimator the student was trained on, on the CPU
 
 
 def write_aligned(directory: Path, n: int = 12, frames: int = FRAMES):
@@ -65,13 +67,11 @@ def cached_student(tmp_path_factory):
 
 def constant_student(out_dir: Path, T: int = 16, data=None) -> Path:
     """A coco17 student whose logits are BIAS whatever the input."""
-    model = build_model("stgcn", "coco17", 3, NUM_CLASSES, (8, 8), 3)
+    model = build_model(ModelConfig("stgcn", "coco17", 3, NUM_CLASSES, (8, 8), 3))
     with torch.no_grad():
         model.fc.weight.zero_()
         model.fc.bias.copy_(BIAS)
-    save_model(out_dir, model, {"backbone": "stgcn", "layout": "coco17", "in_channels": 3,
-                                "num_classes": NUM_CLASSES, "class_names": NAMES, "channels": [8, 8],
-                                "temporal_kernel": 3, "num_persons": 2, "T": T, "stage": "student",
+    save_model(out_dir, model, {"class_names": NAMES, "T": T, "stage": "student",
                                 "kd": "none", "config_key": "const", "data": data or {}})
     return out_dir
 
@@ -97,7 +97,7 @@ def test_student_input_is_what_pack_gives(cached_student, monkeypatch, tmp_path)
     real_classify = predict.classify
     monkeypatch.setattr(predict, "classify", lambda m, x, d: seen.append(x) or real_classify(m, x, d))
     fake_extraction(monkeypatch, coco_people(i, people=2), calls)
-    result = predict.predict_video(stick_figure_video(tmp_path / "v.mp4"), student, device="cpu")
+    result = predict.predict_video(stick_figure_video(tmp_path / "v.mp4"), student, CPU)
     # the backbone comes from the pack's record of the LQ source; simulated LQ → a warning
     assert calls == ["shufflenetv2k16"] and result.backbone == "shufflenetv2k16"
     assert any("simulated" in w for w in result.warnings)
@@ -114,8 +114,8 @@ def test_backbone_mismatch_warns_and_aliases_match(cached_student, monkeypatch, 
     calls = []
     fake_extraction(monkeypatch, coco_people(0), calls)
     video = stick_figure_video(tmp_path / "v.mp4")
-    same = predict.predict_video(video, student, backbone="ShuffleNetv2x1", device="cpu")
-    other = predict.predict_video(video, student, backbone="mobilenetv3small", device="cpu")
+    same = predict.predict_video(video, student, ExtractConfig(backbone="ShuffleNetv2x1", device="cpu"))
+    other = predict.predict_video(video, student, ExtractConfig(backbone="mobilenetv3small", device="cpu"))
     assert calls == ["ShuffleNetv2x1", "mobilenetv3small"]
     assert not any("trained on poses from" in w for w in same.warnings)
     assert any("trained on poses from shufflenetv2k16" in w for w in other.warnings)
@@ -129,7 +129,7 @@ def test_frame_folder_video(monkeypatch, tmp_path):
     cap = cv2.VideoCapture(str(stick_figure_video(tmp_path / "v.mp4")))
     for t in range(FRAMES):
         cv2.imwrite(str(folder / f"{t + 1:06d}.jpg"), cap.read()[1])
-    r = predict.predict_video(folder, model, backbone="shufflenetv2k16", device="cpu",
+    r = predict.predict_video(folder, model, ExtractConfig(backbone="shufflenetv2k16", device="cpu"),
                               out_video=tmp_path / "out.mp4")
     assert r.top[0][0] == "action1" and count_frames(tmp_path / "out.mp4") == FRAMES
 
@@ -156,7 +156,7 @@ def test_pack_record_in_the_model_metadata_is_enough(monkeypatch, tmp_path):
     model = constant_student(tmp_path / "model", T=8, data=data)
     calls = []
     fake_extraction(monkeypatch, coco_people(2), calls)
-    r = predict.predict_video(stick_figure_video(tmp_path / "v.mp4"), model, device="cpu")
+    r = predict.predict_video(stick_figure_video(tmp_path / "v.mp4"), model, CPU)
     assert calls == ["resnet50"] and r.frames_used == list(np.linspace(0, FRAMES - 1, 8).round().astype(int))
     assert not any("not in the cache" in w or "simulated" in w for w in r.warnings)
 
@@ -197,8 +197,8 @@ def test_table_json_and_annotated_video(monkeypatch, tmp_path):
 def test_no_person_found_is_said(monkeypatch, tmp_path):
     model = constant_student(tmp_path / "model", T=24)
     fake_extraction(monkeypatch, np.zeros((2, FRAMES, 17, 3), np.float32))
-    r = predict.predict_video(stick_figure_video(tmp_path / "v.mp4"), model, backbone="resnet50",
-                              device="cpu")
+    r = predict.predict_video(stick_figure_video(tmp_path / "v.mp4"), model,
+                              ExtractConfig(backbone="resnet50", device="cpu"))
     assert r.to_json()["people"] == 0 and any("no person was detected" in w for w in r.warnings)
     assert r.top[0][0] == "action1"
 
@@ -207,7 +207,7 @@ def test_backbone_required_when_unrecorded(monkeypatch, tmp_path):
     model = constant_student(tmp_path / "model")
     fake_extraction(monkeypatch, coco_people(0))
     with pytest.raises(SkelpipeError, match="not recorded.*--backbone"):
-        predict.predict_video(stick_figure_video(tmp_path / "v.mp4"), model, device="cpu")
+        predict.predict_video(stick_figure_video(tmp_path / "v.mp4"), model, CPU)
 
 
 def test_model_directory_errors(tmp_path):
@@ -223,13 +223,11 @@ def test_model_directory_errors(tmp_path):
         predict.resolve_model_dir(tmp_path / "empty")
     # a teacher (ntu25, 3D) is refused
     teacher = tmp_path / "teacher"
-    save_model(teacher, build_model("stgcn", "ntu25", 3, NUM_CLASSES, (8, 8), 3),
-               {"backbone": "stgcn", "layout": "ntu25", "in_channels": 3, "num_classes": NUM_CLASSES,
-                "channels": [8, 8], "temporal_kernel": 3, "num_persons": 2, "stage": "teacher"})
+    save_model(teacher, build_model(ModelConfig("stgcn", "ntu25", 3, NUM_CLASSES, (8, 8), 3)), {"stage": "teacher"})
     with pytest.raises(SkelpipeError, match="teacher on ntu25.*COCO-17"):
-        predict.predict_video(video, teacher, device="cpu")
+        predict.predict_video(video, teacher, CPU)
     with pytest.raises(SkelpipeError, match="video not found"):
-        predict.predict_video(tmp_path / "missing.mp4", teacher, device="cpu")
+        predict.predict_video(tmp_path / "missing.mp4", teacher, CPU)
 
 
 def test_evaluate_stage_directory_leads_to_its_model(tmp_path):
@@ -286,8 +284,8 @@ def test_tracked_skeletons_are_classified_and_drawn(estimator, cached_student, t
 
     student, _ = cached_student
     video = stick_figure_video(tmp_path / "clip.mp4")
-    r = predict.predict_video(video, student, checkpoint=estimator, device="cpu", long_edge=129,
-                              decoder_workers=0, decoder_config=BIASED_CONFIG,
+    r = predict.predict_video(video, student, ExtractConfig(checkpoint=estimator, device="cpu", long_edge=129,
+                                                             decoder_workers=0, decoder_config=BIASED_CONFIG),
                               out_video=tmp_path / "out.mp4")
     assert r.keypoints.shape == (2, FRAMES, 17, 3) and r.to_json()["people"] >= 1
     found = r.keypoints[..., 2] > 0
@@ -308,5 +306,5 @@ def test_unreadable_video_is_one_line_error(estimator, cached_student, tmp_path)
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all" * 10)
     with pytest.raises(SkelpipeError, match="broken.mp4"):
-        predict.predict_video(bad, student, checkpoint=estimator, device="cpu", long_edge=129,
-                              decoder_workers=0)
+        predict.predict_video(bad, student, ExtractConfig(checkpoint=estimator, device="cpu", long_edge=129,
+                                                             decoder_workers=0))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from skelpipe.learn.models import build_model
+from skelpipe.learn.models import ModelConfig, build_model
 from skelpipe.learn.models.prgcn import pool_frames
 from skelpipe.skeleton import layouts
 
@@ -30,14 +30,14 @@ def _authors_count(v: int, c: int, classes: int, persons: int) -> int:
 
 
 def test_size_follows_the_authors_layers():
-    model = build_model("pr-gcn", "ntu25", 3, 60)
+    model = build_model(ModelConfig("pr-gcn", "ntu25", 3, 60))
     count = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert count == _authors_count(25, 3, 60, 2) == 501_698
 
 
 def test_refinement_shifts_only_the_coordinates():
     torch.manual_seed(0)
-    model = build_model("pr-gcn", "coco17", 3, 5).eval()
+    model = build_model(ModelConfig("pr-gcn", "coco17", 3, 5)).eval()
     x = torch.randn(2, 3, 8, 17)
     with torch.no_grad():
         refined = model.refined(x)
@@ -60,7 +60,7 @@ def test_length_alignment_is_the_authors_max_pool_where_lengths_divide():
 def test_every_layout(name):
     torch.manual_seed(0)
     v = layouts.get(name).num_joints
-    model = build_model("pr-gcn", name, 3, 7)
+    model = build_model(ModelConfig("pr-gcn", name, 3, 7))
     logits, glob, parts = model(torch.randn(2, 3, 16, v, 2))
     assert logits.shape == (2, 7) and glob.shape == (2, 256) and parts.shape == (2, 5, 256)
     # the authors' lengths: T -> T/2 (motion stride 2) -> T/6 (stride 3) -> /5 (head pool)
@@ -69,7 +69,7 @@ def test_every_layout(name):
 
 def test_every_parameter_learns():
     torch.manual_seed(0)
-    model = build_model("pr-gcn", "penn13", 3, 4)
+    model = build_model(ModelConfig("pr-gcn", "penn13", 3, 4))
     logits, glob, parts = model(torch.randn(3, 3, 12, 13, 2))
     (logits.sum() + glob.sum() + parts.sum()).backward()
     dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
@@ -78,17 +78,15 @@ def test_every_parameter_learns():
 
 @pytest.mark.parametrize("kd", ["none", "pmsc"])
 def test_trains_as_a_student(kd, tmp_path):
-    from skelpipe.commands.bench_runs import random_split
+    from skelpipe.bench.inputs import random_split
     from skelpipe.learn.checkpoint import save_model
     from skelpipe.learn.config import TrainConfig
     from skelpipe.learn.train import train_split
 
     torch.manual_seed(0)
     split = random_split(12, "ntu25", frames=12, num_classes=3, seed=1)
-    teacher = build_model("pr-gcn", "ntu25", 3, 3)
-    save_model(tmp_path / "t", teacher, {"backbone": "pr-gcn", "layout": "ntu25", "in_channels": 3, "num_classes": 3,
-                                         "channels": [8, 8], "temporal_kernel": 9, "num_persons": 2,
-                                         "stage": "teacher", "config_key": "t"})
+    teacher = build_model(ModelConfig("pr-gcn", "ntu25", 3, 3))
+    save_model(tmp_path / "t", teacher, {"stage": "teacher", "config_key": "t"})
     cfg = TrainConfig(stage="student", kd=kd, backbone="pr-gcn", epochs=1, batch_size=6, device="cpu", op=0.3)
     extra = dict(teacher_dir=tmp_path / "t", part_matrix=torch.full((3, 5), 0.2)) if kd == "pmsc" else {}
     out = train_split(cfg, split, tmp_path / "s", **extra)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skelpipe.learn.models import build_model, classification_loss
+from skelpipe.learn.models import ModelConfig, build_model, classification_loss
 from skelpipe.learn.models.ragcn import RAGCN
 from skelpipe.skeleton import layouts
 
@@ -20,9 +20,9 @@ def _params(model):
 def test_three_independent_st_gcn_streams_at_ntu_shapes():
     """Three ST-GCNs sharing nothing (the released code's ``stgcn_stream``): 3 x ST-GCN's
     3,098,982 trainable parameters at 60 classes, ntu25, 3 channels."""
-    model = build_model("3s-ra-gcn", "ntu25", 3, 60)
+    model = build_model(ModelConfig("3s-ra-gcn", "ntu25", 3, 60))
     assert len(model.streams) == 3
-    assert _params(model) == 3 * _params(build_model("stgcn", "ntu25", 3, 60)) == 9_296_946
+    assert _params(model) == 3 * _params(build_model(ModelConfig("stgcn", "ntu25", 3, 60))) == 9_296_946
     shared = {id(p) for p in model.streams[0].parameters()} & {id(p) for p in model.streams[1].parameters()}
     assert not shared
 
@@ -66,7 +66,8 @@ def _reference_masks(model: RAGCN, x: torch.Tensor) -> torch.Tensor:
 def test_stream_masks_exclude_the_points_earlier_streams_activate(cam_norm, threshold):
     torch.manual_seed(0)
     lay = layouts.get("coco17")
-    model = RAGCN(lay, 3, 5, channels=(8, 16, 16), num_persons=2, cam_norm=cam_norm, threshold=threshold).eval()
+    model = RAGCN(ModelConfig("3s-ra-gcn", "coco17", 3, 5, channels=(8, 16, 16)), cam_norm=cam_norm,
+                  threshold=threshold).eval()
     with torch.no_grad():  # a trained network's peaked CAMs, so that the softmax rule activates a point
         for stream in model.streams:
             stream.fc.weight.mul_(1e7)  # features here are ~1e-5 (the reference init)
@@ -85,7 +86,7 @@ def test_stream_masks_exclude_the_points_earlier_streams_activate(cam_norm, thre
 
 def test_prediction_is_the_sum_of_the_streams_and_loss_adds_each_stream():
     torch.manual_seed(1)
-    model = build_model("3s-ra-gcn", "penn13", 3, 4, channels=(8, 8, 16))
+    model = build_model(ModelConfig("3s-ra-gcn", "penn13", 3, 4, channels=(8, 8, 16)))
     x, y = torch.randn(5, 3, 12, 13, 2), torch.tensor([0, 1, 2, 3, 0])
     logits, glob, parts = model(x)
     streams, globs, stream_parts, _ = model.run_streams(x)
@@ -96,7 +97,7 @@ def test_prediction_is_the_sum_of_the_streams_and_loss_adds_each_stream():
     expected = F.cross_entropy(logits, y) + sum(F.cross_entropy(s, y) for s in model.stream_logits)
     assert torch.allclose(classification_loss(model, logits, y), expected)
     assert len(model.stream_logits) == 3
-    plain = build_model("stgcn", "penn13", 3, 4, channels=(8, 8, 16))
+    plain = build_model(ModelConfig("stgcn", "penn13", 3, 4, channels=(8, 8, 16)))
     out = plain(x)[0]
     assert torch.equal(classification_loss(plain, out, y), F.cross_entropy(out, y))
     model.eval()
@@ -109,7 +110,7 @@ def test_prediction_is_the_sum_of_the_streams_and_loss_adds_each_stream():
 def test_every_layout(name):
     torch.manual_seed(0)
     v = layouts.get(name).num_joints
-    model = build_model("3s-ra-gcn", layout=name, in_channels=3, num_classes=7, channels=(8, 16))
+    model = build_model(ModelConfig("3s-ra-gcn", layout=name, in_channels=3, num_classes=7, channels=(8, 16)))
     logits, glob, parts = model(torch.randn(2, 3, 16, v, 2))
     assert logits.shape == (2, 7) and glob.shape == (2, 16) and parts.shape == (2, 5, 16)
     assert model.features(torch.randn(2, 3, 16, v, 2)).shape == (4, 16, 8, v)
@@ -117,7 +118,7 @@ def test_every_layout(name):
 
 def test_every_stream_learns():
     torch.manual_seed(0)
-    model = build_model("3s-ra-gcn", "penn13", 3, 4, channels=(8, 8, 16))
+    model = build_model(ModelConfig("3s-ra-gcn", "penn13", 3, 4, channels=(8, 8, 16)))
     logits, _, _ = model(torch.randn(3, 3, 12, 13, 2))
     classification_loss(model, logits, torch.tensor([0, 1, 2])).backward()
     dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
@@ -127,7 +128,7 @@ def test_every_stream_learns():
 def test_training_as_a_student_and_with_distillation(tmp_path):
     """A student without KD trains and reloads; asked for kd = pmsc it works too (the streams'
     mean features against the teacher's), with a 3S-RA-GCN teacher."""
-    from skelpipe.commands.bench_runs import random_split
+    from skelpipe.bench.inputs import random_split
     from skelpipe.learn.checkpoint import load_model, save_model
     from skelpipe.learn.config import TrainConfig
     from skelpipe.learn.train import train_split
@@ -141,12 +142,10 @@ def test_training_as_a_student_and_with_distillation(tmp_path):
     assert first["ce"] == pytest.approx(4 * np.log(3), abs=0.1)
     assert np.isfinite(last["loss"]) and last["kd"] == 0 and "test_top1" in last
     model, meta = load_model(out)
-    assert meta["backbone"] == "3s-ra-gcn" and len(model.streams) == 3
+    assert meta["model"]["backbone"] == "3s-ra-gcn" and len(model.streams) == 3
 
-    teacher = build_model("3s-ra-gcn", "ntu25", 3, 3, channels=(8, 8))  # a 3S-RA-GCN teacher serves too
-    save_model(tmp_path / "t", teacher, {"backbone": "3s-ra-gcn", "layout": "ntu25", "in_channels": 3, "num_classes": 3,
-                                         "channels": [8, 8], "temporal_kernel": 9, "num_persons": 2,
-                                         "stage": "teacher", "config_key": "t"})
+    teacher = build_model(ModelConfig("3s-ra-gcn", "ntu25", 3, 3, channels=(8, 8)))  # a 3S-RA-GCN teacher serves too
+    save_model(tmp_path / "t", teacher, {"stage": "teacher", "config_key": "t"})
     kd_cfg = TrainConfig(stage="student", kd="pmsc", backbone="3s-ra-gcn", channels=(8, 8), epochs=1,
                          batch_size=6, device="cpu", op=0.3)
     out = train_split(kd_cfg, split, tmp_path / "kd", teacher_dir=tmp_path / "t",
@@ -185,13 +184,11 @@ def test_exports_to_onnx_with_its_masks(tmp_path):
     from skelpipe.pipeline.onnx import OnnxModel, export
 
     torch.manual_seed(0)
-    model = build_model("3s-ra-gcn", "coco17", 3, 4, channels=(8, 16), num_persons=1).eval()
+    model = build_model(ModelConfig("3s-ra-gcn", "coco17", 3, 4, channels=(8, 16), num_persons=1)).eval()
     with torch.no_grad():  # peaked CAMs, so that the exported graph masks something
         for stream in model.streams:
             stream.fc.weight.mul_(1e7)
-    save_model(tmp_path / "m", model, {"backbone": "3s-ra-gcn", "layout": "coco17", "in_channels": 3,
-                                       "num_classes": 4, "channels": [8, 16], "temporal_kernel": 9,
-                                       "num_persons": 1, "stage": "student", "config_key": "m"})
+    save_model(tmp_path / "m", model, {"stage": "student", "config_key": "m"})
     x = torch.randn(2, 3, 12, 17, 1)
     with torch.no_grad():
         masks = model.run_streams(x)[3]

@@ -20,8 +20,8 @@ from skelpipe.data import split as split_module
 from skelpipe.data.split import DiskRows, load_split
 from skelpipe.learn.checkpoint import load_model
 from skelpipe.learn.config import TrainConfig, settings
-from skelpipe.learn.evaluate import predict
-from skelpipe.learn.models import build_model
+from skelpipe.learn.evaluate import Occlusion, predict
+from skelpipe.learn.models import ModelConfig, build_model
 from skelpipe.learn.train import train as train_pack
 from skelpipe.learn.train import train_split as train
 from skelpipe.skeleton import layouts
@@ -52,8 +52,8 @@ def test_teacher_overfits_and_writes_a_loadable_model(trained_teacher):
     assert m[-1]["train_acc"] == 1.0 and m[-1]["loss"] < 0.3 * m[0]["loss"]
     assert m[0]["lr"] == pytest.approx(0.05) and m[-1]["lr"] == pytest.approx(0.005)
     meta = json.loads((trained_teacher / "model.json").read_text())
-    assert meta["layout"] == "ntu25" and meta["num_classes"] == 3 and meta["stage"] == "teacher"
-    assert meta["class_names"] == ["class0", "class1", "class2"] and meta["channels"] == [8, 8, 16, 16]
+    assert meta["model"]["layout"] == "ntu25" and meta["model"]["num_classes"] == 3 and meta["stage"] == "teacher"
+    assert meta["class_names"] == ["class0", "class1", "class2"] and meta["model"]["channels"] == [8, 8, 16, 16]
     model, meta2 = load_model(trained_teacher, "cpu")
     assert meta2 == meta and not model.training
     split = make_split(paired_fraction=2 / 3)        # the teacher trained on D_pair's HQ only
@@ -75,10 +75,10 @@ def test_student_overfits_with_each_distillation(kd, trained_teacher, tmp_path):
     if kd in ("global-msc", "pmsc"):  # the contrastive term falls as the student aligns with the teacher
         assert m[-1]["kd"] < m[0]["kd"]
     model, meta = load_model(tmp_path / "s")
-    assert meta["layout"] == "coco17"
+    assert meta["model"]["layout"] == "coco17"
     # every training instance (D_pair and D_sol), occluded as in training, is classified right
     seeds = instance_seeds(cfg.occlusion_seed, sample_keys(split.ids), "train", "train")
-    pred = predict(model, split.lq, op=cfg.op, seeds=seeds).argmax(1).numpy()
+    pred = predict(model, split.lq, occlusion=Occlusion(cfg.op, seeds)).argmax(1).numpy()
     assert (pred == split.label).all()
 
 
@@ -121,7 +121,7 @@ def test_cached_teacher_outputs_equal_a_direct_forward(random_teacher):
 
 RESUME_SCRIPT = textwrap.dedent("""
     import os, signal, sys, torch
-    from skelpipe.commands.bench_runs import random_split
+    from skelpipe.bench.inputs import random_split
     from skelpipe.learn.config import TrainConfig
     from skelpipe.learn.train import train_split
     out, teacher, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -294,7 +294,7 @@ def test_a_finished_run_of_another_configuration_is_refused(tmp_path):
 
 def test_part_dropout_mask_zeroes_one_whole_part():
     from skelpipe.learn.partmatrix import part_keep_masks
-    from skelpipe.learn.train import part_dropout_mask
+    from skelpipe.learn.batches import part_dropout_mask
 
     keep = part_keep_masks(layouts.get("ntu25"))
     torch.manual_seed(0)
@@ -314,7 +314,7 @@ def test_teacher_with_part_dropout_trains_and_records_it(tmp_path):
                       part_dropout=0.5, device="cpu")
     train(cfg, make_split(), tmp_path / "t")
     _, meta = load_model(tmp_path / "t")
-    assert meta["config"]["part_dropout"] == 0.5 and meta["part_pool"] == "mean"
+    assert meta["config"]["part_dropout"] == 0.5 and meta["model"]["part_pool"] == "mean"
 
 
 def test_a_part_dropout_above_1_is_refused():
@@ -365,7 +365,7 @@ def test_tensorboard_event_files_when_the_extra_is_installed(tmp_path, monkeypat
 def test_teacher_init_copies_every_tensor_whose_name_and_shape_match(trained_teacher, tmp_path):
     from skelpipe.learn.checkpoint import init_from_teacher
     teacher, _ = load_model(trained_teacher)
-    student = build_model("stgcn", "coco17", 3, 3, TINY["channels"], TINY["temporal_kernel"])
+    student = build_model(ModelConfig("stgcn", "coco17", 3, 3, TINY["channels"], TINY["temporal_kernel"]))
     done = init_from_teacher(student, trained_teacher)
     theirs, ours = teacher.state_dict(), student.state_dict()
     copied = [k for k in ours if k not in done["kept"]]
@@ -417,3 +417,29 @@ def test_a_linear_projection_per_part_trains_with_pmsc_and_stays_out_of_the_mode
 def test_a_projection_other_than_none_or_linear_is_refused():
     with pytest.raises(SkelpipeError, match="projection must be none or linear"):
         TrainConfig(stage="student", kd="pmsc", projection="mlp")
+
+
+def test_lr_warmup_ramps_linearly_then_steps_at_the_milestones_and_resumes():
+    from skelpipe.learn.train import TrainState
+
+    def lrs(cfg, state, epochs):
+        out = []
+        for _ in range(epochs):
+            out.append(state.optimizer.param_groups[0]["lr"])
+            state.scheduler.step()
+        return out
+
+    cfg = TrainConfig(lr=0.3, lr_warmup=3, milestones=(5, 7), gamma=0.1)
+    got = lrs(cfg, TrainState.of(cfg, torch.nn.Linear(2, 2)), 8)
+    assert np.allclose(got, [0.1, 0.2, 0.3, 0.3, 0.3, 0.03, 0.03, 0.003])
+    # the schedule resumes from its state: epochs 4.. equal an uninterrupted run's
+    first = TrainState.of(cfg, torch.nn.Linear(2, 2))
+    lrs(cfg, first, 4)
+    again = TrainState.of(cfg, torch.nn.Linear(2, 2))
+    again.optimizer.load_state_dict(first.optimizer.state_dict())
+    again.scheduler.load_state_dict(first.scheduler.state_dict())
+    assert np.allclose(lrs(cfg, again, 4), got[4:])
+    # without warm-up: the milestones alone, and the setting stays out of the config key
+    plain = TrainConfig(lr=0.3, milestones=(2,), gamma=0.1)
+    assert isinstance(TrainState.of(plain, torch.nn.Linear(2, 2)).scheduler, torch.optim.lr_scheduler.MultiStepLR)
+    assert "lr_warmup" not in settings(plain.to_dict()) and settings(cfg.to_dict())["lr_warmup"] == 3

@@ -1,27 +1,16 @@
 """``skelpipe align``: pair an HQ and an LQ pose store through the cache."""
 
-import dataclasses
 import json
-from pathlib import Path
 
 import click
 
 from skelpipe.core.console import console
-from skelpipe.core.fingerprint import input_key
 from skelpipe.core.fields import MAX_PEOPLE, FiniteRange
-from skelpipe.data.align import MISSING, OUTLIER, AlignConfig, align_stores
+from skelpipe.data.align import MISSING, OUTLIER, AlignConfig
 from skelpipe.pipeline.cache import Cache
-from skelpipe.pipeline.stages import entry
+from skelpipe.pipeline.stages import run_align
 
 DEFAULT = AlignConfig()
-
-
-def run_align(cache, hq_path, lq_path, config: AlignConfig = DEFAULT) -> Path:
-    """Align through the cache (reused when done); returns the stage directory."""
-    inputs = {"hq": input_key(hq_path), "lq": input_key(lq_path)}
-    st = entry(cache, "align", dataclasses.asdict(config), inputs)
-    st.ensure(lambda work: align_stores(hq_path, lq_path, work, config))
-    return st.path
 
 
 @click.command("align")

@@ -1,36 +1,32 @@
-"""``skelpipe bench``: speed and memory benchmarks. ``bench all`` measures everything the
-performance targets speak of, each figure beside its reference measured in the same call
-(the original ST-GCN release, ``python -m openpifpaf.video``), and writes one JSON;
-``bench table`` turns that JSON into the README's performance table.
+"""``skelpipe bench``: speed and memory benchmarks. Each command parses its options into its
+benchmark's settings and calls into ``skelpipe.bench``; ``train``, ``extract`` and ``memory``
+print a table, or with ``--json`` one JSON line (what ``bench all`` collects).
 
-Every measurement runs in a child process of its own (``skelpipe bench train|extract|memory
---json`` or the reference script), so that peak memory is each one's own, and the reference
-and skelpipe alternate (reference, skelpipe, reference, skelpipe, …) so that a machine whose
-speed drifts shows it as spread, not as a ratio.
-"""
+Each command's options are named as its settings' fields, so ``**settings`` builds them."""
 
 import json
-import os
-import platform
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import click
-import numpy as np
-import torch
 
-from skelpipe.commands.bench_report import DEMO_CHANNELS, README_MARK, figures, markdown
-from skelpipe.commands.bench_runs import bench_extract, bench_memory, bench_train
-from skelpipe.core import atomic
+from skelpipe.bench.extraction import ExtractBench, measure_extraction
+from skelpipe.bench.memory import MemoryBench, measure_memory
+from skelpipe.bench.report import load_table, markdown, write_into_readme
+from skelpipe.bench.suite import REFERENCE_ENV, Suite, run_suite
+from skelpipe.bench.training import TrainBench, measure_training, parse_runs
 from skelpipe.core.console import console
-from skelpipe.core.device import native_bf16, resolve
-from skelpipe.core.errors import SkelpipeError
-from skelpipe.data.split import physical_memory
+from skelpipe.core.fields import MAX_BATCH, MAX_FRAMES, IntList
+from skelpipe.pose.settings import BATCH_SIZE, BATCH_TEXT, DECODER_WORKERS, DEFAULT_LONG_EDGE, LONG_EDGE
 
-REFERENCE_ENV = "SKELPIPE_REFERENCE_STGCN"
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of the table.")
+
+
+def show(result, as_json: bool):
+    """A benchmark's result: its JSON line on stdout, or its table."""
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    else:
+        console.print(result.table())
 
 
 @click.group("bench")
@@ -43,173 +39,6 @@ def bench_command():
       skelpipe bench train --device cuda --amp
       skelpipe bench extract --backbone shufflenetv2k16 --video clip.mp4
     """
-
-
-bench_command.add_command(bench_train)
-bench_command.add_command(bench_extract)
-bench_command.add_command(bench_memory)
-
-
-# --------------------------------------------------------------------------- what is measured
-
-def plan(device: str, quick: bool) -> dict:
-    """The shapes and sizes of each measurement on ``device`` (cuda or cpu)."""
-    if device == "cuda":
-        return {"train": {"batch": 64, "frames": 300, "steps": 10 if quick else 30},
-                "demo": None,
-                "extract": {"backbone": "shufflenetv2k16", "long_edge": 641, "frames": 150 if quick else 600,
-                            "batch": 16},
-                "memory": None}  # a GPU machine's host has the RAM: the memory target is a laptop's
-    return {"train": {"batch": 16, "frames": 100, "steps": 3 if quick else 6},
-            "demo": {"batch": 16, "frames": 16, "steps": 20 if quick else 40},
-            "extract": {"backbone": "shufflenetv2k16", "long_edge": 321, "frames": 60 if quick else 150,
-                        "batch": 4},
-            "memory": {"steps": 1 if quick else 2, "batch": 16}}
-
-
-def find_reference(path) -> Path | None:
-    """The reference ST-GCN script: ``path``, ``$SKELPIPE_REFERENCE_STGCN``, or
-    ``../shared/bench/reference_stgcn.py`` from the working directory."""
-    for candidate in (path, os.environ.get(REFERENCE_ENV), "../shared/bench/reference_stgcn.py"):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate).resolve()
-    if path:
-        raise SkelpipeError(f"--reference {path}: no such file")
-    return None
-
-
-def machine(device) -> dict:
-    """What the figures were measured on."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text() if cpuinfo.exists() else "").splitlines()
-             if line.startswith("model name")]
-    cpu = names[0] if names else platform.processor()
-    out = {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(physical_memory() / 1e9, 1),
-           "python": platform.python_version(), "torch": torch.__version__,
-           "cpu_native_bf16": native_bf16(torch.device("cpu")), "device": str(device)}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        out.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1e9, 1), cuda=torch.version.cuda)
-        try:
-            out["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                           capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            out["driver"] = None
-    return out
-
-
-def child(args: list[str], timeout: float = 1800) -> dict:
-    """Run one measurement in a child process: its JSON lines merged (plus ``wall_s``), or an error."""
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "MPLBACKEND": "Agg"})
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s: {' '.join(args)}"}
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
-        return {"error": f"exit {proc.returncode}: {tail}"}
-    merged = {}
-    for line in lines:  # the reference's own line, then the wrapper's peak memory
-        merged.update(json.loads(line))
-    return {**merged, "wall_s": round(time.perf_counter() - t0, 1)}
-
-
-def reference_args(reference: Path, device, batch, frames, steps, amp) -> list[str]:
-    """The reference's own command line, wrapped to report its peak memory as well."""
-    argv = [str(reference), "--device", device.type, "--batch", str(batch), "--frames", str(frames),
-            "--steps", str(steps)] + (["--amp"] if amp else [])
-    code = ("import json, resource, runpy, sys\n"
-            f"sys.argv = {argv!r}\n"
-            "runpy.run_path(sys.argv[0], run_name='__main__')\n"
-            "print(json.dumps({'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))\n")
-    return [sys.executable, "-c", code]
-
-
-def ours_args(command: str, *options) -> list[str]:
-    return [sys.executable, "-m", "skelpipe", "bench", command, "--json", *map(str, options)]
-
-
-# --------------------------------------------------------------------------- the sections
-
-def train_section(device, shapes, reference, repeats, channels=None) -> dict:
-    """Training (and inference) throughput of the teacher and the student with and without PMSC,
-    and of the reference at the same shapes, alternating; on CPU also skelpipe in fp32."""
-    b, t, steps = shapes["batch"], shapes["frames"], shapes["steps"]
-    amp = native_bf16(device)
-    common = ["--device", device.type, "--batch-size", b, "--frames", t, "--steps", steps]
-    common += ["--channels", channels] if channels else []
-    runs = {"skelpipe": ours_args("train", *common, "--runs", "teacher,none,pmsc", "--amp" if amp else "--no-amp")}
-    if amp and device.type == "cpu":  # the like-for-like figure: fp32, as the reference runs on a CPU
-        runs["skelpipe fp32"] = ours_args("train", *common, "--runs", "teacher", "--no-amp")
-    if reference and not channels:
-        runs = {"reference": reference_args(reference, device, b, t, steps, amp=device.type == "cuda"), **runs}
-    out = {"batch": b, "frames": t, "steps": steps, "persons": 2, "channels": channels or "ST-GCN's",
-           "amp": amp, "results": {name: [] for name in runs}}
-    for _ in range(repeats):
-        for name, args in runs.items():
-            r = child(args)
-            console.print(f"  {name}: {_summary(r)}")
-            out["results"][name].append(r)
-    return out
-
-
-def extract_section(device, shapes, video, checkpoint) -> dict:
-    """Frames/s of ``skelpipe extract`` end to end, of the network alone and of
-    ``python -m openpifpaf.video`` on the same clip, device and decoder settings."""
-    try:
-        import openpifpaf  # noqa: F401 - only to know whether the section can run
-    except ImportError:
-        return {"skipped": "OpenPifPaf is not installed (skelpipe install-openpifpaf)"}
-    with tempfile.TemporaryDirectory(prefix="skelpipe-bench-") as tmp:
-        clip = Path(video) if video else synthetic_clip(Path(tmp) / "clip.avi", shapes["frames"])
-        args = ours_args("extract", "--backbone", shapes["backbone"], "--video", clip, "--device", device.type,
-                         "--batch-size", shapes["batch"], "--long-edge", shapes["long_edge"],
-                         "--max-frames", shapes["frames"],
-                         *(["--checkpoint", checkpoint] if checkpoint else ["--weights", "people"]))
-        r = child(args)
-    console.print(f"  extract: {_summary(r)}")
-    return {**shapes, "video": str(video) if video else "synthetic", "result": r,
-            "weights": "checkpoint" if checkpoint else "people"}
-
-
-def synthetic_clip(path: Path, frames: int, size=(640, 360)) -> Path:
-    """A short MJPG clip of moving shapes: the network's cost does not depend on what it sees, and
-    with ``--weights people`` neither does the decoder's."""
-    import cv2  # optional at start-up: only this benchmark writes frames
-
-    w, h = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (w, h))
-    rng = np.random.default_rng(0)
-    background = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-    for i in range(frames):
-        img = background.copy()
-        x = 40 + (i * 7) % (w - 120)
-        cv2.rectangle(img, (x, 60), (x + 60, 300), (30, 200, 30), -1)
-        cv2.circle(img, (x + 30, 40), 20, (200, 30, 30), -1)
-        writer.write(img)
-    writer.release()
-    return path
-
-
-def memory_section(device, shapes, stages) -> dict:
-    """Peak host memory of training on an NTU-60-sized pack (larger than a quarter of the RAM)."""
-    out = {}
-    options = [f"--{k.replace('_', '-')}={v}" for k, v in shapes.items() if k in ("samples", "frames", "channels")]
-    for stage in stages:
-        r = child(ours_args("memory", "--device", device.type, "--stage", stage, "--steps", shapes["steps"],
-                            "--batch-size", shapes["batch"], *options))
-        console.print(f"  memory ({stage}): {_summary(r)}")
-        out[stage] = r
-    return out
-
-
-def _summary(r: dict) -> str:
-    if "error" in r:
-        return f"[red]{r['error']}[/]"
-    keys = ("train_samples_per_s", "infer_samples_per_s", "extract_fps", "openpifpaf_video_fps", "peak_rss_mb")
-    return ", ".join(f"{k} {r[k]}" for k in keys if k in r)
 
 
 @bench_command.command("all")
@@ -226,7 +55,7 @@ def _summary(r: dict) -> str:
               help="A trained OpenPifPaf checkpoint for the extraction benchmark [a random network with the "
                    "fields of two people: bench extract --weights people].")
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="Side-by-side repeats [2; quick: 1].")
-def bench_all(device, quick, out, reference, video, checkpoint, repeats):
+def bench_all(**settings):
     """Measure training, distillation, evaluation, extraction and memory, each beside its
     reference in the same call, and write one JSON (figures, ratios, the machine, peak memory).
 
@@ -239,35 +68,7 @@ def bench_all(device, quick, out, reference, video, checkpoint, repeats):
       skelpipe bench all --device cuda --out bench-gpu.json
       skelpipe bench all --device cpu --quick
     """
-    dev = resolve(device)
-    shapes = plan(dev.type, quick)
-    repeats = repeats or (1 if quick else 2)
-    ref = find_reference(reference)
-    out = out or Path(f"bench-{dev.type}.json")
-    report = {"command": "skelpipe bench all --device " + dev.type + (" --quick" if quick else ""),
-              "date": time.strftime("%Y-%m-%d"), "machine": machine(dev), "quick": quick, "repeats": repeats,
-              "not_measured": {}}
-    if ref is None:
-        report["not_measured"]["training ratios"] = f"no reference script (--reference or ${REFERENCE_ENV})"
-    t0 = time.perf_counter()
-    console.print(f"[bold]training[/] {shapes['train']}")
-    report["train"] = train_section(dev, shapes["train"], ref, repeats)
-    if shapes["demo"]:
-        console.print(f"[bold]the demo's shapes[/] {shapes['demo']}")
-        report["demo"] = {"network": train_section(dev, shapes["demo"], None, repeats, channels=DEMO_CHANNELS)}
-        if ref:  # ST-GCN at the demo's input shapes is measured for its ratio to the reference only
-            report["demo"]["reference"] = train_section(dev, {**shapes["demo"], "steps": shapes["train"]["steps"]},
-                                                        ref, repeats)
-    console.print(f"[bold]extraction[/] {shapes['extract']}")
-    report["extract"] = extract_section(dev, shapes["extract"], video, checkpoint)
-    if "skipped" in report["extract"]:
-        report["not_measured"]["extraction"] = report["extract"]["skipped"]
-    if shapes["memory"]:
-        console.print(f"[bold]memory[/] {shapes['memory']}")
-        report["memory"] = memory_section(dev, shapes["memory"], ["teacher"] if quick else ["teacher", "student"])
-    report["wall_s"] = round(time.perf_counter() - t0, 1)
-    report["figures"] = figures(report)  # the ratios and targets, as the table shows them
-    atomic.write_json(out, report)
+    report, out = run_suite(Suite(**settings))
     console.print(markdown(report))
     console.print(f"wrote {out} ({report['wall_s']:.0f} s)")
 
@@ -283,19 +84,101 @@ def bench_table(report, readme):
     Example:
       skelpipe bench table docs/bench/cpu.json --readme README.md
     """
-    try:
-        data = json.loads(report.read_text())
-        table = markdown(data)
-    except (ValueError, KeyError) as e:
-        raise SkelpipeError(f"{report}: not a skelpipe bench all report ({e})") from None
+    data, table = load_table(report)
     if readme is None:
         click.echo(table, nl=False)
         return
-    text = readme.read_text()
-    mark = README_MARK.format(device=data["machine"]["device"].split(":")[0])
-    end = mark.replace("<!-- bench", "<!-- end bench")
-    if mark not in text or end not in text:
-        raise SkelpipeError(f"{readme}: no '{mark}' … '{end}' markers to put the table between")
-    head, rest = text.split(mark, 1)
-    atomic.write_text(readme, head + mark + "\n" + table + end + rest.split(end, 1)[1])
+    write_into_readme(readme, data, table)
     console.print(f"wrote the table of {report} into {readme}")
+
+
+@bench_command.command("train")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--amp/--no-amp", default=True, show_default=True,
+              help="bf16 autocast where native (CUDA; a CPU with AMX or AVX512-BF16).")
+@click.option("--compile", is_flag=True, help="torch.compile the model.")
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=64, show_default=True)
+@click.option("--steps", type=click.IntRange(1, 100_000), default=20, show_default=True,
+              help="Timed steps per run (after a warm-up epoch of as many).")
+@click.option("--frames", type=click.IntRange(1, MAX_FRAMES), default=300, show_default=True, help="T.")
+@click.option("--channels", type=IntList(), default=None, help="Block channels [default: ST-GCN's].")
+@click.option("--runs", default="teacher,none,kl,global-msc,pmsc", show_default=True,
+              help="Which runs (teacher and/or student kd variants).")
+@click.option("--profile", is_flag=True, help="Print torch.profiler's top operators of each run.")
+@JSON_OPTION
+def bench_train(runs, as_json, **settings):
+    """Training throughput (samples/s) of the teacher (ntu25, 3D) and the student (coco17, 2D)
+    with each distillation variant, and the teacher's inference throughput, on NTU-60-shaped
+    random data (M=2, 60 classes).
+
+    Each run is the real training loop for two epochs of --steps batches; the second (warm)
+    epoch is timed, without its first step (which also takes the once-an-epoch gradient-norm
+    diagnostic of a distillation run: one extra backward pass). Overhead = student time per
+    sample relative to the student without distillation (teacher features cached, as in training).
+
+    \b
+    Example:
+      skelpipe bench train --device cuda --amp --steps 50
+      skelpipe bench train --device cpu --steps 2 --frames 64 --runs none,pmsc
+    """
+    settings = TrainBench(runs=parse_runs(runs), progress=not as_json, **settings)
+    show(measure_training(settings), as_json)
+
+
+@bench_command.command("extract")
+@click.option("--backbone", required=True, help="Backbone / checkpoint name (as for skelpipe extract).")
+@click.option("--video", required=True, type=click.Path(exists=True, path_type=Path),
+              help="One video (or frame folder).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A local checkpoint.")
+@click.option("--weights", type=click.Choice(["checkpoint", "people", "biased", "random"]), default="checkpoint",
+              show_default=True,
+              help="checkpoint: the named / given checkpoint; people: random network whose fields are those of "
+                   "two people walking across the frame (a trained network's load on a clear clip); biased: "
+                   "heads fixed to a person at every cell (a grid of people: decoder very busy); random: "
+                   "randomly initialised network.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(*BATCH_SIZE), default=None, help=f"[{BATCH_TEXT}]")
+@click.option("--long-edge", type=click.IntRange(*LONG_EDGE), default=DEFAULT_LONG_EDGE, show_default=True)
+@click.option("--decoder-workers", type=click.IntRange(*DECODER_WORKERS), default=None)
+@click.option("--max-frames", type=click.IntRange(1), default=None, help="Use only the first N frames.")
+@click.option("--skip-openpifpaf-video", is_flag=True, help="Do not run python -m openpifpaf.video.")
+@JSON_OPTION
+def bench_extract(as_json, **settings):
+    """Frames/s on one video: skelpipe extract end to end, the network alone, and python -m openpifpaf.video.
+
+    \b
+    Example:
+      skelpipe bench extract --backbone shufflenetv2k16 --video clip.mp4 --device cuda
+      skelpipe bench extract --backbone mobilenetv3small --video clip.mp4 --weights biased --device cpu
+    """
+    show(measure_extraction(ExtractBench(progress=not as_json, **settings)), as_json)
+
+
+@bench_command.command("memory")
+@click.option("--samples", type=click.IntRange(1, 10**7), default=40091, show_default=True,
+              help="Training instances (NTU-60 x-sub).")
+@click.option("--frames", type=click.IntRange(1, MAX_FRAMES), default=300, show_default=True, help="T.")
+@click.option("--stage", type=click.Choice(["teacher", "student"]), default="teacher", show_default=True,
+              help="student: PMSC distillation with the teacher run online on B_H (read from disk too).")
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=16, show_default=True)
+@click.option("--steps", type=click.IntRange(1, 100_000), default=3, show_default=True,
+              help="Training steps (one epoch cut short).")
+@click.option("--channels", type=IntList(), default=None, help="Block channels [default: ST-GCN's].")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the pack (a sparse file: it takes almost no disk) [a temporary folder].")
+@JSON_OPTION
+def bench_memory(as_json, **settings):
+    """Peak host memory of training on an NTU-60-sized pack that does not fit in memory.
+
+    The pack holds --samples × 3 × T × 25 × 2 HQ (ntu25) and × 17 LQ (coco17) float32
+    skeletons (7.2 + 4.9 GB at NTU-60's 40,091 × 300 frames), written as a sparse file: the
+    arrays read as zeros and take no disk. Training reads it as ``skelpipe train`` does (rows
+    from disk when a split exceeds a quarter of the RAM) for --steps steps.
+
+    \b
+    Example:
+      skelpipe bench memory --device cpu
+      skelpipe bench memory --stage student --steps 2 --json
+    """
+    show(measure_memory(MemoryBench(**settings)), as_json)

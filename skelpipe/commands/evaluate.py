@@ -4,7 +4,7 @@ import click
 
 from skelpipe.core.console import console
 from skelpipe.core.fields import MAX_BATCH, MAX_SEED, FiniteRange
-from skelpipe.learn.evaluate import evaluate
+from skelpipe.learn.evaluate import EvalSet, evaluate
 from skelpipe.skeleton import noise
 
 
@@ -31,7 +31,7 @@ def evaluate_command(model_dir, pack_dir, split, which, op, occlusion_mode, seed
       skelpipe evaluate --model runs/student-pmsc --pack cache/pack/ab12cd --out runs/student-pmsc/eval
       skelpipe evaluate --model runs/teacher --pack cache/pack/ab12cd --split test --out runs/teacher/eval
     """
-    r = evaluate(model_dir, pack_dir, split=split, which=which, op=op, mode=occlusion_mode, seed=seed,
+    r = evaluate(model_dir, pack_dir, EvalSet(split, which, op, occlusion_mode, seed),
                  out_dir=out_dir, device=device, batch_size=batch_size)
     console.print(f"{r['stage']} on {r['which'].upper()} {r['split']} ({r['n']} instances, OP {r['op']}): "
                   f"top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  → {out_dir}")

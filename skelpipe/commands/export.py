@@ -41,7 +41,7 @@ def export_onnx(model_dir, out):
     _, meta = load_model(model_dir)
     path = onnx.export(model_dir, out, pack_attrs(model_dir, meta))
     console.print(f"[green]wrote[/] {path} ({Path(path).stat().st_size / 1e6:.1f} MB; {meta['stage']} "
-                  f"{meta['backbone']}, {meta['layout']}, {meta['num_classes']} classes)")
+                  f"{meta['model']['backbone']}, {meta['model']['layout']}, {meta['model']['num_classes']} classes)")
 
 
 @export_command.command("pyskl")

@@ -1,28 +1,13 @@
 """``skelpipe pack``: an aligned HQ/LQ pair into training tensors, through the cache."""
 
-import dataclasses
 import json
-from pathlib import Path
 
 import click
 
 from skelpipe.core.console import console
-from skelpipe.core.fingerprint import input_key
-from skelpipe.data.pack import BENCHMARKS, SPLITS, PackConfig, pack
+from skelpipe.data.pack import BENCHMARKS, SPLITS, PackConfig
 from skelpipe.pipeline.cache import Cache
-from skelpipe.pipeline.stages import entry
-
-
-def pack_stage(cache, aligned_dir, cfg: PackConfig):
-    """The cache stage that packs ``aligned_dir`` with ``cfg``."""
-    return entry(cache, "pack", dataclasses.asdict(cfg), {"align": input_key(aligned_dir)})
-
-
-def run_pack(cache, aligned_dir, cfg: PackConfig) -> Path:
-    """Pack through the cache (reused when done); returns the stage directory."""
-    st = pack_stage(cache, aligned_dir, cfg)
-    st.ensure(lambda work: pack(aligned_dir, work, **dataclasses.asdict(cfg)))
-    return st.path
+from skelpipe.pipeline.stages import run_pack
 
 
 @click.command("pack")

@@ -11,7 +11,14 @@ from skelpipe.core.console import console
 from skelpipe.core.errors import SkelpipeError
 from skelpipe.pipeline.predict import Prediction, predict_video
 from skelpipe.pose.blazepose import is_blazepose
-from skelpipe.pose.settings import BATCH_SIZE, BATCH_TEXT, DECODER_WORKERS, DEFAULT_LONG_EDGE, LONG_EDGE
+from skelpipe.pose.settings import (
+    BATCH_SIZE,
+    BATCH_TEXT,
+    DECODER_WORKERS,
+    DEFAULT_LONG_EDGE,
+    LONG_EDGE,
+    ExtractConfig,
+)
 
 
 def print_table(result: Prediction):
@@ -71,9 +78,9 @@ def predict_command(video, model_dir, backbone, checkpoint, device, top, out_vid
     if not model_dir:
         raise SkelpipeError("--model: which trained student? Give its directory (skelpipe train --out, "
                             "or cache/student/<key>: `skelpipe cache ls --stage student` lists them)")
-    result = predict_video(video, model_dir, backbone=backbone, checkpoint=checkpoint, device=device,
-                           top=top, out_video=out_video, batch_size=batch_size, long_edge=long_edge,
-                           decoder_workers=decoder_workers)
+    extraction = ExtractConfig(backbone=backbone, checkpoint=checkpoint, device=device, batch_size=batch_size,
+                               long_edge=long_edge, decoder_workers=decoder_workers)
+    result = predict_video(video, model_dir, extraction, top=top, out_video=out_video)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

@@ -9,8 +9,6 @@ from rich.table import Table
 
 from skelpipe.core.console import console
 from skelpipe.core.device import resolve
-from skelpipe.core.errors import SkelpipeError
-from skelpipe.data import datasets
 from skelpipe.pipeline import report
 from skelpipe.pipeline.cache import Cache
 from skelpipe.pipeline.config import (
@@ -18,18 +16,6 @@ from skelpipe.pipeline.config import (
     resolve_data_root,
 )
 from skelpipe.pipeline.plan import STAGE_ORDER, Plan
-
-
-def _check_data(plan: Plan, steps):
-    """A pipeline that reads its dataset's files fails before its first stage when they are not there."""
-    dataset = datasets.get(plan.cfg["dataset"])
-    needs_data = [s for s in steps if s.stage in ("skeletons", "extract") and not s.entry.done
-                  and dataset.root_env is not None]
-    if needs_data and (plan.root is None or not plan.root.is_dir()):
-        where = f"{plan.root} does not exist" if plan.root else \
-            f"no data root given (--data-root or ${dataset.root_env})"
-        raise SkelpipeError(f"{dataset.name} data missing: {where}; expected under the root: "
-                            f"{dataset.expected}")
 
 
 def print_plan(plan: Plan):
@@ -79,7 +65,7 @@ def run_all_command(pipeline, data_root, only, until, overrides, cache_dir, repo
     if dry_run:
         print_plan(plan)
         return
-    _check_data(plan, plan.steps.values())
+    plan.check_data()
     on_gpu = resolve(device).type == "cuda"  # an unusable --device fails here, before any stage
     t0 = time.time()
     with plan.cache.hold(s.entry for s in plan.ordered()):  # cache gc leaves this run's stages alone

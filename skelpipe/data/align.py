@@ -33,7 +33,7 @@ count mismatches.
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +42,10 @@ from scipy.optimize import linear_sum_assignment
 from skelpipe.core import atomic
 from skelpipe.core.console import progress
 from skelpipe.core.fields import MAX_PEOPLE, bounded, check_ranges, from_section
+from skelpipe.core.work import Work
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.geometry import body_size, image_points
-from skelpipe.skeleton.store import PoseWriter, open_store
+from skelpipe.skeleton.store import PoseStore, PoseWriter, open_store
 
 MISSING = ("solitary", "drop")
 OUTLIER = (0.0, 1e6)  # the range of the outlier threshold (alignment error / body size)
@@ -192,6 +193,23 @@ def align_instance(h, l, hq_layout, lq_layout, hq_attrs, lq_attrs, max_people: i
     return _persons(h.keypoints, M), lq_out, arrays, info
 
 
+@dataclass
+class _Output:
+    """Where ``align_stores`` writes each instance and what it tallies: the settings, the stage's
+    ``Work`` (bad items), the stores read and the writers of ``hq.h5`` and ``lq.h5``, the
+    manifest's counts, the rows of ``alignment.csv`` and the alignment errors measured."""
+    config: AlignConfig
+    work: Work
+    hq: PoseStore
+    lq: PoseStore
+    lq_channels: int  # channels of the LQ keypoints: an LQ sequence with nobody gets as many
+    hw: PoseWriter
+    lw: PoseWriter
+    stats: dict
+    rows: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+
+
 def align_stores(hq_path, lq_path, work, config: AlignConfig | None = None) -> dict:
     """Align an HQ store with an LQ store into ``hq.h5`` + ``lq.h5`` in ``work.dir``.
 
@@ -205,7 +223,6 @@ def align_stores(hq_path, lq_path, work, config: AlignConfig | None = None) -> d
     stats = {"instances": 0, "written": 0, "paired": 0, "no_hq": 0, "no_lq_person": 0,
              "dropped": 0, "reordered": 0, "frame_mismatch": 0, "outliers": [],
              "frame_mismatches": []}
-    errors, rows = [], []
     with open_store(hq_path) as hq, open_store(lq_path) as lq:
         hq_ids, lq_ids = set(hq.ids()), set(lq.ids())
         ids = sorted(hq_ids | lq_ids)
@@ -222,41 +239,41 @@ def align_stores(hq_path, lq_path, work, config: AlignConfig | None = None) -> d
         lq_root["aligned_to"] = hq.attrs.get("source", "")
         with PoseWriter(out_dir / "hq.h5", hq.layout.name, hq_root) as hw, \
                 PoseWriter(out_dir / "lq.h5", lq.layout.name, lq_root) as lw:
+            out = _Output(config, work, hq, lq, C_L, hw, lw, stats)
             for sid in _progress(ids):
                 stats["instances"] += 1
                 h = hq.read(sid) if sid in hq_ids else None
                 l = lq.read(sid) if sid in lq_ids else None
                 no_hq, no_lq = _is_empty_hq(h), _is_empty_lq(l, lq_3d)
                 if no_hq or no_lq:
-                    _write_unpaired(sid, h, l, no_hq, no_lq, config, (lq.layout, C_L), (hw, lw), stats, rows,
-                                    work)
+                    _write_unpaired(out, sid, h, l, no_hq, no_lq)
                     continue
-                _write_paired(sid, h, l, (hq, lq), config, (hw, lw), stats, rows, errors)
-    if errors:
-        e = np.asarray(errors)
+                _write_paired(out, sid, h, l)
+    if out.errors:
+        e = np.asarray(out.errors)
         stats["align_error"] = {"n": len(e), "mean": float(e.mean()), "median": float(np.median(e)),
                                 "p95": float(np.percentile(e, 95)), "max": float(e.max())}
     stats["outlier_threshold"] = config.outlier
     stats["per_instance"] = "alignment.csv"
-    _write_csv(out_dir / "alignment.csv", rows)
+    _write_csv(out_dir / "alignment.csv", out.rows)
     stats["frame_mismatches"] = stats["frame_mismatches"][:200]
     work.note(align=stats)
     work.mark_done("align", {k: v for k, v in stats.items() if not isinstance(v, list)})
     return stats
 
 
-def _write_unpaired(sid, h, l, no_hq, no_lq, config: AlignConfig, lq_shape, writers, stats, rows, work):
+def _write_unpaired(out: _Output, sid, h, l, no_hq, no_lq):
     """An instance with no HQ skeleton or no detected LQ person: reported, then kept (as a
     solitary LQ instance, or HQ with an empty LQ sequence) or dropped, per ``missing``."""
-    (lq_layout, C_L), (hw, lw) = lq_shape, writers
-    missing, max_people = config.missing, config.max_people
+    stats, rows, hw, lw = out.stats, out.rows, out.hw, out.lw
+    missing, max_people = out.config.missing, out.config.max_people
     what = "no HQ skeleton" if no_hq else "no detected person in the LQ poses"
     if no_hq and no_lq:
         what = "neither an HQ skeleton nor a detected LQ person"
     stats["no_hq"] += no_hq
     stats["no_lq_person"] += no_lq
     keep = missing == "solitary" and not (no_hq and no_lq)
-    work.report_bad(sid, f"align: {what} ({'kept' if keep else 'dropped'}, missing={missing})")
+    out.work.report_bad(sid, f"align: {what} ({'kept' if keep else 'dropped'}, missing={missing})")
     rows.append({"id": sid, "status": ("kept: " if keep else "dropped: ") + what})
     if not keep:
         stats["dropped"] += 1
@@ -272,17 +289,18 @@ def _write_unpaired(sid, h, l, no_hq, no_lq, config: AlignConfig, lq_shape, writ
                     "frames_hq": T_h, "frames_lq": 0 if l is None else l.keypoints.shape[1]}
         if "image_size" not in lq_attrs and "image_size" in h.attrs:
             lq_attrs["image_size"] = h.attrs["image_size"]
-        lw.add(sid, np.zeros((max_people, T_h, lq_layout.num_joints, C_L), np.float32), None, **lq_attrs)
+        lw.add(sid, np.zeros((max_people, T_h, out.lq.layout.num_joints, out.lq_channels), np.float32), None,
+               **lq_attrs)
         hw.add(sid, _persons(h.keypoints, max_people), h.arrays, **dict(h.attrs))
     stats["written"] += 1
 
 
-def _write_paired(sid, h, l, stores, config: AlignConfig, writers, stats, rows, errors):
+def _write_paired(out: _Output, sid, h, l):
     """An instance with both sides: people and frames aligned, then written with what was measured."""
-    (hq, lq), (hw, lw) = stores, writers
+    hq, lq, stats = out.hq, out.lq, out.stats
     hq_kp, lq_kp, lq_arrays, info = align_instance(h, l, hq.layout, lq.layout, hq.attrs, lq.attrs,
-                                                   config.max_people)
-    flagged = bool(np.isfinite(info["align_error"]) and info["align_error"] > config.outlier)
+                                                   out.config.max_people)
+    flagged = bool(np.isfinite(info["align_error"]) and info["align_error"] > out.config.outlier)
     info["align_outlier"] = flagged
     if flagged:
         stats["outliers"].append({"id": sid, "align_error": round(info["align_error"], 4)})
@@ -291,17 +309,17 @@ def _write_paired(sid, h, l, stores, config: AlignConfig, writers, stats, rows, 
         stats["frame_mismatches"].append({"id": sid, "frames_hq": info["frames_hq"], "frames_lq": info["frames_lq"]})
     stats["reordered"] += info["reordered"]
     if np.isfinite(info["align_error"]):
-        errors.append(info["align_error"])
+        out.errors.append(info["align_error"])
     lq_attrs = {**l.attrs, **{k: h.attrs[k] for k in INSTANCE_ATTRS if k in h.attrs},
                 **info, "has_hq": True, "num_frames": info["frames_hq"]}
     if info["align_method"] == "order":
         lq_attrs["align_error"] = "not measured"
-    hw.add(sid, hq_kp, h.arrays, **h.attrs)
-    lw.add(sid, lq_kp, lq_arrays, **lq_attrs)
-    rows.append({"id": sid, "status": "paired", "method": info["align_method"],
-                 "error": "" if not np.isfinite(info["align_error"]) else f"{info['align_error']:.5f}",
-                 "outlier": int(flagged), "frames_hq": info["frames_hq"], "frames_lq": info["frames_lq"],
-                 "lq_order": " ".join(map(str, info["lq_order"]))})
+    out.hw.add(sid, hq_kp, h.arrays, **h.attrs)
+    out.lw.add(sid, lq_kp, lq_arrays, **lq_attrs)
+    out.rows.append({"id": sid, "status": "paired", "method": info["align_method"],
+                     "error": "" if not np.isfinite(info["align_error"]) else f"{info['align_error']:.5f}",
+                     "outlier": int(flagged), "frames_hq": info["frames_hq"], "frames_lq": info["frames_lq"],
+                     "lq_order": " ".join(map(str, info["lq_order"]))})
     stats["written"] += 1
     stats["paired"] += 1
 

@@ -50,7 +50,7 @@ from skelpipe.data import datasets
 from skelpipe.data.pairing import draw_pairs
 from skelpipe.data.split import FILE, SPLITS
 from skelpipe.skeleton import layouts
-from skelpipe.skeleton.store import label_problem, open_store
+from skelpipe.skeleton.store import PoseStore, label_problem, open_store
 
 BENCHMARKS = ("default",) + tuple(b for d in datasets.DATASETS.values() for b in d.benchmarks)
 # Centre joint for 3D normalisation, per layout.
@@ -187,28 +187,25 @@ def pack(aligned_dir, work, **config) -> dict:
     aligned_dir = Path(aligned_dir)
     out_path = work.dir / FILE
     atomic.remove_stale(out_path)
-    with open_store(aligned_dir / "lq.h5") as lq, open_store(aligned_dir / "hq.h5") as hq:
-        if not len(lq):
+    with open_store(aligned_dir / "lq.h5") as lq_store, open_store(aligned_dir / "hq.h5") as hq_store:
+        if not len(lq_store):
             raise SkelpipeError(f"{aligned_dir / 'lq.h5'}: no instance")
-        hq_ids = set(hq.ids())
+        hq_ids = set(hq_store.ids())
         if not hq_ids:
             raise SkelpipeError(f"{aligned_dir / 'hq.h5'}: no HQ skeleton at all")
-        first_lq, first_hq = lq.read(lq.ids()[0]), hq.read(sorted(hq_ids)[0])
-        C_L, C_H = first_lq.keypoints.shape[-1], first_hq.keypoints.shape[-1]
-        lq_channels = first_lq.attrs.get("channels") or lq.attrs.get("channels")
-        hq_channels = first_hq.attrs.get("channels") or hq.attrs.get("channels")
-        lq_3d, hq_3d = is_3d(lq.layout, lq_channels, C_L), is_3d(hq.layout, hq_channels, C_H)
+        lq = _Side.of(lq_store, lq_store.read(lq_store.ids()[0]))
+        hq = _Side.of(hq_store, hq_store.read(sorted(hq_ids)[0]))
 
-        members, outside = _members(lq, hq, hq_ids, cfg, lq_3d, hq_3d, work)
+        members, outside = _members(lq, hq, hq_ids, cfg, work)
         while True:  # again without the instances that turn out not finite (rare: one more pass)
             if not any(members.values()):
                 raise SkelpipeError(f"{aligned_dir}: no instance falls in a split of benchmark "
                                     f"{cfg.benchmark!r}")
             _check_splits(aligned_dir, cfg, members)
-            class_names = _class_names(lq, members)
-            attrs = _pack_attrs(lq, hq, cfg, class_names, (lq_channels, hq_channels), (lq_3d, hq_3d))
+            class_names = _class_names(lq.store, members)
+            attrs = _pack_attrs(lq, hq, cfg, class_names)
             try:
-                counts = _write(out_path, attrs, members, lq, hq, cfg, (lq_3d, hq_3d), (C_L, C_H))
+                counts = _write(out_path, attrs, members, lq, hq, cfg)
                 break
             except _NotFinite as e:
                 for sid, problem in e.bad.items():
@@ -220,6 +217,30 @@ def pack(aligned_dir, work, **config) -> dict:
     return counts
 
 
+class _Side(NamedTuple):
+    """One store of the aligned pair as packing reads it, with what its first sample says of its
+    keypoints: their channel names (when recorded), how many channels, whether they are 3D."""
+    store: PoseStore
+    channels: str | None
+    C: int
+    three_d: bool
+
+    @classmethod
+    def of(cls, store: PoseStore, first) -> "_Side":
+        C = first.keypoints.shape[-1]
+        channels = first.attrs.get("channels") or store.attrs.get("channels")
+        return cls(store, channels, C, is_3d(store.layout, channels, C))
+
+    @property
+    def layout(self) -> layouts.Layout:
+        return self.store.layout
+
+    def normalised(self, sample_id: str, image_size) -> np.ndarray:
+        """A sample's keypoints, normalised (see the module doc)."""
+        kp = self.store.read_keypoints(sample_id)
+        return normalise_3d(kp, self.layout) if self.three_d else normalise_2d(kp, image_size)
+
+
 class _NotFinite(Exception):
     """Instances whose packed tensors are not finite (``bad``: id → reason): nothing is written."""
 
@@ -228,10 +249,10 @@ class _NotFinite(Exception):
         self.bad = bad
 
 
-def _write(out_path: Path, attrs, members, lq, hq, cfg, three_d, channels) -> dict:
+def _write(out_path: Path, attrs, members, lq: _Side, hq: _Side, cfg) -> dict:
     """``data.h5`` (atomically), after checking the disk has room for it; counts per split."""
-    (C_L, C_H), row = channels, cfg.length * cfg.max_people * np.dtype(cfg.dtype).itemsize
-    row *= C_L * lq.layout.num_joints + C_H * hq.layout.num_joints
+    row = cfg.length * cfg.max_people * np.dtype(cfg.dtype).itemsize
+    row *= lq.C * lq.layout.num_joints + hq.C * hq.layout.num_joints
     size = sum(len(m) for m in members.values()) * row
     check_free(out_path.parent, size, "the pack")
     counts, bad = {}, {}
@@ -239,20 +260,19 @@ def _write(out_path: Path, attrs, members, lq, hq, cfg, three_d, channels) -> di
         for k, v in attrs.items():
             f.attrs[k] = v if not isinstance(v, list) else json.dumps(v)
         for split in SPLITS:
-            counts[split] = _pack_split(f.create_group(split), split, members[split], lq, hq,
-                                        cfg, *three_d, channels, bad)
+            counts[split] = _pack_split(f.create_group(split), split, members[split], lq, hq, cfg, bad)
         if bad:
             raise _NotFinite(bad)
     return counts
 
 
-def _members(lq, hq, hq_ids, cfg, lq_3d, hq_3d, work) -> tuple[dict, int]:
+def _members(lq: _Side, hq: _Side, hq_ids, cfg, work) -> tuple[dict, int]:
     """The instances of each split of ``cfg.benchmark`` (bad ones reported and skipped), and how
     many belong to no split."""
     members = {s: [] for s in SPLITS}
     outside = 0  # instances that belong to no split of this benchmark
-    for sid in lq.ids():
-        attrs = lq.read_attrs(sid)
+    for sid in lq.store.ids():
+        attrs = lq.store.read_attrs(sid)
         try:
             split = split_of(sid, attrs, cfg)
         except SkelpipeError as e:
@@ -262,9 +282,9 @@ def _members(lq, hq, hq_ids, cfg, lq_3d, hq_3d, work) -> tuple[dict, int]:
             outside += 1
             continue
         use_hq = sid in hq_ids and attrs.get("has_hq", True)
-        hq_attrs = hq.read_attrs(sid) if use_hq else None
-        problem = _check(attrs, lq_3d) or (
-            _check(hq_attrs, hq_3d, need_label=False) if use_hq else None)
+        hq_attrs = hq.store.read_attrs(sid) if use_hq else None
+        problem = _check(attrs, lq.three_d) or (
+            _check(hq_attrs, hq.three_d, need_label=False) if use_hq else None)
         if problem:
             work.report_bad(sid, f"pack: {problem}")
             continue
@@ -274,20 +294,19 @@ def _members(lq, hq, hq_ids, cfg, lq_3d, hq_3d, work) -> tuple[dict, int]:
     return members, outside
 
 
-def _pack_attrs(lq, hq, cfg, class_names, channels, three_d) -> dict:
+def _pack_attrs(lq: _Side, hq: _Side, cfg, class_names) -> dict:
     """What ``data.h5`` says of itself: layouts, channels, classes, normalisation, settings."""
-    (lq_channels, hq_channels), (lq_3d, hq_3d) = channels, three_d
     return {
         "hq_layout": hq.layout.name, "lq_layout": lq.layout.name,
-        "hq_channels": hq_channels or ("x,y,z" if hq_3d else "x,y,conf"),
-        "lq_channels": lq_channels or ("x,y,z" if lq_3d else "x,y,conf"),
+        "hq_channels": hq.channels or ("x,y,z" if hq.three_d else "x,y,conf"),
+        "lq_channels": lq.channels or ("x,y,z" if lq.three_d else "x,y,conf"),
         "num_classes": len(class_names), "class_names": class_names, "T": cfg.length,
         "max_people": cfg.max_people,
-        "extractor": lq.attrs.get("extractor", lq.attrs.get("source", "")),
-        "lq_source": lq.attrs.get("source", ""), "hq_source": hq.attrs.get("source", ""),
+        "extractor": lq.store.attrs.get("extractor", lq.store.attrs.get("source", "")),
+        "lq_source": lq.store.attrs.get("source", ""), "hq_source": hq.store.attrs.get("source", ""),
         "benchmark": cfg.benchmark, "split": cfg.split,
-        "lq_normalisation": normalisation_text(lq.layout, lq_3d),
-        "hq_normalisation": normalisation_text(hq.layout, hq_3d),
+        "lq_normalisation": normalisation_text(lq.layout, lq.three_d),
+        "hq_normalisation": normalisation_text(hq.layout, hq.three_d),
         "temporal": (f"uniform sampling to {cfg.sample_frames} frames" if cfg.sample_frames
                      else f"first {cfg.frames} frames, zero-padded"),
         "hq_fraction": cfg.hq_fraction, "pair_seed": cfg.pair_seed, "test_seed": cfg.test_seed,
@@ -336,11 +355,11 @@ def _class_names(lq, members) -> list[str]:
     return [found.get(i, str(i)) for i in range(n)]
 
 
-def _pack_split(g, split, members, lq, hq, cfg, lq_3d, hq_3d, channels, bad: dict) -> dict:
+def _pack_split(g, split, members, lq: _Side, hq: _Side, cfg, bad: dict) -> dict:
     """Write one split row by row into contiguous datasets (memory: one instance at a time); an
     instance that is not finite once stored in ``cfg.dtype`` goes into ``bad`` instead."""
     T, M, dtype = cfg.length, cfg.max_people, np.dtype(cfg.dtype)
-    C_L, C_H = channels
+    C_L, C_H = lq.C, hq.C
     N = len(members)
     V_L, V_H = lq.layout.num_joints, hq.layout.num_joints
     # contiguous, uncompressed, zero-filled: one-shot reads, and memory-mappable
@@ -349,7 +368,7 @@ def _pack_split(g, split, members, lq, hq, cfg, lq_3d, hq_3d, channels, bad: dic
     available = np.zeros(N, bool)
     lengths = np.zeros(N, np.int32)
     for i, member in enumerate(members):
-        x_lq, x_hq, lengths[i] = _pack_instance(member, lq, hq, cfg, lq_3d, hq_3d)
+        x_lq, x_hq, lengths[i] = _pack_instance(member, lq, hq, cfg)
         with np.errstate(over="ignore"):  # a value beyond float16 becomes inf: refused below
             x_lq, x_hq = x_lq.astype(dtype), None if x_hq is None else x_hq.astype(dtype)
         if not all(np.isfinite(x).all() for x in (x_lq, x_hq) if x is not None):
@@ -376,14 +395,10 @@ def _pack_split(g, split, members, lq, hq, cfg, lq_3d, hq_3d, channels, bad: dic
             "hq_available": int(available.sum())}
 
 
-def _pack_instance(m: "Member", lq, hq, cfg, lq_3d, hq_3d):
-    kp_lq = _normalise(lq.read_keypoints(m.id), lq.layout, lq_3d, m.lq_size)
-    kp_hq = _normalise(hq.read_keypoints(m.id), hq.layout, hq_3d, m.hq_size) if m.has_hq else None
+def _pack_instance(m: "Member", lq: _Side, hq: _Side, cfg):
+    kp_lq = lq.normalised(m.id, m.lq_size)
+    kp_hq = hq.normalised(m.id, m.hq_size) if m.has_hq else None
     idx = frame_indices(kp_lq.shape[1] if kp_hq is None else kp_hq.shape[1], cfg)
     x_lq = to_tensor(kp_lq, idx[idx < kp_lq.shape[1]], cfg.length, cfg.max_people)
     x_hq = None if kp_hq is None else to_tensor(kp_hq, idx, cfg.length, cfg.max_people)
     return x_lq, x_hq, int(len(idx))
-
-
-def _normalise(kp, layout, three_d: bool, image_size) -> np.ndarray:
-    return normalise_3d(kp, layout) if three_d else normalise_2d(kp, image_size)

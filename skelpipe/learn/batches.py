@@ -46,3 +46,13 @@ def epoch_plan(order, batch, has_hq, pair_pool, topup, rng):
         pairs.append(pair_index)
         offsets.append(offsets[-1] + len(hq_idx))
     return np.concatenate(hq).astype(np.int64), np.concatenate(pairs).astype(np.int64), offsets
+
+
+def part_dropout_mask(part_keep: torch.Tensor, n: int, p: float, device) -> torch.Tensor:
+    """(n, 1, 1, V, 1) keep-mask: with probability ``p`` an instance loses one body part drawn
+    uniformly (all its joints, frames, persons and channels), as the part matrix occludes it; so
+    a teacher trained with it has seen occluded parts and E measures reliance, not surprise."""
+    drop = torch.rand(n, device=device) < p
+    part = torch.randint(len(part_keep), (n,), device=device)
+    keep = torch.where(drop[:, None], part_keep[part], torch.ones_like(part_keep[part]))
+    return keep[:, None, None, :, None]

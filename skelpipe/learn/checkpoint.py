@@ -14,19 +14,19 @@ from skelpipe.core import atomic
 from skelpipe.core.errors import SkelpipeError, reason
 from skelpipe.core.fields import MAX_CLASSES, MAX_PEOPLE
 from skelpipe.learn.config import TrainConfig
-from skelpipe.learn.models import build_model
-
-#: what ``model.json`` must say to rebuild the network
-MODEL_KEYS = ("backbone", "layout", "in_channels", "num_classes", "channels", "temporal_kernel", "num_persons")
+from skelpipe.learn.models import ModelConfig, build_model
+from skelpipe.learn.models.config import CHOSEN_FIELDS, FIELDS
 
 
 def save_model(out_dir, model, meta: dict):
-    """``model.pt`` (state dict) then ``model.json`` (metadata; its presence marks completion)."""
+    """``model.pt`` (state dict) then ``model.json``: the ``model`` section that rebuilds the network
+    (``model.config``) and ``meta``; its presence marks completion."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # a distillation projection (kd_projection.*) served training only: the model is the network
     save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()
                  if not k.startswith("kd_projection.")}, out_dir / "model.pt")
+    meta = {"model": model.config.to_dict(), **meta}
     atomic.write_text(out_dir / "model.json", json.dumps(meta, indent=2, default=list) + "\n")
 
 
@@ -39,9 +39,7 @@ def load_model(model_dir, device="cpu"):
             raise SkelpipeError(f"{path}: missing (not a finished training run)")
     meta = read_model_meta(meta_path)
     try:
-        model = build_model(meta["backbone"], meta["layout"], meta["in_channels"], meta["num_classes"],
-                            meta["channels"], meta["temporal_kernel"], meta["num_persons"],
-                            meta.get("dropout", 0.0), meta.get("part_pool", "mean"))
+        model = build_model(ModelConfig(**meta["model"]))
     except (SkelpipeError, ValueError, TypeError, KeyError, RuntimeError) as e:
         raise SkelpipeError(f"{meta_path}: describes no model that can be built ({reason(e)})") from None
     try:
@@ -63,18 +61,36 @@ def read_model_meta(meta_path: Path) -> dict:
         raise SkelpipeError(f"{meta_path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise SkelpipeError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
-    missing = [k for k in MODEL_KEYS if k not in meta]
-    if missing:
-        raise SkelpipeError(f"{meta_path}: missing {', '.join(missing)} (not written by skelpipe train)")
+    return with_model_section(meta, meta_path)
+
+
+# Model fields that model.json files written before they existed lack.
+OLDER_FILES_LACK = ("dropout", "part_pool")
+
+
+def with_model_section(meta: dict, where) -> dict:
+    """``meta`` (a ``model.json``'s contents, read from ``where``) with its ``model`` section
+    checked against the settings' own bounds. A file that has the section's keys at its top level
+    instead (as skelpipe wrote them before the section existed) gets the section made of them."""
+    section = meta.get("model")
+    if section is None and "backbone" in meta:
+        older = {k: getattr(ModelConfig(), k) for k in OLDER_FILES_LACK}  # the defaults they were written with
+        meta = {**meta, "model": {**older, **{k: meta[k] for k in FIELDS if k in meta}}}
+        section = meta["model"]
+    if not isinstance(section, dict):
+        raise SkelpipeError(f"{where}: no model section (not written by skelpipe train)")
+    missing, unknown = [k for k in FIELDS if k not in section], sorted(set(section) - set(FIELDS))
+    if missing or unknown:
+        raise SkelpipeError(f"{where}: the model section " + "; ".join(
+            f"{what} {', '.join(keys)}" for what, keys in (("lacks", missing), ("has unknown", unknown)) if keys))
     try:
-        TrainConfig(backbone=meta["backbone"], channels=meta["channels"], temporal_kernel=meta["temporal_kernel"],
-                    dropout=meta.get("dropout", 0.0), part_pool=meta.get("part_pool", "mean"))
+        TrainConfig(**{k: section[k] for k in CHOSEN_FIELDS})
     except SkelpipeError as e:
-        raise SkelpipeError(f"{meta_path}: {str(e).removeprefix('training config: ')}") from None
+        raise SkelpipeError(f"{where}: {str(e).removeprefix('training config: ')}") from None
     for key, high in (("num_classes", MAX_CLASSES), ("num_persons", MAX_PEOPLE), ("in_channels", 16)):
-        value = meta[key]
+        value = section[key]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-            raise SkelpipeError(f"{meta_path}: {key} must be an integer in [1, {high}], got {value!r}")
+            raise SkelpipeError(f"{where}: {key} must be an integer in [1, {high}], got {value!r}")
     return meta
 
 

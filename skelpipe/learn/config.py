@@ -40,7 +40,7 @@ RUNTIME_FIELDS = ("device", "compile", "eval_every", "teacher_features", "determ
 # that default, so that finished entries stay valid and are reused.
 LATER_FIELDS = {"max_steps": 0, "occlusion_channels": "all", "occlusion_block": 15, "init": "random",
                 "projection": "none", "skd_revision": True,
-                "pe_gcn_score": "cosine"}
+                "pe_gcn_score": "cosine", "lr_warmup": 0}
 
 
 @dataclass
@@ -69,6 +69,8 @@ class TrainConfig:
     milestones: tuple = bounded((30, 40, 50), 1, 100_000, length=(0, 100),
                                 help="Epochs where lr is multiplied by --gamma, comma-separated.")
     gamma: float = bounded(0.1, high=1.0, above=0.0, help="Factor of lr at each milestone.")
+    lr_warmup: int = bounded(0, 0, 100_000, help="Epochs over which lr ramps up linearly from lr / n "
+                             "(0: none; ResGCN's and EfficientGCN's authors warm up).")
     alpha: float = bounded(1.0, 0.0, 1e3, help="Weight of the distillation term.")
     alpha_warmup: int = bounded(0, 0, 100_000, help="Epochs over which alpha ramps up linearly (0: none).")
     w: float = bounded(0.5, 0.0, 1e3, help="Weight of the positives in the MSC losses.")

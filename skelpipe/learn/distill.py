@@ -5,6 +5,7 @@ rivals ``skd`` and ``pe-gcn``), and the backward pass (SKD's gradient revision).
 """
 
 import functools
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -14,6 +15,14 @@ from skelpipe.core.errors import SkelpipeError
 from skelpipe.learn import losses
 from skelpipe.learn.checkpoint import load_model
 from skelpipe.skeleton import layouts
+
+
+class Outputs(NamedTuple):
+    """A network's outputs for a batch: logits (B, K), global feature (B, C), part features (B, 5, C)."""
+
+    logits: torch.Tensor
+    glob: torch.Tensor
+    parts: torch.Tensor
 
 
 class Distiller:
@@ -33,15 +42,18 @@ class Distiller:
         self.loss = functools.partial(distillation_loss, cfg)
 
     @classmethod
-    def of(cls, cfg, data,  teacher_dir, part_matrix, device, amp) -> "Distiller":
+    def of(cls, cfg, data, teacher_dir, part_matrix, run) -> "Distiller":
+        """The distillation term of ``cfg`` for the training data ``data``, on ``run``'s device."""
+        device = run.device
         if teacher_dir is None:
             raise SkelpipeError(f"--kd {cfg.kd} needs --teacher (a trained teacher directory)")
         attrs = data.split.attrs
         teacher, meta = load_model(teacher_dir, device)
         teacher.requires_grad_(False)
-        if meta["layout"] != attrs["hq_layout"] or meta["num_classes"] != data.num_classes:
+        net = meta["model"]
+        if net["layout"] != attrs["hq_layout"] or net["num_classes"] != data.num_classes:
             raise SkelpipeError(
-                f"{teacher_dir}: teacher ({meta['layout']}, {meta['num_classes']} classes) does not "
+                f"{teacher_dir}: teacher ({net['layout']}, {net['num_classes']} classes) does not "
                 f"match the pack's HQ data ({attrs['hq_layout']}, {data.num_classes})")
         if len(data.pair_pool) == 0:
             raise SkelpipeError(f"--kd {cfg.kd}: the training split has no paired (HQ) instance to distil from")
@@ -50,7 +62,7 @@ class Distiller:
         hq = holding(data.split.hq, device, online and fits(device, data.split.hq))
         cached = None
         if not online:
-            cached = teacher_outputs(teacher, hq, data.pair_pool, cfg.eval_batch_size, device, amp)
+            cached = teacher_outputs(teacher, hq, data.pair_pool, cfg.eval_batch_size, device, run.amp)
             teacher = hq = None  # not needed any more
         part_e = None
         if cfg.kd == "pmsc":
@@ -83,23 +95,24 @@ class Distiller:
                                     "set skd_revision = false to train under torchrun")
             model.keep_joint_features = self.teacher.keep_joint_features = True
 
-    def __call__(self, logits, glob, parts, y, hq_idx, pair_index, device, amp) -> torch.Tensor:
-        """The distillation term of one batch, given its HQ batch ``hq_idx``."""
+    def __call__(self, out: Outputs, y, hq_idx, pair_index, run) -> torch.Tensor:
+        """The distillation term of one batch (the student's outputs ``out``, labels ``y``),
+        given its HQ batch ``hq_idx``."""
         if self.cached is not None:
-            t_logits, t_glob, t_parts = (c[hq_idx] for c in self.cached)
+            teacher = Outputs(*(c[hq_idx] for c in self.cached))
         else:
-            with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
-                hx = self.hq[hq_idx.to(self.hq.device)].to(device, non_blocking=True).float()
-                t_logits, t_glob, t_parts = (t.float() for t in self.teacher(hx))
+            with torch.no_grad(), run.autocast():
+                hx = self.hq[hq_idx.to(self.hq.device)].to(run.device, non_blocking=True).float()
+                teacher = Outputs(*(t.float() for t in self.teacher(hx)))
         if self.cfg.kd == "skd":
-            self.terms = self.skd_terms(logits.float(), t_logits, pair_index)
+            self.terms = self.skd_terms(out.logits.float(), teacher.logits, pair_index)
             return sum(self.terms)
         if self.cfg.kd == "pe-gcn":
-            return losses.pe_gcn_loss(glob.float(), t_glob, pair_index, self.predictor.weight,
+            return losses.pe_gcn_loss(out.glob.float(), teacher.glob, pair_index, self.predictor.weight,
                                       tau=self.cfg.tau if self.cfg.pe_gcn_score == "cosine" else None)
-        parts = parts.float() if self.projection is None else self.projection(parts.float())
-        return self.loss(logits.float(), glob.float(), parts, y, t_logits, t_glob, t_parts,
-                         self.labels[hq_idx], pair_index, self.part_e)
+        parts = out.parts.float() if self.projection is None else self.projection(out.parts.float())
+        student = Outputs(out.logits.float(), out.glob.float(), parts)
+        return self.loss(student, teacher, y, self.labels[hq_idx], pair_index, self.part_e)
 
 
     def skd_terms(self, logits, t_logits, pair_index):
@@ -223,10 +236,11 @@ def teacher_outputs(teacher, x, index, batch_size, device, amp):
     return tuple(out)
 
 
-def distillation_loss(cfg, logits, glob, parts, y, t_logits, t_glob, t_parts, t_labels, pair_index, part_e):
-    """The distillation term of ``cfg.kd`` for one batch (float32 inputs)."""
+def distillation_loss(cfg, student: Outputs, teacher: Outputs, y, t_labels, pair_index, part_e):
+    """The distillation term of ``cfg.kd`` for one batch (float32 outputs; ``y`` and ``t_labels``:
+    the labels of the LQ and of the HQ batch)."""
     if cfg.kd == "kl":
-        return losses.kl_distill_loss(logits, t_logits, pair_index, T=cfg.kl_temperature)
+        return losses.kl_distill_loss(student.logits, teacher.logits, pair_index, T=cfg.kl_temperature)
     if cfg.kd == "global-msc":
-        return losses.global_msc_loss(glob, t_glob, y, t_labels, pair_index, w=cfg.w, tau=cfg.tau)
-    return losses.pmsc_loss(parts, t_parts, y, t_labels, pair_index, part_e, w=cfg.w, tau=cfg.tau)
+        return losses.global_msc_loss(student.glob, teacher.glob, y, t_labels, pair_index, w=cfg.w, tau=cfg.tau)
+    return losses.pmsc_loss(student.parts, teacher.parts, y, t_labels, pair_index, part_e, w=cfg.w, tau=cfg.tau)

@@ -4,27 +4,55 @@ over the ranks."""
 
 import os
 import random
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from skelpipe.core.device import resolve
+from skelpipe.core.device import native_bf16, resolve
 
 
-def setup(device_name):
-    """(rank, world size, device, whether we created the process group), from torchrun's env."""
+@dataclass(frozen=True)
+class Run:
+    """Where this process computes: its ``rank`` of ``world`` processes, its ``device``, and
+    whether it runs bf16 autocast (``amp``: asked for, and native on the device)."""
+
+    rank: int
+    world: int
+    device: torch.device
+    amp: bool
+
+    @property
+    def main(self) -> bool:
+        """The process that writes files and prints."""
+        return self.rank == 0
+
+    def autocast(self):
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp)
+
+
+@contextmanager
+def process_group(device_name, amp: bool):
+    """The ``Run`` of this process, from torchrun's environment (one process without it); a process
+    group made here is destroyed on leaving."""
     device = resolve(device_name)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, device, False
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device, created
+    created = False
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        created = not dist.is_initialized()
+        if created:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
+    try:
+        yield Run(rank, world, device, amp and native_bf16(device))
+    finally:
+        if created:
+            dist.destroy_process_group()
 
 
 def rng_state(device):

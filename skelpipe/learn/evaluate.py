@@ -10,6 +10,7 @@ and each sample's id, in a stream of its own that no training mask can repeat; e
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +25,32 @@ from skelpipe.learn.checkpoint import load_model
 from skelpipe.skeleton import noise
 
 
-@torch.no_grad()
-def predict(model, x, batch_size=256, device="cpu", amp=True, op=0.0, mode="track", seeds=None,
-            show_progress=False, channels="all", block_len=15) -> torch.Tensor:
-    """Logits (N, K) float32 on the CPU of ``model`` (put in eval mode) on ``x`` (N, C, T, V, M).
+@dataclass(frozen=True)
+class Occlusion:
+    """A fixed occlusion of test inputs: instance i occluded with probability ``op`` from the mask
+    seed ``seeds[i]`` (``noise.test_seeds``), in ``mode`` (blocks of ``block_len`` frames), on
+    ``channels`` (``noise.occlude_batch``)."""
 
-    With ``op > 0`` instance i is occluded with the mask seed ``seeds[i]`` (``noise.test_seeds``),
-    in ``mode`` (blocks of ``block_len`` frames) and on ``channels`` (``noise.occlude_batch``).
-    """
-    if op > 0 and (seeds is None or len(seeds) != len(x)):
+    op: float
+    seeds: torch.Tensor
+    mode: str = "track"
+    channels: str = "all"
+    block_len: int = 15
+
+    def apply(self, xb: torch.Tensor, start: int) -> torch.Tensor:
+        """The batch ``xb`` of the instances from ``start`` on, occluded."""
+        seeds = self.seeds[start:start + len(xb)].to(xb.device)
+        return noise.occlude_batch(xb, seeds, self.op, self.mode, self.channels, self.block_len)
+
+
+@torch.no_grad()
+def predict(model, x, batch_size=256, device="cpu", amp=True, occlusion: Occlusion | None = None,
+            show_progress=False) -> torch.Tensor:
+    """Logits (N, K) float32 on the CPU of ``model`` (put in eval mode) on ``x`` (N, C, T, V, M),
+    occluded by ``occlusion`` when given (op > 0)."""
+    if occlusion is not None and occlusion.op > 0 and (occlusion.seeds is None or len(occlusion.seeds) != len(x)):
         raise ValueError("predict with op > 0 needs one occlusion seed per instance")
+    occlusion = occlusion if occlusion is not None and occlusion.op > 0 else None
     device = torch.device(device)
     model.eval()
     x = x if isinstance(x, DiskRows) else torch.as_tensor(x)
@@ -43,8 +60,8 @@ def predict(model, x, batch_size=256, device="cpu", amp=True, op=0.0, mode="trac
         task = bar.add_task("evaluate", total=len(x), visible=show_progress)
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device, non_blocking=True).float()
-            if op > 0:
-                xb = noise.occlude_batch(xb, seeds[start:start + len(xb)].to(device), op, mode, channels, block_len)
+            if occlusion is not None:
+                xb = occlusion.apply(xb, start)
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 logits = model(xb)[0]
             out.append(logits.float().cpu())
@@ -100,36 +117,46 @@ def _training_config(model_dir, meta: dict) -> dict:
 
 def _check_match(model_dir, pack_dir, meta: dict, attrs: dict, which: str):
     """The model reads the pack's skeletons (its layout) and knows every class of it."""
-    layout = attrs[f"{which}_layout"]
-    if layout != meta["layout"]:
-        raise SkelpipeError(f"{model_dir}: model is for layout {meta['layout']}, the {which.upper()} "
+    layout, net = attrs[f"{which}_layout"], meta["model"]
+    if layout != net["layout"]:
+        raise SkelpipeError(f"{model_dir}: model is for layout {net['layout']}, the {which.upper()} "
                             f"data of {pack_dir} are {layout}")
-    if attrs["num_classes"] != meta["num_classes"]:
-        raise SkelpipeError(f"{model_dir}: model of {meta['num_classes']} classes, the data of {pack_dir} have "
+    if attrs["num_classes"] != net["num_classes"]:
+        raise SkelpipeError(f"{model_dir}: model of {net['num_classes']} classes, the data of {pack_dir} have "
                             f"{attrs['num_classes']}")
 
 
-def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, seed=None,
-             out_dir=None, device="auto", batch_size=256) -> dict:
-    """Evaluate the model in ``model_dir`` on a split of the pack directory ``pack_dir``.
+@dataclass(frozen=True)
+class EvalSet:
+    """What a model is evaluated on: the ``split`` of a pack, its HQ or LQ skeletons (``which``),
+    occluded with probability ``op`` in ``mode`` from the fixed draw ``seed``. None: the model's
+    own, HQ for a teacher and LQ for a student, its training OP (on LQ data) and mode, and the
+    pack's ``test_seed`` (the draw ``split.degrade`` also makes)."""
 
-    ``which``: "hq" or "lq" (default: HQ for a teacher, LQ for a student). ``op`` and ``mode``
-    default to the model's training settings (OP only on LQ data), ``seed`` to the pack's
-    ``test_seed`` (the fixed test draw ``split.degrade`` also makes). Writes
-    ``metrics.json``, ``predictions.csv`` and ``confusion.png`` into ``out_dir`` when given;
-    returns ``dict(top1, top5, per_class, n, ...)``.
+    split: str = "test"
+    which: str | None = None
+    op: float | None = None
+    mode: str | None = None
+    seed: int | None = None
+
+
+def evaluate(model_dir, pack_dir, on: EvalSet = EvalSet(), out_dir=None, device="auto", batch_size=256) -> dict:
+    """Evaluate the model in ``model_dir`` on the data ``on`` describes of the pack directory
+    ``pack_dir``. Writes ``metrics.json``, ``predictions.csv`` and ``confusion.png`` into
+    ``out_dir`` when given; returns ``dict(top1, top5, per_class, n, ...)``.
     """
 
     device = resolve(device)
     model, meta = load_model(model_dir, device)
     cfg = _training_config(model_dir, meta)
+    split = on.split
     data = load_split(pack_dir, split)
-    which = which or ("hq" if meta["stage"] == "teacher" else "lq")
+    which = on.which or ("hq" if meta["stage"] == "teacher" else "lq")
     if which not in ("hq", "lq"):
         raise SkelpipeError(f"evaluate: which must be hq or lq, got {which!r}")
-    op = (cfg.get("op", 0.0) if which == "lq" else 0.0) if op is None else float(op)
-    mode = mode or cfg.get("occlusion_mode", "track")
-    seed = int(data.attrs.get("test_seed", 0)) if seed is None else int(seed)
+    op = (cfg.get("op", 0.0) if which == "lq" else 0.0) if on.op is None else float(on.op)
+    mode = on.mode or cfg.get("occlusion_mode", "track")
+    seed = int(data.attrs.get("test_seed", 0)) if on.seed is None else int(on.seed)
     _check_match(model_dir, pack_dir, meta, data.attrs, which)
     x = data.hq if which == "hq" else data.lq
     labels = np.asarray(data.label, dtype=np.int64)
@@ -142,12 +169,12 @@ def evaluate(model_dir, pack_dir, split="test", which=None, op=None, mode=None, 
     if len(labels) == 0:
         raise SkelpipeError(f"{pack_dir}: the {split} split has no {which.upper()} instance to evaluate")
 
-    seeds = noise.test_seeds(seed, ids, data.name) if op > 0 else None
     channels = cfg.get("occlusion_channels", "all")
-    logits = predict(model, x, batch_size=batch_size, device=device, op=op, mode=mode, seeds=seeds,
-                     amp=cfg.get("amp", True), show_progress=True, channels=channels,
-                     block_len=cfg.get("occlusion_block", 15))
-    num_classes = meta["num_classes"]
+    occlusion = (Occlusion(op, noise.test_seeds(seed, ids, data.name), mode, channels, cfg.get("occlusion_block", 15))
+                 if op > 0 else None)
+    logits = predict(model, x, batch_size=batch_size, device=device, amp=cfg.get("amp", True),
+                     occlusion=occlusion, show_progress=True)
+    num_classes = meta["model"]["num_classes"]
     names = meta.get("class_names") or [str(c) for c in range(num_classes)]
     top1, top5 = topk_accuracy(logits, torch.from_numpy(labels), (1, 5))
     probs = logits.softmax(dim=1)

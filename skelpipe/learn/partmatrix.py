@@ -201,7 +201,7 @@ def compute_part_matrix(teacher_dir, pack_dir, out_dir, config: PartMatrixConfig
     if hq_layout is not None and hq_layout != model.layout.name:
         raise SkelpipeError(f"{Path(teacher_dir) / 'model.json'}: teacher layout {model.layout.name} "
                             f"does not match the pack's HQ layout {hq_layout} ({pack_dir})")
-    num_classes = int(meta.get("num_classes", sp.attrs.get("num_classes", 0)))
+    num_classes = meta["model"]["num_classes"]
     class_names = list(meta.get("class_names") or sp.attrs.get("class_names") or range(num_classes))
     index = np.flatnonzero(sp.has_hq)
     if len(index) == 0:

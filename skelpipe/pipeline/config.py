@@ -146,7 +146,7 @@ EXPERIMENT = {"table": ((int, str),), "settings": ([str],), "benchmarks": ([str]
               "splits": (int, None, 1, 30), "op": ([float], None, 0.0, 1.0), "kd": ([str], KD_VARIANTS),
               "hq_fraction": ([float], None, 0.0, 1.0), "student_data": ([str], ("all", "pair")),
               "seeds": ([int], None, 0, MAX_SEED), "seed_occlusion": (bool,), "backbones": ([str], BACKBONES),
-              "init": ([str], INITS)}
+              "init": ([str], INITS), "student": (dict,)}
 TABLES = ("data", "extract", "sources", "align", "pack", "teacher", "student", "partmatrix")
 TOP = ("name", "dataset", "description", "data", "extract", "sources", "settings", "align", "pack",
        "teacher", "student", "partmatrix", "experiments", "_path")
@@ -209,6 +209,10 @@ def check(cfg: dict, path) -> None:
             _value(f"{path}: experiments.", "settings", name, str, tuple(s["name"] for s in cfg["settings"]))
     for stage in ("teacher", "student"):
         _wrapped(path, stage, lambda: TrainConfig.from_dict({**cfg[stage], "stage": stage}))
+    for exp in cfg["experiments"]:  # a block's own student settings, over a [student] already checked
+        if "student" in exp:
+            _wrapped(path, "experiments.student",
+                     lambda: TrainConfig.from_dict({**cfg["student"], **exp["student"], "stage": "student"}))
     for section, settings in (("align", AlignConfig), ("pack", PackConfig), ("partmatrix", PartMatrixConfig)):
         _wrapped(path, section, lambda: settings.from_dict(cfg.get(section, {})))
 

@@ -16,7 +16,7 @@ import torch
 
 from skelpipe.core import atomic
 from skelpipe.core.errors import SkelpipeError
-from skelpipe.learn.checkpoint import load_model
+from skelpipe.learn.checkpoint import load_model, with_model_section
 from skelpipe.skeleton import layouts
 
 META_KEY = "skelpipe"
@@ -36,7 +36,8 @@ def export(model_dir, out, pack_attrs: dict, frames: int = 32) -> Path:
     its pack. ``frames``: T of the example input (any T works at run time)."""
     onnx = _require("onnx")
     model, meta = load_model(model_dir, "cpu")
-    x = torch.zeros(2, meta["in_channels"], frames, _num_joints(meta), meta["num_persons"])
+    net = meta["model"]
+    x = torch.zeros(2, net["in_channels"], frames, layouts.get(net["layout"]).num_joints, net["num_persons"])
     batch, time_ = torch.export.Dim("batch", min=1), torch.export.Dim("frames", min=4)
     out = Path(out)
     with atomic.replacing(out) as tmp:
@@ -67,17 +68,13 @@ class OnnxModel:
         if stored is None:
             raise SkelpipeError(f"{self.path}: not exported by skelpipe export onnx (no {META_KEY} metadata)")
         data = json.loads(stored)
-        self.meta, self.pack = data["meta"], data["pack"]
+        self.meta, self.pack = with_model_section(data["meta"], self.path), data["pack"]
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"skeletons": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         return torch.softmax(torch.from_numpy(self.logits(x)[0]).double(), 0).numpy()
-
-
-def _num_joints(meta: dict) -> int:
-    return layouts.get(meta["layout"]).num_joints
 
 
 def _require(module: str):

@@ -166,7 +166,7 @@ class Plan:
     def _cells(self, exp, setting, align, common, seeds, backbone):
         cfg = self.cfg
         teacher_cfg = {**cfg["teacher"], **({"backbone": backbone} if backbone else {})}
-        student_cfg = {**cfg["student"], **({"backbone": backbone} if backbone else {})}
+        student_cfg = {**cfg["student"], **exp.get("student", {}), **({"backbone": backbone} if backbone else {})}
         tag = f" {backbone}" if backbone else ""
         needs_teacher = (any(kd != "none" for kd in exp.get("kd", ["pmsc"]))
                          or "teacher" in exp.get("init", [student_cfg.get("init", "random")]))
@@ -229,6 +229,18 @@ class Plan:
     # execution -------------------------------------------------------------
     def ordered(self) -> list[Step]:
         return sorted(self.steps.values(), key=lambda s: STAGE_ORDER.index(s.stage))
+
+    def check_data(self):
+        """A pipeline that reads its dataset's files fails before its first stage when they are
+        not there."""
+        dataset = datasets.get(self.cfg["dataset"])
+        needs_data = [s for s in self.steps.values() if s.stage in ("skeletons", "extract")
+                      and not s.entry.done and dataset.root_env is not None]
+        if needs_data and (self.root is None or not self.root.is_dir()):
+            where = f"{self.root} does not exist" if self.root else \
+                f"no data root given (--data-root or ${dataset.root_env})"
+            raise SkelpipeError(f"{dataset.name} data missing: {where}; expected under the root: "
+                                f"{dataset.expected}")
 
     def run(self, only=None, until=None, jobs=1):
         """Run the plan's unfinished stages in order (the caller holds the plan's stages with

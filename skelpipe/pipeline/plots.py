@@ -17,7 +17,7 @@ from skelpipe.data.sources import dataset_videos
 from skelpipe.pose.video import frames, probe
 from skelpipe.skeleton import geometry
 from skelpipe.skeleton.noise import occlude
-from skelpipe.skeleton.store import open_store  # noqa: E402
+from skelpipe.skeleton.store import PoseStore, open_store  # noqa: E402
 
 
 # Training curves: one row of panels per group of cells, one column per OP, one line per
@@ -185,12 +185,14 @@ def video_frames(video, picks) -> dict:
     return out
 
 
-def skeleton_figure(hq_sample, lq_sample, hq_layout, lq_layout, hq_attrs, lq_attrs, path: Path,
-                    ops=(0.0, 0.3, 0.6), frames=4, video=None, title="") -> Path | None:
-    """Rows: HQ, then LQ at each occlusion probability; columns: frames across the clip, drawn
-    over the video's frames when ``video`` (a file or frame folder) is given."""
+def skeleton_figure(hq: PoseStore, lq: PoseStore, sample_id: str, path: Path, ops=(0.0, 0.3, 0.6),
+                    frames=4, video=None, title="") -> Path | None:
+    """One instance of an aligned pair of stores. Rows: HQ, then LQ at each occlusion probability;
+    columns: frames across the clip, drawn over the video's frames when ``video`` (a file or
+    frame folder) is given. None when the HQ skeletons have no image coordinates."""
 
-    hq_xy = _pixels(hq_sample, hq_layout, hq_attrs)
+    hq_sample, lq_sample = hq.read(sample_id), lq.read(sample_id)
+    hq_xy = _pixels(hq_sample, hq.layout, hq.attrs)
     lq_xy = lq_sample.keypoints[..., :2]
     if hq_xy is None:
         return None
@@ -199,11 +201,11 @@ def skeleton_figure(hq_sample, lq_sample, hq_layout, lq_layout, hq_attrs, lq_att
     images = video_frames(video, picks) if video else {}
     fig, axes = plt.subplots(1 + len(ops), frames, figsize=(3 * frames, 2.6 * (1 + len(ops))))
     lq_chw = np.transpose(lq_sample.keypoints, (3, 1, 2, 0))  # (C, T, V, M)
-    rows = [("HQ", hq_xy, None, hq_layout, "tab:blue")]
+    rows = [("HQ", hq_xy, None, hq.layout, "tab:blue")]
     for op in ops:
         occluded = np.transpose(occlude(lq_chw, op, seed=0), (3, 1, 2, 0))
-        rows.append((f"LQ, OP {op:g}", occluded[..., :2], occluded[..., 2], lq_layout, "tab:red"))
-    size = lq_attrs.get("image_size") or hq_sample.attrs.get("image_size") or [1920, 1080]
+        rows.append((f"LQ, OP {op:g}", occluded[..., :2], occluded[..., 2], lq.layout, "tab:red"))
+    size = lq.attrs.get("image_size") or hq_sample.attrs.get("image_size") or [1920, 1080]
     for r, (name, xy, conf, layout, colour) in enumerate(rows):
         for c, t in enumerate(picks):
             ax = axes[r, c]
@@ -243,11 +245,10 @@ def skeleton_overlays(plan, out_dir: Path) -> list[Path]:
             if not test:
                 continue
             sid = test[0]
-            lq_sample, hq_sample = lq.read(sid), hq.read(sid)
-            label = lq_sample.attrs.get("label_name", lq_sample.attrs.get("label", ""))
+            lq_attrs = lq.read_attrs(sid)
+            label = lq_attrs.get("label_name", lq_attrs.get("label", ""))
             path = out_dir / f"skeletons_{step.label.replace(' ', '_')}.png"
-            if skeleton_figure(hq_sample, lq_sample, hq.layout, lq.layout, hq.attrs, lq.attrs, path,
-                               video=videos.get(sid),
+            if skeleton_figure(hq, lq, sid, path, video=videos.get(sid),
                                title=f"{sid}: {label} — {step.deps['hq'].meta['label']} (HQ) vs "
                                      f"{step.deps['lq'].meta['label']} (LQ)"):
                 written.append(path)

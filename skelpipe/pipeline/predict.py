@@ -10,6 +10,7 @@ A student trained on *simulated* LQ poses (the demo, Penn Action without frames)
 seen a real estimator's output; predictions on real videos then come with a warning.
 """
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -34,7 +35,7 @@ from skelpipe.pipeline.onnx import OnnxModel
 from skelpipe.pose import extract
 from skelpipe.pose import video as videos
 from skelpipe.pose.network import resolve_backbone
-from skelpipe.pose.settings import DEFAULT_LONG_EDGE, DEFAULT_MAX_PEOPLE
+from skelpipe.pose.settings import ExtractConfig
 from skelpipe.pose.video import Video
 from skelpipe.skeleton import layouts
 from skelpipe.skeleton.store import open_store
@@ -156,10 +157,11 @@ def temporal_config(meta: dict, attrs: dict):
 
 def check_student(model_dir: Path, meta: dict):
     """A predict model must classify COCO-17 (x, y, confidence) skeletons."""
-    if meta.get("layout") != "coco17" or int(meta.get("in_channels", 0)) != 3:
+    net = meta["model"]
+    if net["layout"] != "coco17" or net["in_channels"] != 3:
         what = "teacher" if meta.get("stage") == "teacher" else "model"
-        raise SkelpipeError(f"{model_dir}: a {what} on {meta.get('layout')} skeletons with "
-                            f"{meta.get('in_channels')} channels; predict needs a student trained on "
+        raise SkelpipeError(f"{model_dir}: a {what} on {net['layout']} skeletons with "
+                            f"{net['in_channels']} channels; predict needs a student trained on "
                             "COCO-17 2D poses (x, y, confidence)")
 
 
@@ -181,9 +183,7 @@ def classify(model, x: np.ndarray, device) -> np.ndarray:
 # ---------------------------------------------------------------- extraction
 
 
-def extract_poses(video, backbone: str, checkpoint=None, device="auto", batch_size=None,
-                  long_edge=DEFAULT_LONG_EDGE, max_people=DEFAULT_MAX_PEOPLE, decoder_workers=None,
-                  decoder_config=None):
+def extract_poses(video, config: ExtractConfig):
     """(keypoints (M, T, 17, 3) pixels, attrs with fps / image_size / num_frames) of one video.
 
     ``skelpipe.pose.extract.extract_to_work`` into a temporary directory, read back: the same
@@ -191,11 +191,8 @@ def extract_poses(video, backbone: str, checkpoint=None, device="auto", batch_si
     """
 
     with tempfile.TemporaryDirectory(prefix="skelpipe-predict-") as tmp:
-        stats = extract.extract_to_work(
-            [Video(extract.sample_id_for(Path(video)), Path(video))], Work(Path(tmp)), backbone=backbone,
-            checkpoint=checkpoint, device=device, batch_size=batch_size, long_edge=long_edge,
-            max_people=max_people, decoder_workers=decoder_workers, decoder_config=decoder_config,
-            out_name="poses.h5")
+        stats = extract.extract_to_work([Video(extract.sample_id_for(Path(video)), Path(video))],
+                                        Work(Path(tmp)), config, out_name="poses.h5")
         if stats.bad:
             raise SkelpipeError(stats.bad[0][1])
         with open_store(Path(tmp) / "poses.h5") as s:
@@ -208,27 +205,28 @@ def extract_poses(video, backbone: str, checkpoint=None, device="auto", batch_si
 # ---------------------------------------------------------------- the whole prediction
 
 
-def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto", top=5,
-                  out_video=None, batch_size=None, long_edge=DEFAULT_LONG_EDGE, decoder_workers=None,
-                  decoder_config=None) -> Prediction:
+def predict_video(video, model_dir, extraction: ExtractConfig = ExtractConfig(), top=5,
+                  out_video=None) -> Prediction:
     """Extract, normalise and classify one video with a trained student; see the module doc.
 
-    ``decoder_config``: OpenPifPaf decoder thresholds (``skelpipe.pose.decoding.DEFAULT_CONFIG``).
+    ``extraction``: the pose estimator (``backbone`` None: the one the student was trained on)
+    and its settings; its device runs the student too. The people kept are the student's.
     """
 
     video = Path(video)
     if not video.exists():
         raise SkelpipeError(f"{video}: video not found")
-    model_dir, meta, found, probabilities = _student(model_dir, devices.resolve(device))
+    model_dir, meta, found, probabilities = _student(model_dir, devices.resolve(extraction.device))
     # what the training run recorded of its pack, completed by the pack itself when it is cached
     attrs = {**(meta.get("data") or {}), **found}
-    backbone, warnings = _backbone_and_warnings(model_dir, meta, attrs, found, backbone)
+    backbone, warnings = _backbone_and_warnings(model_dir, meta, attrs, found, extraction.backbone)
     for w in warnings:
         console.print(f"[yellow]warning:[/] {w}")
 
     timings, t0 = {}, time.perf_counter()
-    keypoints, vattrs = extract_poses(video, backbone, checkpoint, device, batch_size, long_edge,
-                                      int(meta.get("num_persons", 2)), decoder_workers, decoder_config)
+    people = int(meta["model"]["num_persons"])
+    extraction = dataclasses.replace(extraction, backbone=backbone, max_people=people)
+    keypoints, vattrs = extract_poses(video, extraction)
     timings["extract"] = time.perf_counter() - t0  # its steps overlap: each one's own time below
     timings.update(vattrs.get("step_seconds") or {})
     image_size = tuple(int(v) for v in vattrs.get("image_size") or ())
@@ -236,7 +234,7 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
         raise SkelpipeError(f"{video}: extraction recorded no image size")
     t0 = time.perf_counter()
     cfg = temporal_config(meta, attrs)
-    x, idx = to_input(keypoints, image_size, cfg, int(meta.get("num_persons", 2)))
+    x, idx = to_input(keypoints, image_size, cfg, people)
     timings["normalise"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     probs = probabilities(x)
@@ -249,8 +247,8 @@ def predict_video(video, model_dir, backbone=None, checkpoint=None, device="auto
         video=str(video), top=[(names[k], float(probs[k])) for k in order], probabilities=probs,
         keypoints=keypoints, image_size=image_size, fps=float(vattrs.get("fps") or 0.0),
         num_frames=int(vattrs.get("num_frames") or keypoints.shape[1]),
-        frames_used=[int(i) for i in idx], backbone=backbone,
-        checkpoint=str(checkpoint) if checkpoint else None, model_dir=str(model_dir),
+        frames_used=[int(i) for i in idx], backbone=backbone, model_dir=str(model_dir),
+        checkpoint=str(extraction.checkpoint) if extraction.checkpoint else None,
         warnings=warnings, timings={k: round(v, 4) for k, v in timings.items()})
     if not (keypoints[..., 2] > 0).any():
         result.warnings.append("no person was detected in any frame: the prediction is that of an "

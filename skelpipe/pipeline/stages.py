@@ -1,7 +1,8 @@
 """The pipeline's stages: for each, its code version, the settings that key its cache entry, and
 how it builds its output. The cache (``pipeline.cache``) knows none of them; the plan
-(``pipeline.plan``) and the commands that run one stage on its own (``skelpipe align``, ``pack``,
-``extract``) key their entries through ``entry``.
+(``pipeline.plan``) and the commands that run one stage on its own (``skelpipe align``, ``pack``:
+``run_align``, ``run_pack``; ``extract``: ``pipeline.extraction``) key their entries through
+``entry``.
 
 Bump a stage's version when its code changes what it writes: that re-keys it and everything
 downstream.
@@ -9,8 +10,10 @@ downstream.
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
+from skelpipe.core.fingerprint import input_key
 from skelpipe.core.work import Work
 from skelpipe.data import pack, pyskl, sources
 from skelpipe.data.align import AlignConfig, align_stores
@@ -19,6 +22,7 @@ from skelpipe.learn.config import TrainConfig, settings
 from skelpipe.learn.partmatrix import PartMatrixConfig, compute_part_matrix
 from skelpipe.pipeline.cache import Cache, Stage
 from skelpipe.pose import extract, simulate
+from skelpipe.pose.settings import ExtractConfig
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,29 @@ def entry(cache: Cache, stage: str, config: dict, inputs: dict | None = None) ->
     return cache.stage(stage, kind.version, kind.settings(config), inputs)
 
 
+# One stage on its own, outside a pipeline: keyed by its settings and its input files' contents.
+
+def run_align(cache: Cache, hq_path, lq_path, config: AlignConfig | None = None) -> Path:
+    """The align entry of two pose stores (built unless cached); its directory."""
+    config = config or AlignConfig()
+    inputs = {"hq": input_key(hq_path), "lq": input_key(lq_path)}
+    st = entry(cache, "align", dataclasses.asdict(config), inputs)
+    st.ensure(lambda work: align_stores(hq_path, lq_path, work, config))
+    return st.path
+
+
+def pack_stage(cache: Cache, aligned_dir, cfg: pack.PackConfig) -> Stage:
+    """The pack entry of an aligned directory with these settings."""
+    return entry(cache, "pack", dataclasses.asdict(cfg), {"align": input_key(aligned_dir)})
+
+
+def run_pack(cache: Cache, aligned_dir, cfg: pack.PackConfig) -> Path:
+    """The pack entry of an aligned directory (built unless cached); its directory."""
+    st = pack_stage(cache, aligned_dir, cfg)
+    st.ensure(lambda work: pack.pack(aligned_dir, work, **dataclasses.asdict(cfg)))
+    return st.path
+
+
 # Each builder writes one stage's output into ``work.dir`` from its config and its inputs' outputs.
 
 def build_skeletons(plan, step, work: Work):
@@ -76,12 +103,11 @@ def build_simulated(plan, step, work: Work):
 def build_extracted(plan, step, work: Work):
     cfg = step.entry.config
     videos = sources.dataset_videos(cfg["dataset"], cfg["options"], plan.root, work)
-    extract.extract_to_work(videos, work, backbone=cfg["backbone"],
-                            checkpoint=step.meta["checkpoint"] or None,
-                            long_edge=cfg["long_edge"], max_people=cfg["max_people"],
-                            decoder_config=cfg["decoder"] or None,
-                            decoder_workers=plan.cfg.get("extract", {}).get("decoder_workers"),
-                            device=plan.device, shard=plan.shard, out_name=None)
+    config = ExtractConfig(backbone=cfg["backbone"], checkpoint=step.meta["checkpoint"] or None,
+                           device=plan.device, long_edge=cfg["long_edge"], max_people=cfg["max_people"],
+                           decoder_workers=plan.cfg.get("extract", {}).get("decoder_workers"),
+                           decoder_config=cfg["decoder"] or None)
+    extract.extract_to_work(videos, work, config, shard=plan.shard, out_name=None)
 
 
 def build_align(plan, step, work: Work):
@@ -111,10 +137,9 @@ def build_partmatrix(plan, step, work: Work):
 def build_evaluate(plan, step, work: Work):
     cfg = step.entry.config
     model = step.deps["model"]
-    evaluate.evaluate(model.entry.path, step.deps["pack"].entry.path, split="test",
-                      which="hq" if model.stage == "teacher" else "lq", op=cfg["op"],
-                      mode=cfg.get("occlusion_mode"), seed=None, out_dir=work.dir,
-                      device=plan.device)
+    on = evaluate.EvalSet("test", which="hq" if model.stage == "teacher" else "lq", op=cfg["op"],
+                          mode=cfg.get("occlusion_mode"))
+    evaluate.evaluate(model.entry.path, step.deps["pack"].entry.path, on, out_dir=work.dir, device=plan.device)
 
 
 # In the order they run.

@@ -182,18 +182,16 @@ class RunStats:
         return self.frames / self.seconds if self.seconds else 0.0
 
 
-def extract_to_work(videos, work, *, backbone: str, checkpoint: str | None = None, device="auto",
-                    batch_size: int | None = None, long_edge: int | None = settings.DEFAULT_LONG_EDGE,
-                    max_people: int = settings.DEFAULT_MAX_PEOPLE,
-                    decoder_workers: int | None = None, decoder_config: dict | None = None,
-                    shard: tuple[int, int] | None = None, out_name: str | None = "skeletons.h5",
-                    fps: float = settings.DEFAULT_FPS, network: Network | BlazePose | None = None) -> RunStats:
+def extract_to_work(videos, work, config: settings.ExtractConfig, *, shard: tuple[int, int] | None = None,
+                    out_name: str | None = "skeletons.h5",
+                    network: Network | BlazePose | None = None) -> RunStats:
     """Extract the poses of ``videos`` (``Video``: id, path, attributes) into a stage's ``work`` directory.
 
-    Each finished video becomes ``work.dir/videos/<hash>.h5`` and a done unit (skipped on rerun);
-    bad videos and frames whose decoder crashed are ``work.report_bad``-ed. With ``shard=(i, n)``
-    only that share is done. ``out_name`` (unsharded runs): merge every video into
-    ``work.dir/out_name`` at the end (``merge_work`` does it for sharded runs).
+    ``config``: the estimator (its ``backbone`` given), device and settings; ``network``: that
+    estimator already loaded. Each finished video becomes ``work.dir/videos/<hash>.h5`` and a done
+    unit (skipped on rerun); bad videos and frames whose decoder crashed are ``work.report_bad``-ed.
+    With ``shard=(i, n)`` only that share is done. ``out_name`` (unsharded runs): merge every
+    video into ``work.dir/out_name`` at the end (``merge_work`` does it for sharded runs).
     """
 
     videos = [Video(str(v.id), Path(v.path), dict(v.attrs)) for v in videos]
@@ -207,13 +205,11 @@ def extract_to_work(videos, work, *, backbone: str, checkpoint: str | None = Non
     todo = [VideoJob(v.id, v.path, v.attrs) for v in mine if not work.is_done(v.id)]
     stats = RunStats(videos_skipped=len(mine) - len(todo))
     if todo:
-        dev = resolve(device)
-        if dev.type == "cuda" and shard is not None and device == "auto" and "LOCAL_RANK" in os.environ:
+        dev, auto = resolve(config.device), config.device == "auto"
+        if dev.type == "cuda" and shard is not None and auto and "LOCAL_RANK" in os.environ:
             dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
-        net = network or load_estimator(backbone, checkpoint)
-        batch_size = settings.default_batch_size(dev) if batch_size is None else batch_size
-        decoder_workers = settings.default_decoder_workers() if decoder_workers is None else decoder_workers
-        _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_workers, decoder_config, fps, stats)
+        net = network or load_estimator(config.backbone, config.checkpoint)
+        _run(todo, work, net, dev, config.resolved(dev), stats)
         if stats.videos_done == 0 and not stats.videos_skipped:  # every video bad: fail, commit nothing
             reasons = "; ".join(f"{sid}: {why}" for sid, why in stats.bad[:3])
             raise NothingExtracted(f"no video could be extracted ({len(stats.bad)} of {len(todo)} bad: "
@@ -260,17 +256,18 @@ def merge_and_drop(work_dir, out_name: str) -> None:
     shutil.rmtree(merged, ignore_errors=True)
 
 
-def _run(todo, work, net, dev, batch_size, long_edge, max_people, decoder_workers, decoder_config, fps, stats):
-    """Extract every video of ``todo``: read → network → decode → track → write, overlapped."""
+def _run(todo, work, net, dev, config: settings.ExtractConfig, stats):
+    """Extract every video of ``todo``: read → network → decode → track → write, overlapped
+    (``config``: its batch size and decoder workers already resolved)."""
     frames = (BlazePoseFrames(net) if isinstance(net, BlazePose)
-              else PifPafFrames(net, dev, long_edge, decoder_workers, decoder_config))
-    run = _Run(work, net, frames, max_people, fps, stats)
+              else PifPafFrames(net, dev, config.long_edge, config.decoder_workers, config.decoder_config))
+    run = _Run(work, net, frames, config.max_people, config.fps, stats)
     (work.dir / "videos").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
         with progress("frames") as bar:
             task = bar.add_task("extract videos", total=len(todo))
-            for job, reader in _readers(todo, long_edge, batch_size, fps):
+            for job, reader in _readers(todo, config.long_edge, config.batch_size, config.fps):
                 bar.advance(task)
                 run.video(job, reader, lambda: bar.update(task, rate=stats.frames / max(time.perf_counter() - t0, 1e-9)))
             run.finish()

@@ -1,8 +1,11 @@
 """The extraction settings' defaults and ranges, for ``skelpipe extract`` and ``predict``, a
-pipeline's ``[extract]`` and ``pose.extract.extract_to_work`` alike; and the key of the weights an
-extraction runs (``checkpoint_key``), for the pipeline's cache and ``skelpipe extract``'s own."""
+pipeline's ``[extract]`` and ``pose.extract.extract_to_work`` alike (``ExtractConfig`` carries
+them); and the key of the weights an extraction runs (``checkpoint_key``), for the pipeline's
+cache and ``skelpipe extract``'s own."""
 
+import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from skelpipe.core.fingerprint import content_key
@@ -18,6 +21,28 @@ BATCH_TEXT = f"{DEFAULT_BATCH['cuda']} on CUDA, {DEFAULT_BATCH['cpu']} on CPU"
 LONG_EDGE = (32, 8192)
 DECODER_WORKERS = (0, 64)
 BATCH_SIZE = (1, 1024)
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """How to extract poses: the estimator and its weights, the device, and what is kept. ``None``
+    (batch size, decoder workers) takes the default for the device and the machine."""
+    backbone: str | None = None  # predict: None runs the estimator the student was trained on
+    checkpoint: str | None = None
+    device: str = "auto"
+    batch_size: int | None = None
+    long_edge: int | None = DEFAULT_LONG_EDGE
+    max_people: int = DEFAULT_MAX_PEOPLE
+    decoder_workers: int | None = None
+    decoder_config: dict | None = None  # OpenPifPaf decoder settings (pose.decoding.check_config)
+    fps: float = DEFAULT_FPS
+
+    def resolved(self, device) -> "ExtractConfig":
+        """This config with the batch size and decoder workers left to the defaults filled in for
+        a ``torch.device`` and this machine."""
+        batch, workers = self.batch_size, self.decoder_workers
+        return dataclasses.replace(self, batch_size=default_batch_size(device) if batch is None else batch,
+                                   decoder_workers=default_decoder_workers() if workers is None else workers)
 
 
 def default_batch_size(device) -> int:

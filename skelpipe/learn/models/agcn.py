@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from skelpipe.learn.models.graph import hop_distance
-from skelpipe.learn.models.stgcn import DEFAULT_CHANNELS, SkeletonNet, block_strides
+from skelpipe.learn.models.config import ModelConfig, register
+from skelpipe.learn.models.stgcn import SkeletonNet, block_strides
 from skelpipe.skeleton.layouts import Layout
 
 
@@ -102,19 +103,19 @@ class AGCNBlock(nn.Module):
         return torch.relu(y)
 
 
+@register("agcn")
 class AGCN(SkeletonNet):
     """The 2s-AGCN joint stream; ``dropout`` acts on the pooled feature before the classifier."""
 
-    def __init__(self, layout: Layout, in_channels=3, num_classes=60, channels=DEFAULT_CHANNELS,
-                 temporal_kernel=9, num_persons=2, dropout=0.0, part_pool="mean"):
-        super().__init__(layout, in_channels, num_classes, channels, num_persons, part_pool)
-        adjacency = torch.from_numpy(agcn_adjacency(layout))
-        ins = (in_channels,) + self.channels[:-1]
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, cfg.channels)
+        adjacency = torch.from_numpy(agcn_adjacency(self.layout))
+        ins = (cfg.in_channels,) + self.channels[:-1]
         self.blocks = nn.Sequential(*(
-            AGCNBlock(i, o, adjacency, temporal_kernel, s, residual=b > 0)
+            AGCNBlock(i, o, adjacency, cfg.temporal_kernel, s, residual=b > 0)
             for b, (i, o, s) in enumerate(zip(ins, self.channels, block_strides(self.channels)))))
-        self.dropout = nn.Dropout(dropout)
-        nn.init.normal_(self.fc.weight, 0, math.sqrt(2.0 / num_classes))
+        self.dropout = nn.Dropout(cfg.dropout)
+        nn.init.normal_(self.fc.weight, 0, math.sqrt(2.0 / cfg.num_classes))
 
     def blocks_forward(self, x):
         return self.blocks(x)

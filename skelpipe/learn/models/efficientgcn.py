@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from skelpipe.learn.models.config import ModelConfig, register
 from skelpipe.learn.models.graph import hop_distance
 from skelpipe.learn.models.stgcn import SkeletonNet
 from skelpipe.skeleton.layouts import Layout
@@ -169,23 +170,26 @@ def blocks(in_channels: int, block_args, adjacency: torch.Tensor) -> nn.Sequenti
     return nn.Sequential(*layers)
 
 
+@register("efficientgcn-b0", "efficientgcn-b2", "efficientgcn-b4")
 class EfficientGCN(SkeletonNet):
-    def __init__(self, layout: Layout, in_channels=3, num_classes=60, scale: int = 4, num_persons=2,
-                 dropout=0.25, part_pool="mean"):
+    """EfficientGCN-Bx, x (``scale``) from the backbone's name; ``cfg.dropout`` 0 is the authors' 0.25."""
+
+    def __init__(self, cfg: ModelConfig):
+        scale = int(cfg.backbone.removeprefix("efficientgcn-b"))
         args = scaled_blocks(scale)
-        super().__init__(layout, in_channels, num_classes, [c for c, _, _ in args], num_persons, part_pool,
-                         data_bn=False)
+        super().__init__(cfg, [c for c, _, _ in args], data_bn=False)
         self.scale = scale
+        layout = self.layout
         adjacency = torch.from_numpy(distance_adjacency(layout))
         self.register_buffer("parent", torch.tensor(parents(layout)))
-        branch_in = 2 * in_channels
+        branch_in = 2 * cfg.in_channels
         self.branches = nn.ModuleList(
             nn.Sequential(nn.BatchNorm2d(branch_in), SpatialGraphLayer(branch_in, STEM_CHANNELS, adjacency),
                           TemporalBasicLayer(STEM_CHANNELS), blocks(STEM_CHANNELS, args[:FUSION_STAGE], adjacency))
             for _ in range(3))
         fused = 3 * args[FUSION_STAGE - 1][0]
         self.main = blocks(fused, args[FUSION_STAGE:], adjacency)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(cfg.dropout or 0.25)
         self.apply(_init)
 
     def blocks_forward(self, x):

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skelpipe.learn.models.config import ModelConfig, register
 from skelpipe.learn.models.graph import spatial_adjacency
 from skelpipe.learn.models.stgcn import SkeletonNet, graph_conv
-from skelpipe.skeleton.layouts import Layout
 
 REFINED_CHANNELS = 2     # the input channels the PRM shifts (x, y)
 HEAD_POOL = 5            # frames averaged before the channel attention
@@ -85,11 +85,12 @@ def pool_frames(x: torch.Tensor, stride: int, mode: str = "max") -> torch.Tensor
     return pool(x, (stride, 1), (stride, 1), ceil_mode=True)
 
 
+@register("pr-gcn")
 class PRGCN(SkeletonNet):
-    def __init__(self, layout: Layout, in_channels=3, num_classes=60, num_persons=2, part_pool="mean",
-                 refined_channels: int = REFINED_CHANNELS):
-        super().__init__(layout, in_channels, num_classes, [256], num_persons, part_pool)
-        a = torch.from_numpy(spatial_adjacency(layout))
+    def __init__(self, cfg: ModelConfig, refined_channels: int = REFINED_CHANNELS):
+        super().__init__(cfg, [256])
+        in_channels = cfg.in_channels
+        a = torch.from_numpy(spatial_adjacency(self.layout))
         self.refine = nn.Sequential(nn.Conv2d(in_channels, 32, 1), GraphLayer(32, 32, a), temporal_layer(32, 64),
                                     GraphLayer(64, 64, a), nn.Conv2d(64, in_channels, 1))
         mask = torch.zeros(1, in_channels, 1, 1)

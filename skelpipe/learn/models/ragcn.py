@@ -22,12 +22,15 @@ The global and part features are the streams' means (widths as one stream's), so
 can serve as a teacher.
 """
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelpipe.learn.models.stgcn import DEFAULT_CHANNELS, STGCN
-from skelpipe.skeleton.layouts import Layout
+from skelpipe.learn.models.config import ModelConfig, register
+from skelpipe.learn.models.stgcn import STGCN
+from skelpipe.skeleton import layouts
 
 CAM_NORMS = ("softmax", "max")
 DEFAULT_STREAMS = 3
@@ -52,21 +55,21 @@ def frame_mask(keep: torch.Tensor, frames: int) -> torch.Tensor:
     return keep[:, index].unsqueeze(1)
 
 
+@register("3s-ra-gcn")
 class RAGCN(nn.Module):
-    """``streams`` ST-GCNs with CAM masking; ``forward`` → ``(logits, global, parts)`` as every
-    backbone. After a training-mode forward, ``stream_loss(y)`` is the streams' own cross-entropy."""
+    """``streams`` ST-GCNs of ``cfg``'s sizes with CAM masking; ``forward`` → ``(logits, global,
+    parts)`` as every backbone. After a training-mode forward, ``stream_loss(y)`` is the streams'
+    own cross-entropy."""
 
-    def __init__(self, layout: Layout, in_channels=3, num_classes=60, channels=DEFAULT_CHANNELS,
-                 temporal_kernel=9, num_persons=2, dropout=0.0, part_pool="mean",
-                 streams=DEFAULT_STREAMS, cam_norm="softmax", threshold=None):
+    def __init__(self, cfg: ModelConfig, streams=DEFAULT_STREAMS, cam_norm="softmax", threshold=None):
         super().__init__()
         if streams < 1 or cam_norm not in CAM_NORMS:
             raise ValueError(f"streams must be >= 1 and cam_norm one of {CAM_NORMS}")
-        self.layout, self.cam_norm = layout, cam_norm
+        self.config = cfg
+        self.layout, self.cam_norm = layouts.get(cfg.layout), cam_norm
         self.threshold = DEFAULT_THRESHOLD[cam_norm] if threshold is None else threshold
-        self.streams = nn.ModuleList(
-            STGCN(layout, in_channels, num_classes, channels, temporal_kernel, num_persons, dropout,
-                  part_pool=part_pool) for _ in range(streams))
+        stream = dataclasses.replace(cfg, backbone="stgcn")
+        self.streams = nn.ModuleList(STGCN(stream) for _ in range(streams))
         self.stream_logits = None  # (S, N, K) of the last training-mode forward
 
     @property

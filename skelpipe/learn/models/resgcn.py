@@ -23,6 +23,7 @@ features by ``SkeletonNet`` (the authors average the M persons too).
 import torch
 from torch import nn
 
+from skelpipe.learn.models.config import ModelConfig, register
 from skelpipe.learn.models.efficientgcn import distance_adjacency, input_branches, parents
 from skelpipe.learn.models.stgcn import SkeletonNet
 from skelpipe.skeleton.layouts import PARTS, Layout
@@ -123,15 +124,16 @@ def _main_stream(structure, in_channels, k, size, joint_part) -> nn.ModuleList:
     return nn.ModuleList(mods + [ResGCNModule(256, 256, k, size, joint_part=joint_part) for _ in range(structure[3] - 1)])
 
 
+@register("pa-resgcn-b19")
 class PAResGCN(SkeletonNet):
     """PA-ResGCN-B19: ``structure`` (1, 2, 3, 3) modules per stage; ``attention=False`` gives ResGCN-B19."""
 
-    def __init__(self, layout: Layout, in_channels=3, num_classes=60, num_persons=2, part_pool="mean",
-                 structure=B19, attention=True):
-        super().__init__(layout, in_channels, num_classes, [256], num_persons, part_pool, data_bn=False)
+    def __init__(self, cfg: ModelConfig, structure=B19, attention=True):
+        super().__init__(cfg, [256], data_bn=False)
+        layout = self.layout
         self.register_buffer("A", resgcn_adjacency(layout))
         self.register_buffer("parent", torch.tensor(parents(layout)))
-        k, size, branch_in = self.A.shape[0], tuple(self.A.shape[1:]), 2 * in_channels
+        k, size, branch_in = self.A.shape[0], tuple(self.A.shape[1:]), 2 * cfg.in_channels
         self.branch_bn = nn.ModuleList(nn.BatchNorm2d(branch_in) for _ in range(3))
         self.branches = nn.ModuleList(_branch(structure, branch_in, k, size) for _ in range(3))
         joint_part = part_of_joint(layout) if attention else None

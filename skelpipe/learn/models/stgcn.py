@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skelpipe.learn.models.config import ModelConfig, register
 from skelpipe.learn.models.graph import spatial_adjacency
+from skelpipe.skeleton import layouts
 from skelpipe.skeleton.layouts import PARTS, Layout
-
-DEFAULT_CHANNELS = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
 # How part features pool the M person slots: "mean" (docs/method.md, literally: every slot, an empty
 # one included) or "present" (only the slots with a skeleton in the input; an empty slot — a
 # single-person action's second person — contributes nothing).
@@ -109,20 +109,21 @@ class SkeletonNet(nn.Module):
 
     keep_joint_features = False
 
-    def __init__(self, layout: Layout, in_channels: int, num_classes: int, channels,
-                 num_persons: int, part_pool: str = "mean", data_bn: bool = True):
+    def __init__(self, cfg: ModelConfig, channels, data_bn: bool = True):
+        """The network of ``cfg`` whose blocks have ``channels`` (``cfg.channels`` or a backbone's own)."""
         super().__init__()
-        if part_pool not in PART_POOLS:
-            raise ValueError(f"part_pool must be one of {PART_POOLS}, got {part_pool!r}")
-        self.part_pool_mode = part_pool
-        self.layout = layout
-        self.in_channels = in_channels
-        self.num_classes = num_classes
+        if cfg.part_pool not in PART_POOLS:
+            raise ValueError(f"part_pool must be one of {PART_POOLS}, got {cfg.part_pool!r}")
+        self.config = cfg
+        self.part_pool_mode = cfg.part_pool
+        self.layout = layout = layouts.get(cfg.layout)
+        self.in_channels = cfg.in_channels
+        self.num_classes = cfg.num_classes
         self.channels = tuple(channels)
-        self.num_persons = num_persons
+        self.num_persons = cfg.num_persons
         v = layout.num_joints
-        self.data_bn = nn.BatchNorm1d(num_persons * v * in_channels) if data_bn else nn.Identity()
-        self.fc = nn.Linear(self.channels[-1], num_classes)
+        self.data_bn = nn.BatchNorm1d(cfg.num_persons * v * cfg.in_channels) if data_bn else nn.Identity()
+        self.fc = nn.Linear(self.channels[-1], cfg.num_classes)
         self.register_buffer("part_pool", part_pooling_matrix(layout), persistent=False)
 
     def blocks_forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -186,18 +187,18 @@ def reference_init(module: nn.Module):
         nn.init.zeros_(module.bias)
 
 
+@register("stgcn")
 class STGCN(SkeletonNet):
     """ST-GCN with the spatial-configuration partition and learnable edge importance."""
 
-    def __init__(self, layout: Layout, in_channels=3, num_classes=60, channels=DEFAULT_CHANNELS,
-                 temporal_kernel=9, num_persons=2, dropout=0.0, edge_importance=True, part_pool="mean"):
-        super().__init__(layout, in_channels, num_classes, channels, num_persons, part_pool)
-        adjacency = torch.from_numpy(spatial_adjacency(layout))
+    def __init__(self, cfg: ModelConfig, edge_importance=True):
+        super().__init__(cfg, cfg.channels)
+        adjacency = torch.from_numpy(spatial_adjacency(self.layout))
         self.register_buffer("A", adjacency)
         k = adjacency.shape[0]
-        ins = (in_channels,) + self.channels[:-1]
+        ins = (cfg.in_channels,) + self.channels[:-1]
         self.blocks = nn.ModuleList(
-            STGCNBlock(i, o, k, temporal_kernel, s, dropout=dropout if b > 0 else 0.0,
+            STGCNBlock(i, o, k, cfg.temporal_kernel, s, dropout=cfg.dropout if b > 0 else 0.0,
                        residual=b > 0)
             for b, (i, o, s) in enumerate(zip(ins, self.channels, block_strides(self.channels))))
         self.edge_importance = nn.ParameterList(
