@@ -601,7 +601,7 @@ def test_an_experiment_block_overrides_its_students_settings(plan_of, tmp_path):
                     'backbones = ["pa-resgcn-b19"]\nseeds = [0]\nstudent = {lr_warmup = 4}\n')
     students = [s for s in plan_of(str(path)).steps.values() if s.stage == "student"]
     assert {(s.config.get("backbone", "stgcn"), s.config.get("lr_warmup", 0)) for s in students} == {
-        ("stgcn", 0), ("pa-resgcn-b19", 4)}
+        ("stgcn", 3), ("pa-resgcn-b19", 4)}  # 3: demo.toml's [student]
     path.write_text(path.read_text().replace("lr_warmup = 4", "lr_wramup = 4"))
     with pytest.raises(ConfigError, match=r"warm.toml: \[experiments.student\].*lr_wramup"):
         plan_of(str(path))
